@@ -1,0 +1,219 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Measurement 3: the data plane between pods the collection built, against the same
+traffic over a plain veth pair between two namespaces built by hand in the same run.
+
+Paths: same node (through the bridge), across nodes with host-gw routes, across nodes over
+VXLAN. Short iperf3 runs (TCP throughput) and bounded pings (latency). Each path also gets a
+fragmentation check: full-size packets with DF set pass at the configured pod MTU, one byte
+more is refused, and no namespace on the path fragments or reassembles during the run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import subprocess
+import time
+
+from common import PREFIX, Skip, ThrowawayNode, fmt, kill_group, median, on_cleanup, done, ratio, run, table
+import labctl
+
+PORT = 5201
+
+
+class Endpoint:
+    """A pod (named netns) inside a node reached by nsenter."""
+
+    def __init__(self, node_prefix, pod):
+        self.node_prefix = node_prefix
+        self.pod = pod
+
+    def argv(self, *cmd):
+        return self.node_prefix + ["ip", "netns", "exec", self.pod] + list(cmd)
+
+    def ip(self):
+        addrs = json.loads(run(self.node_prefix + ["ip", "-n", self.pod, "-j", "addr", "show", "dev", "eth0"]).stdout)
+        return next(a["local"] for a in addrs[0]["addr_info"] if a["family"] == "inet")
+
+    def mtu(self):
+        return json.loads(run(self.node_prefix + ["ip", "-n", self.pod, "-j", "link", "show", "dev", "eth0"]).stdout)[0]["mtu"]
+
+
+def iperf(server, client, seconds):
+    """TCP throughput client → server in Gbit/s (iperf3, one test, server killed by PID)."""
+    ip = server.ip()
+    srv = subprocess.Popen(server.argv("iperf3", "-s", "-1", "-p", str(PORT)), start_new_session=True,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    entry = on_cleanup(kill_group, srv)
+    try:
+        for _attempt in range(50):
+            res = run(client.argv("iperf3", "-c", ip, "-p", str(PORT), "-t", str(seconds), "-J"),
+                      timeout=seconds + 30, check=False)
+            try:
+                data = json.loads(res.stdout)
+            except ValueError:
+                data = {"error": res.stdout + res.stderr}
+            if "error" in data and "connect" in data["error"] and srv.poll() is None:
+                time.sleep(0.1)  # server not listening yet
+                continue
+            if "error" in data:
+                raise RuntimeError(f"iperf3 {client.pod} -> {server.pod} ({ip}): {data['error']}")
+            end = data["end"]
+            return {"gbps": end["sum_received"]["bits_per_second"] / 1e9,
+                    "retransmits": end["sum_sent"].get("retransmits")}
+        raise RuntimeError(f"iperf3 server in {server.pod} never answered")
+    finally:
+        done(entry)
+
+
+def ping(client, ip, count):
+    res = run(client.argv("ping", "-c", str(count), "-i", "0.02", "-q", "-W", "2", ip), timeout=count + 30)
+    match = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", res.stdout)
+    if not match:
+        raise RuntimeError(f"ping {ip} from {client.pod}: no rtt line in {res.stdout!r}")
+    return {"avg_ms": float(match.group(2)), "min_ms": float(match.group(1))}
+
+
+def _frag_counters(argv_prefix):
+    text = run(argv_prefix + ["cat", "/proc/net/snmp"]).stdout
+    lines = [ln.split() for ln in text.splitlines() if ln.startswith("Ip:")]
+    stats = dict(zip(lines[0][1:], map(int, lines[1][1:])))
+    return {k: stats[k] for k in ("FragCreates", "FragOKs", "ReasmReqds")}
+
+
+def frag_check(server, client, watch, seconds=1):
+    """DF packets of exactly the MTU pass, one byte more is refused, and a short TCP run
+    fragments nothing in any namespace of ``watch`` (argv prefixes)."""
+    ip, mtu = server.ip(), client.mtu()
+    fits = run(client.argv("ping", "-M", "do", "-s", str(mtu - 28), "-c", "2", "-i", "0.1", "-W", "2", "-q", ip),
+               check=False, timeout=30)
+    over = run(client.argv("ping", "-M", "do", "-s", str(mtu - 27), "-c", "1", "-W", "1", "-q", ip),
+               check=False, timeout=30)
+    before = [_frag_counters(w) for w in watch]
+    iperf(server, client, seconds)
+    after = [_frag_counters(w) for w in watch]
+    fragmented = sum(a[k] - b[k] for a, b in zip(after, before) for k in a)
+    return {"mtu": mtu, "df_full_size_ok": fits.returncode == 0, "df_oversize_refused": over.returncode != 0,
+            "fragments_during_tcp": fragmented,
+            "ok": fits.returncode == 0 and over.returncode != 0 and fragmented == 0}
+
+
+class HandPath:
+    """The baseline: two namespaces joined by a plain veth pair, in a throwaway node."""
+
+    def __init__(self):
+        self.node = ThrowawayNode("dp")
+        pre = self.node.prefix()
+        a, b = f"{PREFIX}a", f"{PREFIX}b"
+        run(pre + ["ip", "netns", "add", a])
+        run(pre + ["ip", "netns", "add", b])
+        run(pre + ["ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b])
+        for ns, addr in ((a, "10.250.0.1/24"), (b, "10.250.0.2/24")):
+            run(pre + ["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"])
+            run(pre + ["ip", "-n", ns, "link", "set", "eth0", "up"])
+            run(pre + ["ip", "-n", ns, "link", "set", "lo", "up"])
+        self.client, self.server = Endpoint(pre, a), Endpoint(pre, b)
+        self.watch = [self.client.argv(), self.server.argv()]
+
+    def close(self):
+        self.node.close()
+
+
+class LabPaths:
+    """Pods built by site.yml on a 2-node lab, 2 pods per node."""
+
+    def __init__(self, backend):
+        self.lab = labctl.Lab(2, pods_per_node=2, backend=backend, tag="d" + backend[0])
+        try:
+            self.lab.start()
+            self.lab.playbook("site.yml")
+        except BaseException:
+            self.lab.stop()
+            raise
+        n1, n2 = self.lab.node_prefix("n1"), self.lab.node_prefix("n2")
+        self.client = Endpoint(n1, "n1-pod-1")
+        self.local = Endpoint(n1, "n1-pod-2")
+        self.remote = Endpoint(n2, "n2-pod-1")
+        # Underlay fragmentation would show in the nodes' own namespaces.
+        self.watch_local = [self.client.argv(), self.local.argv(), n1]
+        self.watch_remote = [self.client.argv(), self.remote.argv(), n1, n2]
+
+    def close(self):
+        self.lab.stop()
+
+
+def measure(reps, seconds=3, pings=20, log=print, backends=("host-gw", "vxlan")):
+    if not shutil.which("iperf3"):
+        raise Skip("iperf3 is not installed (apt-get install -y iperf3)")
+    result = {"seconds": seconds, "pings": pings, "paths": {}, "frag": {}, "skipped": {}}
+    paths = {}
+    hand = HandPath()
+    labs = []
+    try:
+        paths["veth pair (hand-built)"] = (hand.server, hand.client, hand.watch)
+        try:
+            labctl.require("site.yml", "lab_up.yml", "lab_down.yml")
+            for backend in backends:
+                try:
+                    lab = LabPaths(backend)
+                except RuntimeError as exc:
+                    result["skipped"][backend] = str(exc)
+                    log(f"dataplane: {backend} lab failed: {exc}")
+                    continue
+                labs.append(lab)
+                if len(labs) == 1:
+                    paths[f"same node (bridge, {backend} lab)"] = (lab.local, lab.client, lab.watch_local)
+                paths[f"across nodes, {backend}"] = (lab.remote, lab.client, lab.watch_remote)
+        except Skip as exc:
+            result["skipped"]["collection"] = str(exc)
+            log(f"dataplane: collection paths skipped: {exc}")
+        for name, (server, client, watch) in paths.items():
+            result["frag"][name] = frag_check(server, client, watch)
+        samples = {name: [] for name in paths}
+        for rep in range(reps):
+            order = list(paths)
+            random.shuffle(order)
+            for name in order:
+                server, client, _watch = paths[name]
+                sample = iperf(server, client, seconds)
+                sample.update(ping(client, server.ip(), pings))
+                samples[name].append(sample)
+            log(f"dataplane: repetition {rep + 1}/{reps} done")
+        base = "veth pair (hand-built)"
+        base_gbps = median([s["gbps"] for s in samples[base]])
+        base_ms = median([s["avg_ms"] for s in samples[base]])
+        for name, runs in samples.items():
+            gbps = median([s["gbps"] for s in runs])
+            rtt = median([s["avg_ms"] for s in runs])
+            result["paths"][name] = {"gbps": gbps, "rtt_ms": rtt, "gbps_vs_veth": ratio(gbps, base_gbps),
+                                     "rtt_vs_veth": ratio(rtt, base_ms), "mtu": result["frag"][name]["mtu"],
+                                     "runs": runs}
+    finally:
+        for lab in labs:
+            lab.close()
+        hand.close()
+    return result
+
+
+def report(result):
+    rows = [[name, p["mtu"], p["gbps"], p["gbps_vs_veth"], p["rtt_ms"] * 1000, p["rtt_vs_veth"]]
+            for name, p in result["paths"].items()]
+    out = [table(f"Data plane (iperf3 {result['seconds']} s TCP, ping x{result['pings']}; medians)",
+                 ["path", "MTU", "Gbit/s", "vs veth", "RTT us", "RTT vs veth"],
+                 [[r[0], str(r[1])] + r[2:] for r in rows])]
+    out.append(table("Fragmentation check", ["path", "MTU", "DF full size passes", "DF MTU+1 refused", "fragments", "ok"],
+                     [[name, str(f["mtu"]), str(f["df_full_size_ok"]), str(f["df_oversize_refused"]),
+                       str(f["fragments_during_tcp"]), str(f["ok"])] for name, f in result["frag"].items()]))
+    for what, why in result["skipped"].items():
+        out.append(f"not measured: {what}: {why}")
+    return "\n\n".join(out)
+
+
+def check_targets(result):
+    return [(f"no fragmentation at the configured MTU ({name})", f["ok"], f"MTU {f['mtu']}")
+            for name, f in result["frag"].items()]
+
+
+__all__ = ["measure", "report", "check_targets", "fmt"]

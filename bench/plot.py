@@ -1,0 +1,71 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""docs/performance.png from a full bench/run result (needs matplotlib; smoke runs never import it)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot(results, path):
+    ms = results["measurements"]
+    panels = [name for name in ("plumbing", "playbooks", "dataplane") if name in ms]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), squeeze=False)
+    for ax, name in zip(axes[0], panels):
+        globals()[f"_{name}"](ax, ms[name])
+    m = results["machine"]
+    fig.suptitle(f"flatnet.cluster benchmarks — {m['nproc']} CPUs, kernel {m['kernel']}, "
+                 f"{m['iproute2'].split(',')[1].strip() if m.get('iproute2') else ''} (medians)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plumbing(ax, res):
+    labels = {"module": "flatnet pods module (one call)", "cni": "CNI bridge+host-local+loopback",
+              "ip": "one ip process per step"}
+    sizes = [r["pods"] for r in res["rows"]]
+    for way in res["ways"]:
+        ys = [r.get(f"{way}_add_ms_per_pod") for r in res["rows"]]
+        ax.plot(sizes, ys, marker="o", label=labels.get(way, way))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("pods on the node")
+    ax.set_ylabel("ms per pod (create)")
+    ax.set_title("Pod plumbing on one node")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _playbooks(ax, res):
+    for nodes in res["node_counts"]:
+        rows = [r for r in res["rows"] if r["nodes"] == nodes and r["deploy_s"] is not None]
+        xs = [r["pods_per_node"] for r in rows]
+        line = ax.plot(xs, [r["deploy_s"] for r in rows], marker="o", label=f"{nodes} nodes, deploy")[0]
+        ax.plot(xs, [r["rerun_s"] for r in rows], marker="s", linestyle="--", color=line.get_color(),
+                label=f"{nodes} nodes, rerun")
+    ax.set_xscale("log")
+    ax.set_xlabel("pods per node")
+    ax.set_ylabel("site.yml wall time (s)")
+    ax.set_title("Whole playbook on the lab")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+
+
+def _dataplane(ax, res):
+    names = list(res["paths"])
+    vals = [res["paths"][n]["gbps_vs_veth"] for n in names]
+    bars = ax.barh(range(len(names)), vals, color="tab:blue")
+    for rect, name in zip(bars, names):
+        p = res["paths"][name]
+        ax.text(rect.get_width() + 0.01, rect.get_y() + rect.get_height() / 2,
+                f"{p['gbps']:.1f} Gbit/s, MTU {p['mtu']}", va="center", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(1.3, max(vals) * 1.3))
+    ax.set_xlabel("TCP throughput / plain veth pair (same run)")
+    ax.set_title("Data plane (iperf3)")
+    ax.grid(True, axis="x", alpha=0.3)

@@ -1,0 +1,114 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Action plugin flatnet.cluster.verify_report: the verification report, built on the controller.
+
+Nothing runs on the managed hosts. The documentation lives in plugins/modules/verify_report.py;
+the report itself is built by the pure functions of plugins/plugin_utils/report.py.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import report as rpt
+
+ARGUMENT_SPEC = {
+    "results": {"type": "raw"},
+    "hosts": {"type": "list", "elements": "str"},
+    "results_var": {"type": "str", "default": "flatnet_probe_results"},
+    "required_checks": {"type": "list", "elements": "str"},
+    "plan": {"type": "dict"},
+    "bridge": {"type": "str", "default": "cni0"},
+    "json_path": {"type": "path"},
+    "junit_path": {"type": "path"},
+    "fail_on_error": {"type": "bool", "default": True},
+    "max_failures_shown": {"type": "int", "default": 50},
+}
+
+
+def _write(path, text):
+    """Write atomically; True when the content changed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return False
+    except OSError:
+        pass
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".flatnet-report-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def collect(args, task_vars):
+    """The results to report on: the ``results`` option, else each host's ``results_var``."""
+    if args.get("results") is not None:
+        return args["results"], []
+    hostvars = task_vars.get("hostvars", {})
+    hosts = args.get("hosts") or task_vars.get("ansible_play_hosts") or []
+    results, missing = [], []
+    for host in hosts:
+        value = hostvars.get(host, {}).get(args["results_var"])
+        if value is None:
+            missing.append(host)
+        else:
+            results.append(value)
+    return results, missing
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        task_vars = task_vars or {}
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        unknown = sorted(set(args.get("required_checks") or []) - set(rpt.CHECKS))
+        if unknown:
+            return dict(result, failed=True, msg=f"unknown checks in required_checks: {', '.join(unknown)}; "
+                                                   f"known: {', '.join(rpt.CHECKS)}")
+        raw, missing = collect(args, task_vars)
+        try:
+            report = rpt.build(raw, args.get("required_checks"), args.get("plan"), args["bridge"])
+        except rpt.ReportError as exc:
+            return dict(result, failed=True, msg=f"cannot read the probe results: {exc}")
+        report["nodes_without_results"] = missing
+        text = rpt.render_text(report, args["max_failures_shown"])
+        if missing:
+            text += "\n\nnodes without probe results (did the probe task run there?): " + ", ".join(missing)
+        changed = False
+        if args.get("json_path"):
+            changed |= _write(args["json_path"], rpt.to_json(report))
+        if args.get("junit_path"):
+            changed |= _write(args["junit_path"], rpt.to_junit(report))
+        failed = not report["ok"] or report["summary"]["total"] == 0
+        result.update(
+            changed=changed,
+            ok=report["ok"],
+            summary=report["summary"],
+            by_check=report["by_check"],
+            matrix=report["matrix"],
+            failures=report["failures"],
+            nodes_without_results=missing,
+            report_text=text,
+            report_lines=text.splitlines(),
+            msg=text,
+        )
+        if failed and args["fail_on_error"]:
+            result["failed"] = True
+            if report["summary"]["total"] == 0:
+                result["msg"] = "no probe results to report on\n" + text
+        return result

@@ -1,0 +1,189 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: flatnet.cluster contributors
+"""The one place where flatnet.cluster modules talk to the kernel through iproute2.
+
+Every call is an argument list (never a shell string) run with LC_ALL=C. State is read
+with ``ip -json``; changes are applied with ``ip -batch`` so that a node's whole
+reconcile costs a handful of processes, whatever the number of pods or peers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+# Routes the collection makes carry this protocol number, so that reconciling never
+# touches a route someone else made.
+RT_PROTO = 157
+
+# ifalias values mark links as ours; links without the marker are never touched.
+ALIAS = "flatnet"
+POD_ALIAS_PREFIX = "flatnet pod "
+
+NETNS_DIR = "/run/netns"
+
+
+def veth_name(pod):
+    """Host end of a pod's veth: ``veth`` + 8 hex characters of the pod name's digest."""
+    return "veth" + hashlib.sha256(pod.encode("utf-8")).hexdigest()[:8]
+
+
+class IPError(Exception):
+    """An iproute2 command failed; the message carries the command and its stderr."""
+
+
+class IPRoute2:
+    """Thin wrapper over the ``ip`` binary for one module run."""
+
+    ENV = {"LC_ALL": "C", "LANGUAGE": "C"}
+
+    def __init__(self, module):
+        self.module = module
+        self.ip = module.get_bin_path("ip", required=True)
+
+    # --- running -----------------------------------------------------------------
+    def run(self, argv, data=None, check=True):
+        """Run ``ip ARGV``; return (rc, stdout, stderr). Raise IPError when check and rc != 0."""
+        cmd = [self.ip] + [str(a) for a in argv]
+        rc, out, err = self.module.run_command(
+            cmd, data=data, binary_data=True, environ_update=self.ENV, check_rc=False
+        )
+        if check and rc != 0:
+            raise IPError(f"{' '.join(cmd)} failed (rc={rc}): {err.strip() or out.strip()}")
+        return rc, out, err
+
+    def json(self, argv, netns=None):
+        """Run ``ip [-n NETNS] -json ARGV`` and decode its output (``[]`` when empty)."""
+        prefix = ["-n", netns] if netns else []
+        _rc, out, _err = self.run(prefix + ["-json"] + list(argv))
+        out = out.strip()
+        return json.loads(out) if out else []
+
+    def batch(self, lines, netns=None, force=False):
+        """Apply iproute2 commands (each an argument list) in one ``ip -batch -`` process.
+
+        With force, iproute2 goes on after a failing line and the combined error is raised
+        at the end; without it, it stops at the first failure.
+        """
+        if not lines:
+            return
+        text = "\n".join(" ".join(_quote(str(a)) for a in line) for line in lines) + "\n"
+        argv = (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
+        self.run(argv, data=text)
+
+    def json_batch(self, lines, netns=None, family=None):
+        """Run several ``-json`` show commands in one ``ip -batch`` process; one decoded
+        result per line, in order. ``family`` (4 or 6) applies to every line: iproute2
+        takes it only as a global option, and route dumps default to IPv4 without it."""
+        if not lines:
+            return []
+        text = "\n".join(" ".join(_quote(str(a)) for a in line) for line in lines) + "\n"
+        argv = (["-n", netns] if netns else []) + ([f"-{family}"] if family else [])
+        _rc, out, _err = self.run(argv + ["-json", "-batch", "-"], data=text)
+        return decode_stream(out)
+
+    # --- reading -----------------------------------------------------------------
+    def links(self, netns=None):
+        """Links by name: ``{name: link}`` with ``ip -json -details link``'s fields."""
+        return {link["ifname"]: link for link in self.json(["-details", "link", "show"], netns)}
+
+    def addrs(self, netns=None):
+        """Addresses by link name: ``{name: ["10.0.0.1/24", ...]}`` (global scope only)."""
+        result = {}
+        for link in self.json(["addr", "show"], netns):
+            result[link["ifname"]] = [
+                f"{a['local']}/{a['prefixlen']}"
+                for a in link.get("addr_info", [])
+                if a.get("scope") == "global"
+            ]
+        return result
+
+    def routes(self, netns=None, family=4, table="main", proto=None):
+        """Routes of one family in one table; optionally only those of protocol ``proto``."""
+        argv = [f"-{family}", "route", "show", "table", table]
+        if proto is not None:
+            argv += ["proto", proto]
+        return self.json(argv, netns)
+
+    def netns_list(self):
+        """Names of the named network namespaces of this host (``/run/netns``)."""
+        try:
+            return sorted(n for n in os.listdir(NETNS_DIR) if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+
+
+def decode_stream(text):
+    """Decode concatenated JSON documents (what ``ip -json -batch`` prints)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    decoder = json.JSONDecoder()
+    docs, pos, end = [], 0, len(text)
+    while True:
+        while pos < end and text[pos].isspace():
+            pos += 1
+        if pos >= end:
+            return docs
+        doc, pos = decoder.raw_decode(text, pos)
+        docs.append(doc)
+
+
+def is_up(link):
+    """Administratively up (the UP flag; operstate stays DOWN on a bridge without ports)."""
+    return "UP" in link.get("flags", [])
+
+
+def global_addrs(link):
+    """Global-scope addresses of one ``ip -json addr`` link entry, as ``ip/prefix``."""
+    return [
+        f"{a['local']}/{a['prefixlen']}"
+        for a in link.get("addr_info", [])
+        if a.get("scope") == "global"
+    ]
+
+
+def netns_inode(name):
+    """Inode of a named netns file, or None when it is missing or dead (not a nsfs mount)."""
+    path = os.path.join(NETNS_DIR, name)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    # A live named netns is an nsfs bind mount; a leftover plain file has st_dev of /run.
+    try:
+        if st.st_dev == os.stat(NETNS_DIR).st_dev:
+            return None
+    except OSError:
+        return None
+    return st.st_ino
+
+
+def _quote(word):
+    """Quote a word for ``ip -batch`` (which splits on blanks and honours double quotes)."""
+    if word and all(c not in word for c in ' \t"\\#'):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def sysctl_path(name):
+    """/proc/sys path of a dotted sysctl name; the interface part may itself hold dots
+    (``net.ipv4.conf.flatnet.1.rp_filter``)."""
+    parts = name.split(".")
+    if len(parts) > 5 and parts[0] == "net" and parts[2] in ("conf", "neigh"):
+        parts = parts[:3] + [".".join(parts[3:-1]), parts[-1]]
+    return "/proc/sys/" + "/".join(parts)
+
+
+def read_sysctl(name):
+    """Value of a sysctl as a string, or None when it does not exist."""
+    try:
+        with open(sysctl_path(name), encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def write_sysctl(name, value):
+    with open(sysctl_path(name), "w", encoding="ascii") as f:
+        f.write(str(value))

@@ -1,0 +1,153 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The nftables table ``inet flatnet`` as text, and how to tell whether the live one drifted.
+
+Pure functions (no processes): the firewall module runs ``nft`` and passes the output in.
+
+Private module_utils of flatnet.cluster: the API may change without notice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+
+FAMILY = "inet"
+TABLE = "flatnet"
+
+# Multicast is never masqueraded (flannel does the same): it does not leave the link routed.
+MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
+IP_KW = {4: "ip", 6: "ip6"}
+ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
+
+
+def _by_family(items, parse):
+    result = {4: [], 6: []}
+    for item in items or []:
+        value = parse(str(item))
+        text = str(value)
+        if text not in result[value.version]:
+            result[value.version].append(text)
+    return {v: sorted(x, key=lambda t: parse(t)) for v, x in result.items()}
+
+
+def _set(lines, name, version, elements, interval):
+    lines.append(f"\tset {name} {{")
+    lines.append(f"\t\ttype {ADDR_TYPE[version]}")
+    if interval:
+        lines.append("\t\tflags interval")
+    if elements:
+        lines.append("\t\telements = { " + ", ".join(elements) + " }")
+    lines.append("\t}")
+    lines.append("")
+
+
+def render(cluster_cidrs, masquerade=True, vxlan_port=None, peer_underlay_ips=(), bridge=None):
+    """The full definition of ``table inet flatnet`` (nft syntax, ends with a newline).
+
+    Nothing here drops forwarded traffic: the forward chain only accepts. The only drop is VXLAN
+    from hosts that are not cluster nodes, so nobody can inject packets into the overlay.
+    """
+    cidrs = _by_family(cluster_cidrs, lambda t: ipaddress.ip_network(t, strict=False))
+    if not cidrs[4] and not cidrs[6]:
+        raise ValueError("cluster_cidrs is empty")
+    peers = _by_family(peer_underlay_ips, ipaddress.ip_address)
+    families = [v for v in (4, 6) if cidrs[v]]
+
+    lines = [f"table {FAMILY} {TABLE} {{"]
+    for v in families:
+        _set(lines, f"cluster{v}", v, cidrs[v], interval=True)
+    if vxlan_port is not None:
+        for v in (4, 6):
+            _set(lines, f"nodes{v}", v, peers[v], interval=False)
+
+    lines.append("\tchain forward {")
+    lines.append("\t\ttype filter hook forward priority filter; policy accept;")
+    for v in families:
+        lines.append(f"\t\t{IP_KW[v]} saddr @cluster{v} accept")
+        lines.append(f"\t\t{IP_KW[v]} daddr @cluster{v} accept")
+    if bridge:
+        lines.append(f"\t\tiifname {_quote(bridge)} accept")
+        lines.append(f"\t\toifname {_quote(bridge)} accept")
+    lines.append("\t}")
+
+    if masquerade:
+        lines.append("")
+        lines.append("\tchain postrouting {")
+        lines.append("\t\ttype nat hook postrouting priority srcnat; policy accept;")
+        for v in families:
+            kw = IP_KW[v]
+            lines.append(
+                f"\t\t{kw} saddr @cluster{v} {kw} daddr != @cluster{v} {kw} daddr != {MULTICAST[v]} "
+                "masquerade fully-random"
+            )
+        lines.append("\t}")
+
+    if vxlan_port is not None:
+        lines.append("")
+        lines.append("\tchain input {")
+        lines.append("\t\ttype filter hook input priority filter; policy accept;")
+        for v in (4, 6):
+            lines.append(f"\t\t{IP_KW[v]} saddr @nodes{v} udp dport {int(vxlan_port)} accept")
+        lines.append(f"\t\tudp dport {int(vxlan_port)} drop")
+        lines.append("\t}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _quote(name):
+    # Interface names come from a validated option; quote them so nft never parses a keyword.
+    return '"' + name.replace('"', "") + '"'
+
+
+def transaction(definition):
+    """One atomic ``nft -f -`` script: create-if-missing, delete, define (all or nothing)."""
+    return f"table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n{definition}"
+
+
+def canonical(nft_json):
+    """``nft -j list table inet flatnet`` without what changes on every reload (handles, metainfo)."""
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k != "handle"}
+        if isinstance(obj, list):
+            return [strip(x) for x in obj]
+        return obj
+
+    items = nft_json.get("nftables", []) if isinstance(nft_json, dict) else []
+    return [strip(x) for x in items if "metainfo" not in x]
+
+
+def digest(value):
+    if not isinstance(value, str):
+        value = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def needs_apply(record, desired_hash, live_hash):
+    """Reapply unless the recorded desired and live hashes both still hold.
+
+    ``live_hash`` is None when the table is missing. A record from another definition, a table
+    edited by hand or deleted, or no record at all means the table must be written again.
+    """
+    if live_hash is None:
+        return True
+    return not (record.get("desired") == desired_hash and record.get("live") == live_hash)
+
+
+def forward_drop_chains(chains_json):
+    """Base chains on the forward hook, outside our table, whose policy is drop.
+
+    nftables runs every base chain of a hook: an accept in ``inet flatnet`` ends only that
+    chain, and a drop anywhere else (iptables-nft's ``ip filter FORWARD`` under Docker) still
+    drops the packet. We can only report them.
+    """
+    found = []
+    for item in chains_json.get("nftables", []) if isinstance(chains_json, dict) else []:
+        chain = item.get("chain")
+        if not chain or chain.get("hook") != "forward" or chain.get("policy") != "drop":
+            continue
+        if chain.get("family") == FAMILY and chain.get("table") == TABLE:
+            continue
+        found.append(f"{chain['family']} {chain['table']} {chain['name']}")
+    return sorted(found)

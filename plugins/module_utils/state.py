@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What flatnet.cluster records on a node, under /var/lib/flatnet, as small JSON files.
+
+The records are what make pruning and teardown safe (only what is recorded is ours) and
+what lets the planner keep every node's addresses stable when the controller lost its cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+STATE_DIR = "/var/lib/flatnet"
+
+
+def load(path, default=None):
+    """Decoded JSON of ``path``; ``default`` (an empty dict) when it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {} if default is None else default
+    return data
+
+
+def save(path, data):
+    """Write JSON atomically (temp file + rename), so an interrupted run never leaves half a record."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def remove_dir_if_empty(path):
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

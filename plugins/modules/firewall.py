@@ -1,0 +1,225 @@
+#!/usr/bin/python
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: firewall
+short_description: Keep the nftables table C(inet flatnet) (forwarding, masquerade, VXLAN guard)
+version_added: 0.1.0
+author: flatnet maintainers (@flatnet)
+description:
+  - Writes the whole table C(inet flatnet) in one atomic C(nft -f -) transaction. Nothing else
+    in the ruleset is ever read for changing, flushed or deleted.
+  - The C(forward) chain (priority filter, policy accept) accepts traffic from or to the cluster
+    CIDRs (and through O(bridge) when given). It adds no drops.
+  - The C(postrouting) chain (when O(masquerade)) masquerades traffic from the cluster CIDRs to
+    destinations outside them (except multicast), never pod-to-pod or node-to-pod.
+  - The C(input) chain (when O(vxlan_port) is set) accepts UDP to that port from the cluster
+    nodes' underlay IPs and drops it from anyone else.
+  - For idempotence and drift detection, after writing, a hash of the live table (C(nft -j), handles
+    removed) and of the desired definition are stored in C(firewall.json). When both still
+    match, nothing is done; a rule edited by hand or a deleted table is written again.
+  - Limitation, reported as a warning and in RV(forward_drop_chains). nftables runs every base
+    chain of a hook, and an accept only ends its own chain. A forward chain with policy drop in
+    another table (iptables-nft C(ip filter FORWARD) set to DROP by Docker) still drops pod
+    traffic, whatever this table accepts. The fix belongs to whoever owns that table, e.g.
+    C(iptables -I DOCKER-USER -s CLUSTER_CIDR -j ACCEPT) and the same with C(-d).
+options:
+  cluster_cidrs:
+    description: The cluster CIDRs (one per family). Required with O(state=present).
+    type: list
+    elements: str
+  masquerade:
+    description: Masquerade pod traffic that leaves the cluster CIDRs.
+    type: bool
+    default: true
+  vxlan_port:
+    description: UDP port of the VXLAN overlay; V(null) when no node uses VXLAN (no input chain).
+    type: int
+  peer_underlay_ips:
+    description: Underlay IPs of the cluster's nodes, the only senders allowed on O(vxlan_port).
+    type: list
+    elements: str
+    default: []
+  bridge:
+    description: The node's pod bridge; forwarded traffic in or out of it is accepted too.
+    type: str
+  state:
+    description: V(present) writes the table; V(absent) deletes it and C(firewall.json).
+    type: str
+    choices: [present, absent]
+    default: present
+  state_dir:
+    description: Directory of the state files (tests only).
+    type: path
+    default: /var/lib/flatnet
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether the table would be written, without writing it.
+  diff_mode:
+    support: full
+    description: Shows C(nft list table inet flatnet) before and the desired definition after.
+requirements:
+  - nftables (C(nft))
+"""
+
+EXAMPLES = r"""
+- name: Forwarding, masquerade and VXLAN guard for the pod network
+  flatnet.cluster.firewall:
+    cluster_cidrs: "{{ flatnet_plan.cluster_cidrs }}"
+    masquerade: "{{ flatnet_plan.masquerade }}"
+    vxlan_port: "{{ flatnet_plan.vxlan.port if flatnet_plan.backend != 'host-gw' else none }}"
+    peer_underlay_ips: "{{ flatnet_plan.nodes.values() | map(attribute='underlay.ip') | list }}"
+    bridge: cni0
+
+- name: Remove the table
+  flatnet.cluster.firewall:
+    state: absent
+"""
+
+RETURN = r"""
+actions:
+  description: What was (or would be) done.
+  returned: always
+  type: list
+  elements: str
+  sample: ["write table inet flatnet (table missing)"]
+ruleset:
+  description: The desired definition of the table (nft syntax).
+  returned: when O(state=present)
+  type: str
+forward_drop_chains:
+  description:
+    - Base chains on the forward hook in other tables with policy drop (C(family table chain)).
+      They drop pod traffic whatever C(inet flatnet) accepts; see the module description.
+  returned: always
+  type: list
+  elements: str
+  sample: ["ip filter FORWARD"]
+"""
+
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.flatnet.cluster.plugins.module_utils import nftables
+from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
+
+ENV = {"LC_ALL": "C", "LANGUAGE": "C"}
+TABLE_ARGS = ["table", nftables.FAMILY, nftables.TABLE]
+
+
+class Nft:
+    def __init__(self, module):
+        self.module = module
+        self.nft = module.get_bin_path("nft")
+        if not self.nft:
+            module.fail_json(msg="nft was not found: install the nftables package on the node "
+                                 "(or set flatnet_firewall: false to skip the firewall)")
+
+    def run(self, argv, data=None, check=True):
+        rc, out, err = self.module.run_command([self.nft] + argv, data=data, binary_data=True,
+                                               environ_update=ENV, check_rc=False)
+        if check and rc != 0:
+            self.module.fail_json(msg=f"nft {' '.join(argv)} failed (rc={rc}): {err.strip() or out.strip()}")
+        return rc, out, err
+
+    def table_json(self):
+        """The live table as nft JSON, or None when it does not exist."""
+        rc, out, _err = self.run(["-j", "list"] + TABLE_ARGS, check=False)
+        if rc != 0:
+            return None
+        return json.loads(out) if out.strip() else None
+
+    def table_text(self):
+        rc, out, _err = self.run(["list"] + TABLE_ARGS, check=False)
+        return out if rc == 0 else ""
+
+    def chains_json(self):
+        rc, out, _err = self.run(["-j", "list", "chains"], check=False)
+        try:
+            return json.loads(out) if rc == 0 and out.strip() else {}
+        except ValueError:
+            return {}
+
+
+def live_hash(nft):
+    table = nft.table_json()
+    return None if table is None else nftables.digest(nftables.canonical(table))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            cluster_cidrs=dict(type="list", elements="str"),
+            masquerade=dict(type="bool", default=True),
+            vxlan_port=dict(type="int"),
+            peer_underlay_ips=dict(type="list", elements="str", default=[]),
+            bridge=dict(type="str"),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            state_dir=dict(type="path", default=flatnet_state.STATE_DIR),
+        ),
+        required_if=[("state", "present", ["cluster_cidrs"])],
+        supports_check_mode=True,
+    )
+    p = module.params
+    nft = Nft(module)
+    state_file = os.path.join(p["state_dir"], "firewall.json")
+    record = flatnet_state.load(state_file)
+    result = dict(changed=False, actions=[], forward_drop_chains=[])
+
+    before = nft.table_text() if module._diff else None
+    current = live_hash(nft)
+
+    if p["state"] == "absent":
+        if current is not None:
+            result["actions"].append(f"delete table {nftables.FAMILY} {nftables.TABLE}")
+            if not module.check_mode:
+                nft.run(["-f", "-"], data=nftables.transaction("").rstrip() + "\n")
+        if not module.check_mode:
+            flatnet_state.remove(state_file)
+        result["changed"] = bool(result["actions"])
+        if module._diff:
+            result["diff"] = dict(before=before, after="")
+        module.exit_json(**result)
+
+    try:
+        definition = nftables.render(p["cluster_cidrs"], p["masquerade"], p["vxlan_port"],
+                                     p["peer_underlay_ips"], p["bridge"])
+    except ValueError as e:
+        module.fail_json(msg=f"invalid firewall input: {e}")
+    desired = nftables.digest(definition)
+    result["ruleset"] = definition
+
+    if nftables.needs_apply(record, desired, current):
+        if current is None:
+            why = "table missing"
+        elif record.get("desired") != desired:
+            why = "definition changed" if record else "not recorded"
+        else:
+            why = "live table differs from the recorded one"
+        result["actions"].append(f"write table {nftables.FAMILY} {nftables.TABLE} ({why})")
+        if not module.check_mode:
+            nft.run(["-f", "-"], data=nftables.transaction(definition))
+            flatnet_state.save(state_file, {"desired": desired, "live": live_hash(nft)})
+    result["changed"] = bool(result["actions"])
+
+    result["forward_drop_chains"] = nftables.forward_drop_chains(nft.chains_json())
+    if result["forward_drop_chains"]:
+        module.warn(
+            "forward chains with policy drop in other tables will drop pod traffic whatever table "
+            f"inet flatnet accepts: {', '.join(result['forward_drop_chains'])}. Accept the cluster "
+            "CIDRs there (e.g. iptables -I DOCKER-USER -s CIDR -j ACCEPT and -d CIDR); "
+            "flatnet never edits other tables."
+        )
+    if module._diff:
+        result["diff"] = dict(before=before, after=definition,
+                              before_header="nft list table inet flatnet", after_header="desired")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+#!/usr/bin/python
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: peers
+short_description: Program the routes to every other node's pod CIDRs (host-gw and VXLAN)
+version_added: 0.1.0
+author: flatnet maintainers (@flatnet)
+description:
+  - One call per node programs the routes to all peers of the node, as planned by
+    M(flatnet.cluster.plan) (C(flatnet_plan.nodes[node].peers)).
+  - A C(direct) peer gets a host-gw route C(pod_cidr via underlay_ip dev underlay_interface).
+    Every direct peer's underlay IP must be on-link for O(underlay_interface) (inside a connected
+    route of it); otherwise the module fails before changing anything, naming the peers.
+  - A C(vxlan) peer gets, in this order, a permanent neighbour entry (VTEP IP to VTEP MAC), a
+    permanent FDB entry (VTEP MAC to underlay IP) and the route C(pod_cidr via vtep_ip dev DEVICE
+    onlink), so the kernel never has to resolve anything. The VXLAN device exists only while some
+    peer is C(vxlan); it is recreated when its VNI, port, local IP or underlay device differ, and
+    its MAC and MTU are fixed in place.
+  - Every route the module makes carries C(proto 157); routes of any other protocol are never
+    replaced or deleted (a peer pod CIDR that already has such a route is an error).
+    Routes, neighbour and FDB entries of peers that are no longer declared are deleted.
+  - An IPv6 pod CIDR of a C(direct) peer with an IPv4 underlay IP cannot be routed (the kernel
+    has no IPv6 route through an IPv4 gateway); it is skipped with a warning.
+  - Changes are applied with one C(ip -batch) and one C(bridge -batch) process.
+options:
+  underlay_interface:
+    description: Underlay interface of this node; the device of the host-gw routes.
+    type: str
+  peers:
+    description: Every other node of the cluster (the plan's C(peers) of this node).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Peer node name.
+        type: str
+        required: true
+      mode:
+        description: How the peer is reached.
+        type: str
+        choices: [direct, vxlan]
+        default: direct
+      underlay_ip:
+        description: The peer's underlay IP (host-gw gateway, or VXLAN tunnel endpoint).
+        type: str
+        required: true
+      pod_cidrs:
+        description: The peer's pod CIDRs (one per family).
+        type: list
+        elements: str
+        default: []
+      vtep_ips:
+        description: The peer's VTEP IPs (network address of each pod CIDR); used by C(vxlan).
+        type: list
+        elements: str
+        default: []
+      vtep_mac:
+        description: The peer's VTEP MAC; required for C(vxlan).
+        type: str
+  vxlan:
+    description: This node's VXLAN device; only used while some peer is C(vxlan).
+    type: dict
+    default: {}
+    suboptions:
+      device:
+        description: Name of the VXLAN device (ifalias C(flatnet) marks it as ours).
+        type: str
+        default: flatnet.1
+      vni:
+        description: VXLAN network identifier.
+        type: int
+        default: 1
+      port:
+        description: UDP destination port.
+        type: int
+        default: 8472
+      local_ip:
+        description: This node's underlay IP (tunnel source).
+        type: str
+      mac:
+        description: This node's VTEP MAC.
+        type: str
+      addresses:
+        description:
+          - This node's VTEP IPs, as V(/32) or V(/128) (flannel style, so no connected route to
+            other nodes' pod CIDRs appears).
+        type: list
+        elements: str
+        default: []
+      mtu:
+        description: MTU of the device (the pod MTU).
+        type: int
+      underlay_interface:
+        description: Underlay device of the tunnel; defaults to O(underlay_interface).
+        type: str
+  state:
+    description:
+      - V(present) programs the peers.
+      - V(absent) deletes every C(proto 157) route and the VXLAN device (when it carries ifalias C(flatnet)).
+    type: str
+    choices: [present, absent]
+    default: present
+  state_dir:
+    description: Directory of the state files (tests only).
+    type: path
+    default: /var/lib/flatnet
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change without changing it.
+  diff_mode:
+    support: full
+    description: Shows the routing state (device, neighbours, FDB, routes) before and after.
+requirements:
+  - iproute2 (C(ip) and C(bridge))
+"""
+
+EXAMPLES = r"""
+- name: Program routes to every other node
+  flatnet.cluster.peers:
+    underlay_interface: "{{ flatnet_plan.nodes[inventory_hostname].underlay.interface }}"
+    peers: "{{ flatnet_plan.nodes[inventory_hostname].peers }}"
+    vxlan:
+      device: "{{ flatnet_plan.vxlan.device }}"
+      vni: "{{ flatnet_plan.vxlan.vni }}"
+      port: "{{ flatnet_plan.vxlan.port }}"
+      local_ip: "{{ flatnet_plan.nodes[inventory_hostname].underlay.ip }}"
+      mac: "{{ flatnet_plan.nodes[inventory_hostname].vtep_mac }}"
+      addresses: "{{ flatnet_plan.nodes[inventory_hostname].vtep_ips }}"
+      mtu: "{{ flatnet_plan.mtu }}"
+
+- name: Remove every route and the VXLAN device
+  flatnet.cluster.peers:
+    state: absent
+"""
+
+RETURN = r"""
+actions:
+  description: What was (or, in check mode, would be) done, in order.
+  returned: always
+  type: list
+  elements: str
+  sample: ["add route 10.244.1.0/24 via 192.168.50.12 dev eth0"]
+peers:
+  description: Per peer, its mode and the routes it should have.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "node2", "mode": "direct", "underlay_ip": "192.168.50.12",
+            "pod_cidrs": ["10.244.1.0/24"], "routes": ["10.244.1.0/24 via 192.168.50.12 dev eth0"]}]
+skipped:
+  description: Pod CIDRs that cannot be routed and were left out, with the reason.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPError, IPRoute2
+from ansible_collections.flatnet.cluster.plugins.module_utils.peers_reconcile import (
+    PeersError,
+    check_direct_on_link,
+    desired_state,
+    parse_addrs,
+    parse_device,
+    parse_fdb,
+    parse_neigh,
+    parse_routes,
+    plan_absent,
+    plan_present,
+    render_current,
+    render_desired,
+)
+
+PEER_SPEC = dict(
+    name=dict(type="str", required=True),
+    mode=dict(type="str", choices=["direct", "vxlan"], default="direct"),
+    underlay_ip=dict(type="str", required=True),
+    pod_cidrs=dict(type="list", elements="str", default=[]),
+    vtep_ips=dict(type="list", elements="str", default=[]),
+    vtep_mac=dict(type="str"),
+)
+
+VXLAN_SPEC = dict(
+    device=dict(type="str", default="flatnet.1"),
+    vni=dict(type="int", default=1),
+    port=dict(type="int", default=8472),
+    local_ip=dict(type="str"),
+    mac=dict(type="str"),
+    addresses=dict(type="list", elements="str", default=[]),
+    mtu=dict(type="int"),
+    underlay_interface=dict(type="str"),
+)
+
+
+class Kernel:
+    """Reads and writes of the routing state, through ``ip`` and ``bridge``."""
+
+    def __init__(self, module):
+        self.module = module
+        self.ip = IPRoute2(module)
+        self.bridge = module.get_bin_path("bridge", required=True)
+
+    def routes(self):
+        return self.ip.json(["-4", "route", "show", "table", "main"]) + self.ip.json(
+            ["-6", "route", "show", "table", "main"]
+        )
+
+    def device(self, dev):
+        rc, out, _err = self.ip.run(["-json", "-details", "link", "show", "dev", dev], check=False)
+        if rc != 0 or not out.strip():
+            return None
+        links = json.loads(out)
+        return links[0] if links else None
+
+    def device_state(self, dev):
+        """Addresses, neighbours and FDB entries of the device (it must exist)."""
+        addrs = parse_addrs(self.ip.json(["addr", "show", "dev", dev]))
+        neigh = parse_neigh(self.ip.json(["neigh", "show", "dev", dev]))
+        rc, out, err = self.module.run_command(
+            [self.bridge, "-json", "fdb", "show", "dev", dev],
+            environ_update=IPRoute2.ENV, check_rc=False,
+        )
+        if rc != 0:
+            raise IPError(f"bridge fdb show dev {dev} failed (rc={rc}): {err.strip()}")
+        fdb = parse_fdb(json.loads(out) if out.strip() else [])
+        return addrs, neigh, fdb
+
+    def apply(self, plan):
+        self.ip.batch(plan.ip_pre)
+        if plan.fdb:
+            text = "\n".join(" ".join(line) for line in plan.fdb) + "\n"
+            rc, out, err = self.module.run_command(
+                [self.bridge, "-batch", "-"], data=text, binary_data=True,
+                environ_update=IPRoute2.ENV, check_rc=False,
+            )
+            if rc != 0:
+                raise IPError(f"bridge -batch failed (rc={rc}): {err.strip() or out.strip()}")
+        self.ip.batch(plan.ip_post)
+
+
+def summary(peers, desired):
+    result = []
+    for peer in sorted(peers, key=lambda p: p["name"]):
+        routes = [r.text() for r in desired["routes"].values() if r.peer == peer["name"]] if desired else []
+        result.append({
+            "name": peer["name"], "mode": peer["mode"], "underlay_ip": peer["underlay_ip"],
+            "pod_cidrs": list(peer["pod_cidrs"]), "routes": sorted(routes),
+        })
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            underlay_interface=dict(type="str"),
+            peers=dict(type="list", elements="dict", options=PEER_SPEC, default=[]),
+            vxlan=dict(type="dict", options=VXLAN_SPEC, default={}),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            state_dir=dict(type="path", default=flatnet_state.STATE_DIR),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    vxlan = p["vxlan"] or {}
+    dev = vxlan.get("device") or "flatnet.1"
+    state_file = os.path.join(p["state_dir"], "peers.json")
+    result = dict(changed=False, actions=[], peers=[], skipped=[])
+
+    try:
+        kernel = Kernel(module)
+        desired = None
+        if p["state"] == "present":
+            desired = desired_state(p["peers"], p["underlay_interface"], vxlan)
+        route_json = kernel.routes()
+        routes = parse_routes(route_json)
+        link = parse_device(kernel.device(dev))
+        if link is not None and link["ours"]:
+            dev_addrs, neigh, fdb = kernel.device_state(dev)
+        else:
+            dev_addrs, neigh, fdb = [], {}, []
+
+        if desired is not None:
+            check_direct_on_link(desired["direct_gateways"], route_json, p["underlay_interface"])
+            plan = plan_present(desired, routes, link, dev_addrs, neigh, fdb)
+            after = render_desired(desired)
+            result["peers"] = summary(p["peers"], desired)
+            result["skipped"] = desired["skipped"]
+            for message in desired["skipped"]:
+                module.warn(message)
+        else:
+            plan = plan_absent(routes, link)
+            after = ""
+        before = render_current(routes, link, dev_addrs, neigh, fdb)
+    except (PeersError, IPError, ValueError) as e:
+        module.fail_json(msg=str(e), **result)
+
+    result["changed"] = plan.changed
+    result["actions"] = plan.actions
+    if module._diff:
+        result["diff"] = dict(before=before, after=after,
+                              before_header=f"routing ({dev})", after_header=f"routing ({dev})")
+
+    if not module.check_mode:
+        try:
+            kernel.apply(plan)
+        except IPError as e:
+            module.fail_json(msg=str(e), **result)
+        if p["state"] == "present":
+            record = {"device": dev if desired["device"] else None,
+                      "peers": [{k: v for k, v in s.items() if k != "routes"} for s in result["peers"]]}
+            if flatnet_state.load(state_file) != record:
+                flatnet_state.save(state_file, record)
+        else:
+            flatnet_state.remove(state_file)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# The code is the action plugin plugins/action/plan.py; this file only documents it.
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: plan
+short_description: Plan pod CIDRs, pod addresses, peers and MTU of a flat pod network
+version_added: 0.1.0
+author: flatnet maintainers (@flatnet)
+description:
+  - Runs on the controller only (use it with C(run_once)); nothing is executed on the managed
+    hosts. It turns what every node reported (M(flatnet.cluster.node_facts)) and what was asked
+    for into one plan, returned as the fact C(flatnet_plan), identical on every host of the play.
+  - Each node gets one block per family of O(cluster_cidr) (sizes O(node_prefix) and
+    O(node_prefix_v6)); the gateway (bridge address) is the first host address of the block,
+    the VTEP address is the network address, and pods get addresses from the next one upward.
+  - "Stability, highest first: pins (C(pod_cidr) and C(pods[].ip) in O(nodes)), what is
+    recorded on the node, the cached plan in O(plan_file), then fresh allocation: lowest free
+    block, nodes in sorted name order. Adding a node never moves another node's block or a pod's address."
+  - Nodes in the cached plan that are in O(inventory_nodes) but not in the play (C(--limit))
+    keep their block and underlay data, so peers keep their routes to them. Nodes that are not
+    in the inventory any more are dropped and their block is freed.
+  - Everything is validated before anything is planned; a problem fails the task with one
+    message that names the bad value and the fix, and nothing is written.
+  - See the C(docs/addressing.md) page of the collection for the full rules.
+options:
+  nodes:
+    description:
+      - The nodes of this play, as a mapping of node name to its request.
+      - "Each request has: C(underlay) (the C(underlay) dictionary from
+        C(flatnet_node) - C(ip) is required, C(network), C(prefix), C(mtu), C(interface) are used when present);
+        C(recorded) (the C(recorded) dictionary from C(flatnet_node): C(pod_cidrs) and C(pods));
+        C(pod_cidr) (V(null), a CIDR, or a list of one CIDR per family: a pinned block);
+        C(pods) (a list of C({name, ip, command}); C(ip) is V(null), an address, or a list of one address
+        per family; C(command) is passed through unchanged)."
+      - Pod names must be DNS labels (C(^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$)) because each
+        becomes a network namespace name; they must be unique per node.
+    type: dict
+    required: true
+  cluster_cidr:
+    description:
+      - The range pod blocks are cut from. A CIDR, or a list of one IPv4 and one IPv6 CIDR
+        for dual-stack (each node then gets one block per family).
+      - It must be a network address (V(10.244.0.0/16), not V(10.244.1.5/16)) and must not
+        overlap O(service_cidr), any node's underlay network, or O(reserved_cidrs).
+      - Changing it while nodes hold blocks is refused; tear the cluster down first.
+    type: raw
+    default: 10.244.0.0/16
+  node_prefix:
+    description: Prefix length of each node's IPv4 block; longer than the cluster prefix, at most 30.
+    type: int
+    default: 24
+  node_prefix_v6:
+    description:
+      - Prefix length of each node's IPv6 block; longer than the cluster prefix but by at most 16 bits.
+    type: int
+    default: 64
+  service_cidr:
+    description: The Kubernetes service range (a CIDR, or one per family); kept out of the cluster CIDR.
+    type: raw
+    default: 10.96.0.0/12
+  reserved_cidrs:
+    description: Further ranges the cluster CIDR must not overlap (VPNs, other clusters, ...).
+    type: list
+    elements: str
+    default: []
+  backend:
+    description:
+      - How pod traffic reaches other nodes. V(host-gw) routes via the peer's underlay address
+        and needs every pair of nodes on one underlay network; V(vxlan) tunnels everything;
+        V(auto) routes directly to peers on the same underlay network and tunnels to the rest.
+    type: str
+    choices: [host-gw, vxlan, auto]
+    default: host-gw
+  mtu:
+    description:
+      - Pod MTU (bridge, veths, VXLAN device). V(null) computes it - the smallest underlay MTU,
+        minus 50 (IPv4 underlay) or 70 (IPv6 underlay) when any peer uses VXLAN.
+      - At least 576, and at least 1280 when the cluster has an IPv6 range.
+    type: int
+  vxlan:
+    description: VXLAN settings, used by peers in mode C(vxlan).
+    type: dict
+    default: {}
+    suboptions:
+      vni:
+        description: VXLAN network identifier, 1 to 16777215.
+        type: int
+        default: 1
+      port:
+        description: UDP destination port, 1 to 65535.
+        type: int
+        default: 8472
+      device:
+        description: Name of the VXLAN device on each node.
+        type: str
+        default: flatnet.1
+  masquerade:
+    description: Passed to the plan for the firewall; masquerade pod traffic leaving the cluster.
+    type: bool
+    default: true
+  plan_file:
+    description:
+      - Path on the controller of the cached plan (JSON). It is read first and written after a
+        successful plan (not in check mode, and only when the plan changed). Parent directories
+        are created. V(null) disables the cache.
+    type: path
+  inventory_nodes:
+    description:
+      - Every node of the cluster, in the play or not (for example C(groups['flatnet_nodes'])).
+        Cached nodes outside this list are dropped. The nodes of O(nodes) always count as in the inventory.
+    type: list
+    elements: str
+attributes:
+  action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
+    support: full
+  async:
+    description: Supports being used with the C(async) keyword.
+    support: none
+  bypass_host_loop:
+    description: Forces a 'global' task that does not execute per host; use C(run_once) instead.
+    support: none
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: In check mode the plan is computed but O(plan_file) is not written.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    platforms: all
+    support: full
+    details: Runs on the controller only.
+notes:
+  - The task never reports C(changed); it only computes facts (and caches them).
+seealso:
+  - module: flatnet.cluster.node_facts
+  - plugin: flatnet.cluster.node_cidrs
+    plugin_type: filter
+  - plugin: flatnet.cluster.pod_ips
+    plugin_type: filter
+  - plugin: flatnet.cluster.vtep_mac
+    plugin_type: filter
+"""
+
+EXAMPLES = r"""
+- name: Plan the cluster once, from every node's facts
+  flatnet.cluster.plan:
+    cluster_cidr: "{{ flatnet_cluster_cidr }}"
+    backend: auto
+    plan_file: "{{ inventory_dir }}/.flatnet/plan.json"
+    inventory_nodes: "{{ groups['flatnet_nodes'] }}"
+    nodes: >-
+      {{ dict(ansible_play_hosts | zip(ansible_play_hosts | map('extract', hostvars) | map(attribute='flatnet_request'))) }}
+  run_once: true
+
+- name: Dual-stack with a pinned block and a pinned pod address
+  flatnet.cluster.plan:
+    cluster_cidr: [10.244.0.0/16, "fd00:10:244::/56"]
+    nodes:
+      node1:
+        underlay: {ip: 192.168.50.11, network: 192.168.50.0/24, mtu: 1500}
+        pod_cidr: [10.244.5.0/24, "fd00:10:244:5::/64"]
+        pods:
+          - {name: web, ip: 10.244.5.80, command: [python3, -m, http.server, "80"]}
+      node2:
+        underlay: {ip: 192.168.50.12, network: 192.168.50.0/24, mtu: 1500}
+  run_once: true
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts set on every host of the play.
+  returned: success
+  type: dict
+  contains:
+    flatnet_plan:
+      description:
+        - The plan; its structure is the contract in C(docs/design.md).
+        - "Keys: C(cluster_cidrs) (one per family, IPv4 first), C(service_cidr), C(backend), C(mtu),
+          C(masquerade), C(vxlan) ({vni, port, device}) and C(nodes): per node C(pod_cidrs),
+          C(gateways) (bridge addresses with prefix), C(vtep_ips), C(vtep_mac), C(underlay),
+          C(pods) (sorted by name: C({name, ips, command})) and C(peers) (every other node, sorted:
+          C({name, mode, underlay_ip, pod_cidrs, vtep_ips, vtep_mac}), C(mode) is C(direct) or C(vxlan))."
+      type: dict
+      returned: success
+      sample:
+        cluster_cidrs: [10.244.0.0/16]
+        service_cidr: 10.96.0.0/12
+        backend: host-gw
+        mtu: 1500
+        masquerade: true
+        vxlan: {vni: 1, port: 8472, device: flatnet.1}
+        nodes:
+          node1:
+            pod_cidrs: [10.244.0.0/24]
+            gateways: [10.244.0.1/24]
+            vtep_ips: [10.244.0.0]
+            vtep_mac: "0e:85:ef:bc:8c:cc"
+            underlay: {interface: eth0, ip: 192.168.50.11, prefix: 24, network: 192.168.50.0/24, mtu: 1500}
+            pods:
+              - {name: node1-pod-1, ips: [10.244.0.2/24], command: null}
+            peers:
+              - {name: node2, mode: direct, underlay_ip: 192.168.50.12, pod_cidrs: [10.244.1.0/24],
+                 vtep_ips: [10.244.1.0], vtep_mac: "0e:b4:f2:fb:1e:23"}
+plan_file:
+  description: The cached plan's path (V(null) when caching is off).
+  returned: success
+  type: str
+  sample: /home/me/inventory/.flatnet/plan.json
+plan_file_written:
+  description: Whether the cached plan file was (re)written by this run.
+  returned: success
+  type: bool
+  sample: false
+"""

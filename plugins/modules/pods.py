@@ -1,0 +1,661 @@
+#!/usr/bin/python
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: flatnet.cluster contributors
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pods
+short_description: Reconcile the pods of one node (network namespaces on the node bridge)
+version_added: 0.1.0
+description:
+  - Makes the pods of one node match a declared list, in one call and with a handful of
+    C(ip -batch) processes, whatever the number of pods.
+  - A pod is a named network namespace named after the pod, holding C(lo) and C(eth0) (the pod
+    end of a veth pair) with the pod addresses and a default route via the node gateway. The host
+    end of the veth is called C(veth) + 8 hex characters of the pod name's SHA-256, carries the
+    ifalias C(flatnet pod <name>) and is a port of the node bridge.
+  - Drift is repaired: a missing or dead namespace, a missing veth, a wrong or extra address, a
+    wrong MTU, a veth outside the bridge or down, a missing default route, a dead workload.
+  - Only namespaces recorded in C(/var/lib/flatnet/pods.json), or whose veth carries the
+    C(flatnet pod <name>) marker, are ever changed or deleted. A declared pod whose name is
+    taken by a foreign namespace or link is an error.
+author: flatnet maintainers (@flatnet)
+options:
+  bridge:
+    description: The node bridge that the host ends of the veths join (made by M(flatnet.cluster.node)).
+    type: str
+    default: cni0
+  mtu:
+    description: MTU of both ends of every pod veth.
+    type: int
+    default: 1500
+  gateways:
+    description:
+      - Gateway IPs (without prefix), at most one per family; each pod gets a default route via
+        the gateway of each family it has an address of.
+    type: list
+    elements: str
+    default: []
+  pods:
+    description: The pods of this node.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Pod name, a DNS label (C(^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$)); also the netns name.
+        type: str
+        required: true
+      ips:
+        description: Addresses of C(eth0) with prefix, for example V(10.244.0.2/24).
+        type: list
+        elements: str
+        default: []
+      command:
+        description:
+          - Workload started inside the pod, detached, as a list of arguments or a string split
+            like shell words (never run by a shell). It is restarted when dead or changed and
+            stopped when the pod is removed or the command is unset.
+          - Its output goes to C(<state_dir>/logs/<name>.log).
+        type: raw
+  prune:
+    description: Remove recorded pods that are not in O(pods).
+    type: bool
+    default: true
+  state:
+    description: V(absent) removes every pod this module made and its record.
+    type: str
+    choices: [present, absent]
+    default: present
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change; changes nothing.
+  diff_mode:
+    support: full
+    description: Before and after text listing the pods, their addresses, links and workloads.
+notes:
+  - Pod namespaces are created from the node's own mount namespace; a dead C(/run/netns) file
+    left by an interrupted run counts as missing and is replaced.
+"""
+
+EXAMPLES = r"""
+- name: Pods of this node
+  flatnet.cluster.pods:
+    bridge: cni0
+    mtu: 1450
+    gateways: [10.244.0.1]
+    pods:
+      - name: node1-pod-1
+        ips: [10.244.0.2/24]
+      - name: node1-web
+        ips: [10.244.0.3/24]
+        command: [python3, -m, http.server, "8080"]
+
+- name: Remove every pod
+  flatnet.cluster.pods:
+    state: absent
+"""
+
+RETURN = r"""
+actions:
+  description: What was done (or would be done in check mode), one line each.
+  returned: always
+  type: list
+  elements: str
+  sample: ["add pod node1-pod-1", "node1-pod-1: add address 10.244.0.2/24"]
+pods:
+  description: The pods after the run, by name.
+  returned: always
+  type: dict
+  sample: {node1-pod-1: {ips: [10.244.0.2/24], veth: veth1a2b3c4d, pid: null}}
+diff:
+  description: Before and after text of the pods (with C(--diff)).
+  returned: when diff mode is on
+  type: dict
+"""
+
+import hashlib
+import ipaddress
+import os
+import re
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.flatnet.cluster.plugins.module_utils import state as state_file
+from ansible_collections.flatnet.cluster.plugins.module_utils import workload
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
+    IPError,
+    IPRoute2,
+    POD_ALIAS_PREFIX,
+    RT_PROTO,
+    global_addrs,
+    is_up,
+    netns_inode,
+    veth_name,
+)
+
+POD_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class PodsError(Exception):
+    """A request or a node state this module refuses to act on."""
+
+
+# --- the request --------------------------------------------------------------
+
+
+def family_of(addr):
+    return ipaddress.ip_interface(addr).version
+
+
+def desired_pods(pods):
+    """Validated, normalised pods: ``{name: {"ips": [...], "argv": [...] or None}}``."""
+    result = {}
+    for pod in pods or []:
+        name = pod.get("name")
+        if not isinstance(name, str) or not POD_NAME_RE.match(name):
+            raise PodsError(f"pod name {name!r} is not a DNS label (lowercase letters, digits, '-')")
+        if name in result:
+            raise PodsError(f"pod {name} is declared twice")
+        ips = []
+        for ip in pod.get("ips") or []:
+            if "/" not in str(ip):
+                raise PodsError(f"pod {name}: address {ip} has no prefix length (for example {ip}/24)")
+            try:
+                iface = ipaddress.ip_interface(str(ip))
+            except ValueError as exc:
+                raise PodsError(f"pod {name}: {exc}") from None
+            ips.append(str(iface))
+        argv = workload.argv_of(pod.get("command"))
+        result[name] = {"ips": ips, "argv": argv or None}
+    return result
+
+
+def gateways_by_family(gateways):
+    result = {}
+    for gw in gateways or []:
+        try:
+            addr = ipaddress.ip_address(str(gw).split("/")[0])
+        except ValueError:
+            raise PodsError(f"gateway {gw} is not an IP address") from None
+        if addr.version in result:
+            raise PodsError(f"two IPv{addr.version} gateways: {result[addr.version]} and {addr}")
+        result[addr.version] = str(addr)
+    return result
+
+
+# --- the plan: desired vs observed -> actions (pure) ---------------------------
+
+
+def pod_mac(name):
+    """The pod's eth0 MAC, derived from its name (locally administered, unicast): a pod
+    rebuilt after drift keeps it, so its neighbours' ARP/ND caches stay right."""
+    digest = hashlib.sha256(("flatnet-pod:" + name).encode("utf-8")).digest()
+    return "0a:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
+def _pod_alias(name):
+    return POD_ALIAS_PREFIX + name
+
+
+def _paired(host, eth0):
+    """The host veth and the pod's eth0 are the two ends of one pair."""
+    return bool(
+        host
+        and eth0
+        and host.get("link_netnsid") is not None
+        and eth0.get("link_index") == host.get("ifindex")
+        and host.get("link_index") == eth0.get("ifindex")
+    )
+
+
+def _default_route_ok(routes, gateway):
+    return any(
+        r.get("dst") == "default" and r.get("gateway") == gateway and r.get("dev") == "eth0"
+        for r in routes or []
+    )
+
+
+def owned(name, observed, record):
+    """A live netns is ours when recorded, or when our marked veth is paired with its eth0."""
+    if name in record.get("pods", {}):
+        return True
+    host = observed["links"].get(veth_name(name))
+    pod = observed["pods"].get(name) or {}
+    eth0 = pod.get("links", {}).get("eth0")
+    return bool(host and host.get("ifalias") == _pod_alias(name) and _paired(host, eth0))
+
+
+def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
+    """Compute what to do.
+
+    ``observed``: ``netns`` {name: inode or None for a dead file}, ``links`` (node links by
+    name, ``ip -details``), ``pods`` {name: {"links": {ifname: link with addr_info},
+    "routes": {4: [...], 6: [...]}}} for the live namespaces that were read, ``workloads``
+    {name: True when the recorded workload runs in the recorded namespace}.
+    Returns a dict of steps (see ``apply``); ``actions`` lists them for humans.
+    """
+    rec_pods = record.get("pods", {})
+    links = observed["links"]
+    steps = {
+        "actions": [],
+        "errors": [],
+        "stop": [],  # (name, pid, argv, ns_inode)
+        "pre_pod": {},  # name -> lines, run before the node batch
+        "netns_del": [],
+        "netns_add": [],
+        "node": [],
+        "stale": [],  # our host veths whose pod end is elsewhere (an orphaned netns)
+        "wait_gone": [],  # host veths that must vanish with their deleted netns
+        "pod": {},  # name -> lines
+        "start": [],
+        "adopt": [],
+    }
+    act = steps["actions"].append
+
+    if bridge not in links:
+        steps["errors"].append(
+            f"bridge {bridge} does not exist on this node: run flatnet.cluster.node first"
+        )
+
+    # Pods that go: recorded but no longer declared.
+    for name in sorted(rec_pods):
+        if name in desired or not prune:
+            continue
+        rec = rec_pods[name]
+        act(f"remove pod {name}")
+        if observed["workloads"].get(name):
+            steps["stop"].append((name, rec.get("pid"), rec.get("command"), rec.get("netns_inode")))
+            act(f"{name}: stop workload pid {rec.get('pid')}")
+        host = links.get(veth_name(name))
+        host_ours = host is not None and host.get("ifalias") == _pod_alias(name)
+        if name in observed["netns"]:
+            steps["netns_del"].append(name)
+            if host_ours:
+                steps["wait_gone"].append(veth_name(name))
+        elif host_ours:
+            steps["node"].append(["link", "del", veth_name(name)])
+
+    for name in sorted(desired):
+        want = desired[name]
+        veth = veth_name(name)
+        host = links.get(veth)
+        ino = observed["netns"].get(name, "missing")
+        pod = observed["pods"].get(name) or {}
+        pod_links = pod.get("links", {})
+        eth0 = pod_links.get("eth0")
+        rec = rec_pods.get(name)
+
+        if ino not in ("missing", None) and not owned(name, observed, record):
+            steps["errors"].append(
+                f"network namespace {name} exists and was not made by flatnet.cluster; "
+                f"delete it or rename the pod"
+            )
+            continue
+        if host is not None and host.get("ifalias") != _pod_alias(name):
+            steps["errors"].append(
+                f"link {veth} (host end for pod {name}) exists without the marker "
+                f"'{_pod_alias(name)}'; it is not ours: delete it or rename the pod"
+            )
+            continue
+        if rec is None and ino not in ("missing", None):
+            steps["adopt"].append(name)
+            act(f"adopt pod {name} (marked veth found, no record)")
+
+        create_veth = False
+        if ino in ("missing", None):
+            if ino is None:
+                act(f"{name}: remove dead netns file")
+                steps["netns_del"].append(name)
+            act(f"add pod {name}" if rec is None else f"{name}: recreate missing netns")
+            steps["netns_add"].append(name)
+            pod_links, eth0 = {}, None
+            create_veth = True
+        elif not _paired(host, eth0):
+            create_veth = True
+            if eth0 is not None:
+                steps["pre_pod"][name] = [["link", "del", "eth0"]]
+                act(f"{name}: delete eth0 (not paired with {veth})")
+            act(f"{name}: add veth {veth}")
+        if create_veth:
+            if host is not None:
+                steps["stale"].append(veth)
+                act(f"{name}: delete stale {veth}")
+            steps["node"] += [
+                ["link", "add", veth, "mtu", mtu, "type", "veth", "peer", "name", "eth0",
+                 "address", pod_mac(name), "mtu", mtu, "netns", name],
+                ["link", "set", veth, "alias", _pod_alias(name)],
+                ["link", "set", veth, "master", bridge, "up"],
+            ]
+            eth0 = {"mtu": mtu, "address": pod_mac(name)}
+        else:
+            fix = []
+            if host.get("mtu") != mtu:
+                fix += ["mtu", mtu]
+                act(f"{name}: set {veth} mtu {mtu} (was {host.get('mtu')})")
+            if host.get("master") != bridge:
+                fix += ["master", bridge]
+                act(f"{name}: attach {veth} to {bridge}")
+            if not is_up(host):
+                fix += ["up"]
+                act(f"{name}: set {veth} up")
+            if fix:
+                steps["node"].append(["link", "set", veth] + fix)
+
+        lines = []
+        lo = pod_links.get("lo")
+        if lo is None or not is_up(lo):
+            lines.append(["link", "set", "lo", "up"])
+            if pod_links:
+                act(f"{name}: set lo up")
+        if eth0.get("address") != pod_mac(name):
+            lines.append(["link", "set", "eth0", "address", pod_mac(name)])
+            act(f"{name}: set eth0 address {pod_mac(name)}")
+        if eth0.get("mtu") != mtu:
+            lines.append(["link", "set", "eth0", "mtu", mtu])
+            act(f"{name}: set eth0 mtu {mtu} (was {eth0.get('mtu')})")
+        current = global_addrs(eth0)
+        eth0_changed = create_veth
+        for addr in current:
+            if addr not in want["ips"]:
+                lines.append(["addr", "del", addr, "dev", "eth0"])
+                act(f"{name}: remove address {addr}")
+                eth0_changed = True
+        for addr in want["ips"]:
+            if addr not in current:
+                extra = ["nodad"] if family_of(addr) == 6 else []
+                lines.append(["addr", "add", addr, "dev", "eth0"] + extra)
+                act(f"{name}: add address {addr}")
+                eth0_changed = True
+        if not is_up(eth0):
+            lines.append(["link", "set", "eth0", "up"])
+            if not create_veth:
+                act(f"{name}: set eth0 up")
+            eth0_changed = True
+        for fam in sorted({family_of(a) for a in want["ips"]}):
+            gw = gateways.get(fam)
+            if gw is None:
+                continue
+            # Changing eth0's addresses or link state drops routes via it: always re-add then.
+            if eth0_changed or not _default_route_ok(pod.get("routes", {}).get(fam), gw):
+                lines.append(["route", "replace", "default", "via", gw, "dev", "eth0",
+                              "proto", RT_PROTO])
+                if not create_veth:
+                    act(f"{name}: set default route via {gw}")
+        if lines:
+            steps["pod"][name] = lines
+
+        # Workload
+        argv = want["argv"]
+        rec_argv = (rec or {}).get("command")
+        running = observed["workloads"].get(name, False)
+        same_ns = rec is not None and ino not in ("missing", None) and ino == rec.get("netns_inode")
+        ok = running and same_ns and argv == rec_argv
+        if running and not ok:
+            steps["stop"].append((name, rec.get("pid"), rec_argv, rec.get("netns_inode")))
+            why = "command changed" if argv != rec_argv else "netns replaced"
+            if argv is None:
+                why = "command removed"
+            act(f"{name}: stop workload pid {rec.get('pid')} ({why})")
+        if argv and not ok:
+            steps["start"].append(name)
+            act(f"{name}: start workload {' '.join(argv)}"
+                + ("" if rec is None or not rec_argv or running else " (was dead)"))
+    return steps
+
+
+def needs_change(steps):
+    return bool(steps["actions"])
+
+
+# --- describing (for --diff) ----------------------------------------------------
+
+
+def describe_observed(names, observed, record, bridge):
+    lines = []
+    for name in sorted(names):
+        ino = observed["netns"].get(name, "missing")
+        if ino == "missing":
+            continue
+        if ino is None:
+            lines.append(f"pod {name}: dead netns file")
+            continue
+        pod = observed["pods"].get(name) or {}
+        eth0 = pod.get("links", {}).get("eth0")
+        host = observed["links"].get(veth_name(name))
+        parts = [f"ips {','.join(sorted(global_addrs(eth0 or {}))) or '-'}"]
+        if not _paired(host, eth0):
+            parts.append("veth missing")
+        else:
+            parts.append(f"mtu {eth0.get('mtu')}" if eth0.get("mtu") == host.get("mtu")
+                         else f"mtu eth0 {eth0.get('mtu')} {veth_name(name)} {host.get('mtu')}")
+            state = "up" if is_up(eth0) and is_up(host) else "down"
+            parts.append(f"link {state} in {host.get('master') or '-'}")
+        gws = sorted(r.get("gateway") for routes in pod.get("routes", {}).values()
+                     for r in routes or [] if r.get("dst") == "default" and r.get("gateway"))
+        parts.append(f"gateway {','.join(gws) or '-'}")
+        rec = record.get("pods", {}).get(name) or {}
+        if rec.get("command"):
+            alive = observed["workloads"].get(name)
+            parts.append(f"workload {' '.join(rec['command'])}" + ("" if alive else " (dead)"))
+        lines.append(f"pod {name}: " + "; ".join(parts))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def describe_desired(desired, bridge, mtu, gateways):
+    lines = []
+    for name in sorted(desired):
+        want = desired[name]
+        fams = sorted({family_of(a) for a in want["ips"]})
+        gws = sorted(gateways[f] for f in fams if f in gateways)
+        parts = [f"ips {','.join(sorted(want['ips'])) or '-'}", f"mtu {mtu}", f"link up in {bridge}",
+                 f"gateway {','.join(gws) or '-'}"]
+        if want["argv"]:
+            parts.append(f"workload {' '.join(want['argv'])}")
+        lines.append(f"pod {name}: " + "; ".join(parts))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+# --- reading and applying (the kernel side) ------------------------------------
+
+
+def read_netns(ip):
+    """Named namespaces: ``{name: inode}``, inode None for a dead file."""
+    return {name: netns_inode(name) for name in ip.netns_list()}
+
+
+def read_pod(ip, name, families):
+    """Links with addresses and the default routes of one pod: one process (two with IPv6)."""
+    docs = ip.json_batch([["addr", "show"], ["route", "show", "default"]], netns=name)
+    pod = {"links": {link["ifname"]: link for link in docs[0]}, "routes": {4: docs[1]}}
+    if 6 in families:
+        pod["routes"][6] = ip.json(["-6", "route", "show", "default"], netns=name)
+    return pod
+
+
+def observe(ip, desired, record):
+    observed = {"netns": read_netns(ip), "links": ip.links(), "pods": {}, "workloads": {}}
+    for name in sorted(set(desired) | set(record.get("pods", {}))):
+        if observed["netns"].get(name) is None:
+            continue
+        fams = {family_of(a) for a in desired.get(name, {}).get("ips", [])}
+        try:
+            observed["pods"][name] = read_pod(ip, name, fams)
+        except IPError:
+            # The namespace vanished or is unusable; it is treated as missing.
+            observed["netns"][name] = None
+    for name, rec in record.get("pods", {}).items():
+        observed["workloads"][name] = workload.running_in(
+            rec.get("pid"), rec.get("command"), rec.get("netns_inode")
+        )
+    return observed
+
+
+def wait_links_gone(ip, names, timeout=3.0):
+    """``ip netns del`` returns before the kernel drops the veths; wait, then delete leftovers."""
+    deadline = time.monotonic() + timeout
+    left = set(names)
+    while left and time.monotonic() < deadline:
+        left &= set(ip.links())
+        if left:
+            time.sleep(0.05)
+    left &= set(ip.links())
+    if left:
+        ip.batch([["link", "del", n] for n in sorted(left)], force=True)
+
+
+def apply(module, ip, steps, desired, record, state_dir):
+    pods_path = os.path.join(state_dir, "pods.json")
+    rec_pods = dict(record.get("pods", {}))
+    # Record intent first: a run interrupted after `netns add` leaves namespaces that the
+    # next run recognises as its own.
+    intent = {"pods": dict(rec_pods)}
+    for name, want in desired.items():
+        old = rec_pods.get(name, {})
+        intent["pods"][name] = dict(old, ips=want["ips"], veth=veth_name(name))
+        intent["pods"][name].setdefault("command", None)
+        intent["pods"][name].setdefault("pid", None)
+        intent["pods"][name].setdefault("netns_inode", None)
+    if intent != {"pods": rec_pods}:
+        state_file.save(pods_path, intent)
+
+    for name, pid, argv, ino in steps["stop"]:
+        workload.stop(pid, argv, ns_inode=ino)
+        intent["pods"][name]["pid"] = None
+    for name, lines in steps["pre_pod"].items():
+        ip.batch(lines, netns=name)
+    if steps["stale"]:
+        # A stale veth may vanish by itself meanwhile (its namespace died with the workload
+        # just stopped), so a failed delete is fine as long as the link ends up gone.
+        text = "".join(f"link del {veth}\n" for veth in steps["stale"])
+        ip.run(["-force", "-batch", "-"], data=text, check=False)
+        wait_links_gone(ip, steps["stale"])
+    # One node-level batch: namespaces (from the node's own mount namespace, so the
+    # /run/netns bind mounts are visible to everyone), then the veths.
+    node_lines = ([["netns", "del", n] for n in steps["netns_del"]]
+                  + [["netns", "add", n] for n in steps["netns_add"]] + steps["node"])
+    ip.batch(node_lines)
+    for name in steps["netns_del"]:
+        if name not in desired:
+            intent["pods"].pop(name, None)
+    if steps["wait_gone"]:
+        wait_links_gone(ip, steps["wait_gone"])
+    for name, lines in steps["pod"].items():
+        ip.batch(lines, netns=name)
+
+    final = {"pods": {}}
+    for name, want in desired.items():
+        entry = dict(intent["pods"][name])
+        entry["netns_inode"] = netns_inode(name)
+        entry["command"] = want["argv"]
+        final["pods"][name] = entry
+    if not module.params["prune"]:
+        for name, rec in rec_pods.items():
+            final["pods"].setdefault(name, rec)
+    log_dir = os.path.join(state_dir, "logs")
+    for name in steps["start"]:
+        argv = desired[name]["argv"]
+        pid = workload.start(ip.ip, name, argv, os.path.join(log_dir, f"{name}.log"))
+        if not workload.wait_started(pid, argv, name):
+            final["pods"][name]["pid"] = None
+            state_file.save(pods_path, final)
+            module.fail_json(msg=f"pod {name}: workload {' '.join(argv)} exited at once; "
+                                 f"see {os.path.join(log_dir, name + '.log')}")
+        final["pods"][name]["pid"] = pid
+    for name in desired:
+        if not desired[name]["argv"]:
+            final["pods"][name]["pid"] = None
+    return final
+
+
+def result_pods(desired, final_pods):
+    return {
+        name: {"ips": desired[name]["ips"], "veth": veth_name(name),
+               "pid": (final_pods.get(name) or {}).get("pid")}
+        for name in sorted(desired)
+    }
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            bridge=dict(type="str", default="cni0"),
+            mtu=dict(type="int", default=1500),
+            gateways=dict(type="list", elements="str", default=[]),
+            pods=dict(type="list", elements="dict", default=[], options=dict(
+                name=dict(type="str", required=True),
+                ips=dict(type="list", elements="str", default=[]),
+                command=dict(type="raw"),
+            )),
+            prune=dict(type="bool", default=True),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            state_dir=dict(type="path", default=state_file.STATE_DIR),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    state_dir = p["state_dir"]
+    pods_path = os.path.join(state_dir, "pods.json")
+    absent = p["state"] == "absent"
+    try:
+        desired = {} if absent else desired_pods(p["pods"])
+        gateways = gateways_by_family(p["gateways"])
+    except PodsError as exc:
+        module.fail_json(msg=str(exc))
+    if absent:
+        module.params["prune"] = True
+
+    ip = IPRoute2(module)
+    record = state_file.load(pods_path)
+    record.setdefault("pods", {})
+    try:
+        observed = observe(ip, desired, record)
+    except IPError as exc:
+        module.fail_json(msg=str(exc))
+    steps = plan(desired, observed, record, p["bridge"], p["mtu"], gateways, prune=p["prune"])
+    if absent:
+        # An absent run never needs the bridge.
+        steps["errors"] = [e for e in steps["errors"] if not e.startswith("bridge ")]
+    errors = steps["errors"]
+    if errors and not (module.check_mode and all(e.startswith("bridge ") for e in errors)):
+        module.fail_json(msg="; ".join(errors), actions=steps["actions"])
+    warnings = list(errors)
+    changed = needs_change(steps)
+    if absent and os.path.exists(pods_path):
+        changed = True
+    result = dict(changed=changed, actions=steps["actions"])
+    if warnings:
+        result["warnings"] = warnings
+    if module._diff:
+        result["diff"] = {
+            "before": describe_observed(set(desired) | set(record["pods"]), observed, record,
+                                        p["bridge"]),
+            "after": describe_desired(desired, p["bridge"], p["mtu"], gateways),
+        }
+    if module.check_mode or not changed:
+        result["pods"] = result_pods(desired, record["pods"])
+        module.exit_json(**result)
+
+    try:
+        final = apply(module, ip, steps, desired, record, state_dir)
+    except (IPError, OSError) as exc:
+        module.fail_json(msg=str(exc), actions=steps["actions"])
+    log_dir = os.path.join(state_dir, "logs")
+    for name in set(record["pods"]) - set(final["pods"]):
+        state_file.remove(os.path.join(log_dir, f"{name}.log"))
+    if absent:
+        state_file.remove(pods_path)
+        state_file.remove_dir_if_empty(log_dir)
+        state_file.remove_dir_if_empty(state_dir)
+    elif final != record:
+        state_file.save(pods_path, final)
+    result["pods"] = result_pods(desired, final["pods"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

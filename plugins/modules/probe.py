@@ -1,0 +1,716 @@
+#!/usr/bin/python
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Probe the Kubernetes network model from one node: its pods and its host network."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: probe
+short_description: Check the Kubernetes network model from one node
+version_added: 0.1.0
+author: flatnet maintainers (@flatnet)
+description:
+  - Runs connectivity checks from this node against the probe agents that
+    M(flatnet.cluster.probe_agents) started in the pods of every node, in parallel threads
+    with short timeouts, and returns one result per check. It changes nothing.
+  - Sources are the node's own pods (each thread enters the pod's network namespace with
+    C(setns(2)) only to open its socket) and the node's host network.
+  - C(pod-pod) (proto C(http) and C(udp)) - every local pod to every target pod (or a sample),
+    same node and across nodes; the right pod must answer (C(/hostname)) and it must see the
+    caller's pod IP (C(/clientip)), i.e. no NAT between pods.
+  - C(node-pod-local) and C(node-pod-remote) - the host network to pods on this node and on
+    other nodes; the right pod must answer and the source it sees must be one of O(node_ips)
+    (the node's own addresses), never a translated one.
+  - C(mtu) - from one local pod to each of O(mtu_targets), a UDP datagram of exactly
+    O(mtu) bytes (IP header included) with DF set must get an answer, and one of O(mtu)+1
+    bytes must be refused locally with C(EMSGSIZE).
+  - C(egress) - from every local pod, C(GET /clientip) on an address outside the cluster must
+    show the node's underlay IP (masquerade).
+  - C(identity) - every local pod's C(eth0) is up and carries exactly its planned addresses.
+options:
+  node:
+    description: This node's name, as used in O(targets).
+    type: str
+    required: true
+  local_pods:
+    description: This node's pods, the sources of the pod checks.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Pod name (its named network namespace).
+        type: str
+        required: true
+      ips:
+        description: The pod's addresses, with or without prefix.
+        type: list
+        elements: str
+        default: []
+  targets:
+    description:
+      - Destinations, one entry per pod address, for the whole cluster (this node's pods included).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      node:
+        description: Node of the pod.
+        type: str
+        required: true
+      pod:
+        description: Pod name.
+        type: str
+        required: true
+      ip:
+        description: One address of the pod, without prefix.
+        type: str
+        required: true
+  node_ips:
+    description:
+      - Addresses this node may show up as when its host network talks to pods - the underlay
+        IP, the bridge gateway addresses and the VTEP addresses (no prefix).
+      - Linux picks the source from the route - a local pod sees the gateway address, a remote
+        pod the underlay IP (host-gw) or the node's VTEP address (VXLAN).
+      - Empty means the source is not checked for node checks.
+    type: list
+    elements: str
+    default: []
+  http_port:
+    description: HTTP port of the probe agents.
+    type: int
+    default: 8083
+  udp_port:
+    description: UDP port of the probe agents.
+    type: int
+    default: 8081
+  timeout:
+    description: Seconds each single probe may take.
+    type: float
+    default: 2.0
+  workers:
+    description: Probes run at the same time.
+    type: int
+    default: 32
+  mtu:
+    description: The pod MTU of the plan; the C(mtu) check runs only when it is set.
+    type: int
+  mtu_targets:
+    description:
+      - Pods on other nodes to send the MTU datagrams to (same suboptions as O(targets)).
+      - The first local pod is the source.
+    type: list
+    elements: dict
+    default: []
+  egress:
+    description: Outside endpoint for the C(egress) check (an HTTP C(/clientip) service).
+    type: dict
+    suboptions:
+      ip:
+        description: Address outside the cluster.
+        type: str
+        required: true
+      port:
+        description: Its HTTP port.
+        type: int
+        default: 8083
+      expect_source:
+        description: The address the endpoint must see, the node's underlay IP.
+        type: str
+        required: true
+  sample:
+    description:
+      - V(null) probes every pair. A number N makes each local pod probe one pod on every
+        node plus N random pairs of this node; the host network then probes every local pod
+        and one pod on every other node.
+      - The choice is deterministic for a given O(seed) and node.
+    type: int
+  seed:
+    description: Seed of the sampling.
+    type: str
+    default: flatnet
+  checks:
+    description: Checks to run.
+    type: list
+    elements: str
+    choices: [pod-pod, node-pod-local, node-pod-remote, mtu, egress, identity]
+    default: [pod-pod, node-pod-local, node-pod-remote, mtu, egress, identity]
+attributes:
+  check_mode:
+    support: full
+    description: The probes only read; they run in check mode too.
+  diff_mode:
+    support: none
+seealso:
+  - module: flatnet.cluster.probe_agents
+  - module: flatnet.cluster.verify_report
+"""
+
+EXAMPLES = r"""
+- name: Probe the cluster from this node
+  flatnet.cluster.probe:
+    node: "{{ inventory_hostname }}"
+    local_pods: [{name: node1-pod-1, ips: [10.244.0.2/24]}]
+    targets:
+      - {node: node1, pod: node1-pod-1, ip: 10.244.0.2}
+      - {node: node2, pod: node2-pod-1, ip: 10.244.1.2}
+    node_ips: [192.168.50.11, 10.244.0.1, 10.244.0.0]
+    mtu: 1450
+    mtu_targets: [{node: node2, pod: node2-pod-1, ip: 10.244.1.2}]
+  register: probe
+"""
+
+RETURN = r"""
+results:
+  description: One entry per check.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    check:
+      description: C(pod-pod), C(node-pod-local), C(node-pod-remote), C(mtu), C(egress) or C(identity).
+      type: str
+    proto:
+      description: C(http), C(udp) or C(addr) (identity).
+      type: str
+    src_node:
+      description: Node the probe ran from.
+      type: str
+    src:
+      description: Source pod, or C(host) for the node's host network.
+      type: str
+    src_ip:
+      description: Address the source used (pod IP), or null for the host network.
+      type: str
+    dst_node:
+      description: Node of the destination pod (null for egress).
+      type: str
+    dst:
+      description: Destination pod (or C(outside)).
+      type: str
+    dst_ip:
+      description: Destination address.
+      type: str
+    ok:
+      description: Whether the check passed.
+      type: bool
+    reason:
+      description:
+        - C(ok), C(timeout), C(refused), C(unreachable), C(wrong-pod), C(wrong-source),
+          C(mtu-too-small), C(mtu-not-enforced), C(bad-address), C(error).
+      type: str
+    seen:
+      description: What was observed (pod name and caller address seen by the receiver).
+      type: str
+    expected:
+      description: What was expected.
+      type: str
+    error:
+      description: Error text, null when ok.
+      type: str
+summary:
+  description: Counts of passed and failed results.
+  returned: always
+  type: dict
+  sample: {total: 12, failed: 0}
+"""
+
+import concurrent.futures
+import ctypes
+import errno
+import ipaddress
+import json
+import os
+import random
+import socket
+import time
+from contextlib import contextmanager
+
+from ansible.module_utils.basic import AnsibleModule
+
+CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity"]
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = "/run/netns"
+# <linux/in.h>; the socket module does not export them on every Python.
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
+IP_MTU = getattr(socket, "IP_MTU", 14)
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+IPV6_PMTUDISC_DO = getattr(socket, "IPV6_PMTUDISC_DO", 2)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
+HEADER = {4: 28, 6: 48}  # IP + UDP header bytes
+
+
+class ProbeError(Exception):
+    """A probe failed; ``reason`` is the short class of failure used by the report."""
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
+
+
+# --- namespaces ----------------------------------------------------------------------
+
+_libc = None
+
+
+def _setns(fd):
+    if hasattr(os, "setns"):
+        os.setns(fd, CLONE_NEWNET)
+        return
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextmanager
+def in_netns(name):
+    """Run the body in the named network namespace, in this thread only.
+
+    setns(CLONE_NEWNET) changes the namespace of the calling thread; sockets keep the
+    namespace they were created in, so the caller only needs to open them inside.
+    """
+    if not name:
+        yield
+        return
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise ProbeError("error", f"pod {name} has no network namespace: {e.strerror}") from None
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            # Failing to return would poison this worker thread for every later probe.
+            _setns(own)
+    finally:
+        os.close(own)
+
+
+def family_of(ip):
+    return ipaddress.ip_address(ip).version
+
+
+def open_socket(netns, ip, kind):
+    fam = socket.AF_INET6 if family_of(ip) == 6 else socket.AF_INET
+    with in_netns(netns):
+        return socket.socket(fam, kind)
+
+
+# --- probes ----------------------------------------------------------------------------
+
+def _classify(exc):
+    if isinstance(exc, ProbeError):
+        return exc
+    if isinstance(exc, socket.timeout):
+        return ProbeError("timeout", "timed out")
+    if isinstance(exc, ConnectionRefusedError):
+        return ProbeError("refused", "connection refused (no agent listening, or a reject rule)")
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return ProbeError("unreachable", f"{os.strerror(exc.errno)} (no route, or no neighbour)")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return ProbeError("error", f"{exc.strerror or exc} (errno {exc.errno})")
+    return ProbeError("error", str(exc))
+
+
+def http_get(netns, ip, port, path, timeout):
+    """Body of ``GET path`` on ip:port, opened from ``netns`` (None: host network)."""
+    deadline = time.monotonic() + timeout
+    sock = open_socket(netns, ip, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((ip, port))
+        host = f"[{ip}]" if family_of(ip) == 6 else ip
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode("ascii"))
+        chunks = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("timed out")
+            sock.settimeout(left)
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        sock.close()
+    raw = b"".join(chunks)
+    head, _sep, body = raw.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].split()
+    if len(status) < 2 or status[1] != b"200":
+        raise ProbeError("error", f"HTTP {path}: unexpected answer {head[:60]!r}")
+    return body.decode("utf-8", "replace").strip()
+
+
+def udp_ask(netns, ip, port, timeout, payload=b"hostname"):
+    """Reply of the agent to one datagram (sent twice within the timeout, as UDP may drop)."""
+    sock = open_socket(netns, ip, socket.SOCK_DGRAM)
+    try:
+        sock.connect((ip, port))
+        return _udp_exchange(sock, payload, timeout)
+    finally:
+        sock.close()
+
+
+def _udp_exchange(sock, payload, timeout):
+    deadline = time.monotonic() + timeout
+    for attempt in (1, 2):
+        sock.send(payload)
+        wait = (deadline - time.monotonic()) / (3 - attempt)
+        sock.settimeout(max(wait, 0.01))
+        try:
+            return sock.recv(65535).decode("utf-8", "replace").strip()
+        except socket.timeout:
+            if attempt == 2:
+                raise
+    raise socket.timeout("timed out")
+
+
+def strip_port(value):
+    """``IP`` from agnhost-style ``IP:PORT`` / ``[IP]:PORT`` or a bare IP."""
+    value = value.strip()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    if value.count(":") == 1:
+        return value.split(":", 1)[0]
+    return value
+
+
+def plain_ip(value):
+    """An address as it can be compared: IPv4-mapped unwrapped, IPv6 compressed."""
+    try:
+        addr = ipaddress.ip_address(value.split("%", 1)[0])
+    except ValueError:
+        return value
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+def check_answer(name_seen, client_seen, want_pod, want_sources):
+    """(ok, reason, message) for what an agent answered."""
+    if name_seen != want_pod:
+        return False, "wrong-pod", f"answered by {name_seen!r}, not {want_pod!r} (duplicate IP or stale route/neighbour?)"
+    if want_sources and plain_ip(client_seen) not in {plain_ip(s) for s in want_sources}:
+        return False, "wrong-source", f"receiver saw {client_seen}, expected {' or '.join(want_sources)} (NAT on the path?)"
+    return True, "ok", None
+
+
+def probe_http(netns, ip, port, timeout, want_pod, want_sources):
+    name = http_get(netns, ip, port, "/hostname", timeout)
+    client = plain_ip(strip_port(http_get(netns, ip, port, "/clientip", timeout)))
+    return (f"{name} from {client}",) + check_answer(name, client, want_pod, want_sources)
+
+
+def probe_udp(netns, ip, port, timeout, want_pod, want_sources):
+    reply = udp_ask(netns, ip, port, timeout)
+    name, _sep, client = reply.partition(" ")
+    client = plain_ip(client.strip())
+    return (f"{name} from {client}",) + check_answer(name, client, want_pod, want_sources)
+
+
+def probe_mtu(netns, ip, port, mtu, timeout, want_pod):
+    """Path MTU from a pod: exactly ``mtu`` bytes with DF must pass, ``mtu``+1 must be refused."""
+    version = family_of(ip)
+    size = mtu - HEADER[version]
+    sock = open_socket(netns, ip, socket.SOCK_DGRAM)
+    try:
+        if version == 4:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
+        sock.connect((ip, port))
+        try:
+            reply = _udp_exchange(sock, b"m" * size, timeout)
+        except OSError as e:
+            if e.errno == errno.EMSGSIZE:
+                raise ProbeError("mtu-too-small",
+                                 f"{mtu}-byte datagram refused: path MTU is {_path_mtu(sock, version)}, "
+                                 f"smaller than the pod MTU {mtu}") from None
+            if isinstance(e, socket.timeout):
+                raise ProbeError("mtu-too-small",
+                                 f"no answer to a {mtu}-byte datagram with DF (dropped on the path?), "
+                                 f"path MTU seen {_path_mtu(sock, version)}") from None
+            raise
+        name = reply.partition(" ")[0]
+        if name != want_pod:
+            return f"{name} answered", False, "wrong-pod", f"answered by {name!r}, not {want_pod!r}"
+        try:
+            sock.send(b"m" * (size + 1))
+        except OSError as e:
+            if e.errno == errno.EMSGSIZE:
+                return f"{mtu} passed, {mtu + 1} refused (message too long)", True, "ok", None
+            raise
+        return (f"{mtu} passed, {mtu + 1} sent", False, "mtu-not-enforced",
+                f"a {mtu + 1}-byte datagram with DF was sent: the pod's interface or route MTU is "
+                f"above the planned {mtu} (path MTU {_path_mtu(sock, version)})")
+    finally:
+        sock.close()
+
+
+def _path_mtu(sock, version):
+    try:
+        if version == 4:
+            return sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        return sock.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
+    except OSError:
+        return "unknown"
+
+
+# --- planning the probes ---------------------------------------------------------------
+
+def strip_prefix(ip):
+    return str(ip).split("/", 1)[0]
+
+
+def group_targets(targets):
+    """{node: {pod: [ip, ...]}} with nodes and pods sorted."""
+    out = {}
+    for t in targets:
+        out.setdefault(t["node"], {}).setdefault(t["pod"], []).append(strip_prefix(t["ip"]))
+    return {n: dict(sorted(pods.items())) for n, pods in sorted(out.items())}
+
+
+def select_pairs(sources, targets, node, sample=None, seed="flatnet"):
+    """Pairs (source, (dst_node, dst_pod)) to probe from this node.
+
+    ``sources``: source names (pods of this node). Full mesh without ``sample``; with it,
+    one pod on every node per source, plus ``sample`` random extra pairs. A source never
+    probes itself. Deterministic for a given seed and node.
+    """
+    grouped = group_targets(targets)
+    every = [(s, (n, p)) for s in sources for n, pods in grouped.items() for p in pods
+             if not (n == node and p == s)]
+    if sample is None:
+        return every
+    rng = random.Random(f"{seed}:{node}")
+    chosen = []
+    for s in sources:
+        for n, pods in grouped.items():
+            candidates = [p for p in pods if not (n == node and p == s)]
+            if candidates:
+                chosen.append((s, (n, candidates[rng.randrange(len(candidates))])))
+    picked = set(chosen)
+    rest = [pair for pair in every if pair not in picked]
+    chosen.extend(rng.sample(rest, min(max(sample, 0), len(rest))))
+    return chosen
+
+
+def plan_probes(params):
+    """Every probe this node runs, as dicts (pure: no I/O, for tests and the module)."""
+    node = params["node"]
+    checks = set(params.get("checks") or CHECKS)
+    local = {p["name"]: [strip_prefix(ip) for ip in p.get("ips") or []] for p in params.get("local_pods") or []}
+    targets = params.get("targets") or []
+    grouped = group_targets(targets)
+    sample = params.get("sample")
+    seed = params.get("seed") or "flatnet"
+    node_ips = [strip_prefix(ip) for ip in params.get("node_ips") or []]
+    probes = []
+
+    def add(check, proto, src, src_ip, dst_node, dst, dst_ip, **extra):
+        probes.append(dict(check=check, proto=proto, src_node=node, src=src, src_ip=src_ip,
+                           dst_node=dst_node, dst=dst, dst_ip=dst_ip, **extra))
+
+    if "pod-pod" in checks:
+        for src, (dst_node, dst) in select_pairs(sorted(local), targets, node, sample, seed):
+            for dst_ip in grouped[dst_node][dst]:
+                src_ip = next((ip for ip in local[src] if family_of(ip) == family_of(dst_ip)), None)
+                if src_ip is None:
+                    continue  # the source has no address of that family
+                for proto in ("http", "udp"):
+                    add("pod-pod", proto, src, src_ip, dst_node, dst, dst_ip)
+
+    host_pairs = select_pairs(["host"], targets, node, sample, seed) if sample is not None else \
+        [("host", (n, p)) for n, pods in grouped.items() for p in pods]
+    if sample is not None:
+        # Every local pod stays covered from the host network; it is cheap.
+        have = {pair[1] for pair in host_pairs}
+        host_pairs += [("host", (node, p)) for p in grouped.get(node, {}) if (node, p) not in have]
+    for _src, (dst_node, dst) in sorted(host_pairs, key=lambda x: x[1]):
+        check = "node-pod-local" if dst_node == node else "node-pod-remote"
+        if check not in checks:
+            continue
+        for dst_ip in grouped[dst_node][dst]:
+            want = [ip for ip in node_ips if family_of(ip) == family_of(dst_ip)]
+            for proto in ("http", "udp"):
+                add(check, proto, "host", None, dst_node, dst, dst_ip, want=want)
+
+    mtu = params.get("mtu")
+    if "mtu" in checks and mtu and local:
+        src = sorted(local)[0]
+        for t in params.get("mtu_targets") or []:
+            dst_ip = strip_prefix(t["ip"])
+            src_ip = next((ip for ip in local[src] if family_of(ip) == family_of(dst_ip)), None)
+            if src_ip is not None:
+                add("mtu", "udp", src, src_ip, t["node"], t["pod"], dst_ip, mtu=mtu)
+
+    egress = params.get("egress")
+    if "egress" in checks and egress:
+        for src in sorted(local):
+            src_ip = next((ip for ip in local[src] if family_of(ip) == family_of(egress["ip"])), None)
+            if src_ip is not None:
+                add("egress", "http", src, src_ip, None, "outside", egress["ip"],
+                    port=egress.get("port") or 8083, want=[egress["expect_source"]])
+
+    if "identity" in checks:
+        for src in sorted(local):
+            add("identity", "addr", src, None, node, src, None, want=_planned_ips(params, src))
+    return probes
+
+
+def _planned_ips(params, pod):
+    for p in params.get("local_pods") or []:
+        if p["name"] == pod:
+            return list(p.get("ips") or [])
+    return []
+
+
+# --- running them ------------------------------------------------------------------------
+
+def run_probe(probe, params, read_addrs=None):
+    """Run one planned probe; return its result dict."""
+    timeout = params.get("timeout") or 2.0
+    http_port = params.get("http_port") or 8083
+    udp_port = params.get("udp_port") or 8081
+    check, proto = probe["check"], probe["proto"]
+    netns = None if probe["src"] == "host" else probe["src"]
+    seen = expected = error = None
+    try:
+        if check == "pod-pod":
+            expected = f"{probe['dst']} from {probe['src_ip']}"
+            fn = probe_http if proto == "http" else probe_udp
+            port = http_port if proto == "http" else udp_port
+            seen, ok, reason, error = fn(netns, probe["dst_ip"], port, timeout, probe["dst"], [probe["src_ip"]])
+        elif check in ("node-pod-local", "node-pod-remote"):
+            want = probe.get("want") or []
+            expected = f"{probe['dst']} from {' or '.join(want) if want else 'any node address'}"
+            fn = probe_http if proto == "http" else probe_udp
+            port = http_port if proto == "http" else udp_port
+            seen, ok, reason, error = fn(None, probe["dst_ip"], port, timeout, probe["dst"], want)
+        elif check == "mtu":
+            mtu = probe["mtu"]
+            expected = f"{mtu} passed, {mtu + 1} refused (message too long)"
+            seen, ok, reason, error = probe_mtu(netns, probe["dst_ip"], udp_port, mtu, timeout, probe["dst"])
+        elif check == "egress":
+            want = probe["want"]
+            expected = f"seen as {want[0]}"
+            client = plain_ip(strip_port(http_get(netns, probe["dst_ip"], probe["port"], "/clientip", timeout)))
+            seen = f"seen as {client}"
+            if client == plain_ip(want[0]):
+                ok, reason = True, "ok"
+            elif client == probe["src_ip"]:
+                ok, reason, error = False, "wrong-source", "the outside saw the pod IP: no masquerade"
+            else:
+                ok, reason, error = False, "wrong-source", f"the outside saw {client}, not the node's underlay IP"
+        elif check == "identity":
+            want = sorted(probe.get("want") or [])
+            expected = " ".join(want) + " on eth0 (up)"
+            up, have = read_addrs(probe["src"])
+            seen = " ".join(sorted(have)) + (" on eth0 (up)" if up else " on eth0 (down)")
+            missing, extra = compare_addrs(want, have)
+            if not up or missing or extra:
+                ok, reason = False, "bad-address"
+                parts = []
+                if not up:
+                    parts.append("eth0 is not up")
+                if missing:
+                    parts.append("missing " + " ".join(sorted(missing)))
+                if extra:
+                    parts.append("unexpected " + " ".join(sorted(extra)))
+                error = "; ".join(parts)
+            else:
+                ok, reason = True, "ok"
+        else:
+            raise ProbeError("error", f"unknown check {check}")
+    except Exception as exc:  # every failure becomes a result, never a module crash
+        err = _classify(exc)
+        ok, reason, error = False, err.reason, str(err)
+        if seen is None:
+            seen = err.reason
+    result = {k: probe[k] for k in ("check", "proto", "src_node", "src", "src_ip", "dst_node", "dst", "dst_ip")}
+    result.update(ok=bool(ok), reason=reason, seen=seen, expected=expected, error=error)
+    return result
+
+
+def compare_addrs(want, have):
+    """(missing, unexpected) addresses of a pod; a planned address without prefix matches any prefix."""
+    have_if = {str(ipaddress.ip_interface(h)) for h in have}
+    have_ip = {h.split("/", 1)[0] for h in have_if}
+    want_ip = {str(ipaddress.ip_interface(w)).split("/", 1)[0] for w in want}
+    missing = sorted(w for w in want if ("/" in w and str(ipaddress.ip_interface(w)) not in have_if)
+                     or ("/" not in w and strip_prefix(str(ipaddress.ip_address(w))) not in have_ip))
+    extra = sorted(h for h in have_if if h.split("/", 1)[0] not in want_ip)
+    return missing, extra
+
+
+def run_probes(probes, params, read_addrs=None, workers=32):
+    results = [None] * len(probes)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(run_probe, p, params, read_addrs): i for i, p in enumerate(probes)}
+        for fut in concurrent.futures.as_completed(futures):
+            results[futures[fut]] = fut.result()
+    return results
+
+
+def main():
+    target_spec = dict(node=dict(type="str", required=True), pod=dict(type="str", required=True),
+                       ip=dict(type="str", required=True))
+    module = AnsibleModule(
+        argument_spec=dict(
+            node=dict(type="str", required=True),
+            local_pods=dict(type="list", elements="dict", default=[], options=dict(
+                name=dict(type="str", required=True), ips=dict(type="list", elements="str", default=[]))),
+            targets=dict(type="list", elements="dict", default=[], options=target_spec),
+            node_ips=dict(type="list", elements="str", default=[]),
+            http_port=dict(type="int", default=8083),
+            udp_port=dict(type="int", default=8081),
+            timeout=dict(type="float", default=2.0),
+            workers=dict(type="int", default=32),
+            mtu=dict(type="int"),
+            mtu_targets=dict(type="list", elements="dict", default=[], options=target_spec),
+            egress=dict(type="dict", options=dict(
+                ip=dict(type="str", required=True), port=dict(type="int", default=8083),
+                expect_source=dict(type="str", required=True))),
+            sample=dict(type="int"),
+            seed=dict(type="str", default="flatnet"),
+            checks=dict(type="list", elements="str", choices=CHECKS, default=list(CHECKS)),
+        ),
+        supports_check_mode=True,
+    )
+    ip_bin = module.get_bin_path("ip", required=True)
+
+    def read_addrs(pod):
+        rc, out, err = module.run_command([ip_bin, "-n", pod, "-json", "addr", "show", "dev", "eth0"],
+                                          environ_update={"LC_ALL": "C", "LANGUAGE": "C"})
+        if rc != 0:
+            raise ProbeError("bad-address", f"ip -n {pod} addr show dev eth0: {err.strip() or out.strip()}")
+        links = json.loads(out or "[]")
+        if not links:
+            raise ProbeError("bad-address", f"pod {pod} has no eth0")
+        link = links[0]
+        up = "UP" in link.get("flags", [])
+        addrs = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
+                 if a.get("scope") == "global"]
+        return up, addrs
+
+    try:
+        probes = plan_probes(module.params)
+    except (ValueError, KeyError) as e:
+        module.fail_json(msg=f"cannot plan the probes: {e}")
+    results = run_probes(probes, module.params, read_addrs, module.params["workers"])
+    failed = sum(1 for r in results if not r["ok"])
+    module.exit_json(changed=False, results=results, summary={"total": len(results), "failed": failed})
+
+
+if __name__ == "__main__":
+    main()

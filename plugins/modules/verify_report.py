@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# The code is the action plugin plugins/action/verify_report.py; this file only documents it.
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: verify_report
+short_description: Build the verification report of a flat pod network from every node's probe results
+version_added: 0.1.0
+author: flatnet maintainers (@flatnet)
+description:
+  - Runs on the controller only (use it with C(run_once)). It gathers the results that
+    M(flatnet.cluster.probe) returned on every node and builds one report - a pass/fail
+    matrix by source node and destination node, counts per check, and for every failure the
+    pair, the protocol, what was seen, the likely cause and the commands to inspect it.
+  - The report text is returned in RV(report_text) (and RV(msg)); it can also be written as
+    JSON (O(json_path)) and JUnit XML (O(junit_path)) on the controller.
+  - The task fails when any check listed in O(required_checks) failed, or when there is no
+    result at all, unless O(fail_on_error=false).
+  - See C(docs/verification.md) in the collection for what each check means.
+options:
+  results:
+    description:
+      - The probe results - a list of result dictionaries, a list of such lists (one per
+        node), a mapping node name to list, or registered M(flatnet.cluster.probe) results.
+      - When omitted, the variable O(results_var) of every host in O(hosts) is read.
+    type: raw
+  hosts:
+    description:
+      - Hosts whose O(results_var) is read when O(results) is omitted.
+      - By default the hosts of the play (C(ansible_play_hosts)).
+    type: list
+    elements: str
+  results_var:
+    description: Host variable that holds a node's probe results.
+    type: str
+    default: flatnet_probe_results
+  required_checks:
+    description:
+      - Checks whose failure fails the task; the others are reported as not required.
+      - By default every check is required.
+    type: list
+    elements: str
+    choices: [pod-pod, node-pod-local, node-pod-remote, mtu, egress, identity]
+  plan:
+    description:
+      - The C(flatnet_plan) fact. Optional; with it the diagnosis knows which peers use host-gw
+        and which VXLAN, and the name of the VXLAN device.
+    type: dict
+  bridge:
+    description: Bridge name used in the suggested commands.
+    type: str
+    default: cni0
+  json_path:
+    description: Controller path of the JSON report (summary, matrix, failures, all results).
+    type: path
+  junit_path:
+    description: Controller path of a JUnit XML report (one test suite per check).
+    type: path
+  fail_on_error:
+    description: Fail the task when a required check failed.
+    type: bool
+    default: true
+  max_failures_shown:
+    description: Failures detailed in the text report (all are in the JSON report).
+    type: int
+    default: 50
+attributes:
+  check_mode:
+    support: full
+    description: Builds the report; the report files are written in check mode too.
+  diff_mode:
+    support: none
+  action:
+    support: full
+    description: Runs on the controller only.
+seealso:
+  - module: flatnet.cluster.probe
+"""
+
+EXAMPLES = r"""
+- name: Build the report once, from every node's flatnet_probe_results
+  flatnet.cluster.verify_report:
+    plan: "{{ flatnet_plan }}"
+    json_path: "{{ playbook_dir }}/verify-report.json"
+    junit_path: "{{ playbook_dir }}/verify-report.xml"
+  run_once: true
+
+- name: Report on explicit results, without failing
+  flatnet.cluster.verify_report:
+    results: "{{ ansible_play_hosts | map('extract', hostvars, 'flatnet_probe_results') | list }}"
+    fail_on_error: false
+  run_once: true
+  register: report
+"""
+
+RETURN = r"""
+ok:
+  description: True when no required check failed.
+  returned: always
+  type: bool
+summary:
+  description: Counts over all results.
+  returned: always
+  type: dict
+  sample: {total: 96, passed: 95, failed: 1, failed_required: 1}
+by_check:
+  description: Counts per check, with whether the check is required.
+  returned: always
+  type: dict
+  sample: {pod-pod: {total: 64, passed: 64, failed: 0, required: true}}
+matrix:
+  description: Source node → destination node → C({total, passed}).
+  returned: always
+  type: dict
+  sample: {node1: {node1: {total: 8, passed: 8}, node2: {total: 8, passed: 7}}}
+failures:
+  description:
+    - Every failed result, with C(pair) (a readable label), C(required), C(cause) (the likely
+      cause) and C(commands) (what to run, and on which node, to look at it).
+  returned: always
+  type: list
+  elements: dict
+nodes_without_results:
+  description: Hosts of O(hosts) that had no O(results_var).
+  returned: when O(results) is omitted
+  type: list
+  elements: str
+report_text:
+  description: The report as text.
+  returned: always
+  type: str
+report_lines:
+  description: RV(report_text) split into lines, for C(ansible.builtin.debug).
+  returned: always
+  type: list
+  elements: str
+"""

@@ -1,0 +1,285 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Turn the probe results of every node into a verification report (controller side, pure).
+
+A result is what ``flatnet.cluster.probe`` returns per check::
+
+    {check, proto, src_node, src, src_ip, dst_node, dst, dst_ip, ok, reason, seen, expected, error}
+
+The report has a pass/fail matrix (source node × destination node), counts per check, and for
+every failure the likely cause and the commands to look at it.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity"]
+FIELDS = ["check", "proto", "src_node", "src", "src_ip", "dst_node", "dst", "dst_ip",
+          "ok", "reason", "seen", "expected", "error"]
+
+
+class ReportError(Exception):
+    """The results cannot be read (wrong shape)."""
+
+
+def flatten(results):
+    """A flat list of result dicts from what the playbook hands over.
+
+    Accepts a list of results, a list of lists (one per node, as ``map('extract', ...)``
+    gives), or a mapping node → list. ``None`` entries (a node that did not probe) are skipped.
+    """
+    if results is None:
+        return []
+    if isinstance(results, dict):
+        if "check" in results:
+            return [_normalise(results)]
+        results = [results[k] for k in sorted(results)]
+    if not isinstance(results, (list, tuple)):
+        raise ReportError(f"results must be a list, got {type(results).__name__}")
+    out = []
+    for item in results:
+        if item is None:
+            continue
+        if isinstance(item, dict) and "results" in item and "check" not in item:
+            item = item["results"]  # a registered probe result
+        if isinstance(item, (list, tuple)):
+            out.extend(flatten(list(item)))
+        elif isinstance(item, dict):
+            out.append(_normalise(item))
+        else:
+            raise ReportError(f"a result must be a mapping, got {item!r}")
+    return out
+
+
+def _normalise(r):
+    missing = [k for k in ("check", "src_node", "ok") if k not in r]
+    if missing:
+        raise ReportError(f"result without {', '.join(missing)}: {r!r}")
+    out = {k: r.get(k) for k in FIELDS}
+    out["ok"] = bool(r["ok"])
+    out["reason"] = out["reason"] or ("ok" if out["ok"] else "error")
+    return out
+
+
+def pair_label(r):
+    src = f"{r['src_node']}/{r['src']}" + (f" ({r['src_ip']})" if r.get("src_ip") else "")
+    if r.get("dst_node"):
+        dst = f"{r['dst_node']}/{r['dst']}"
+    else:
+        dst = r.get("dst") or "?"
+    if r.get("dst_ip"):
+        dst += f" ({r['dst_ip']})"
+    return f"{src} -> {dst}"
+
+
+def peer_mode(plan, src_node, dst_node):
+    """``direct``, ``vxlan``, ``local`` or None (unknown without a plan)."""
+    if src_node == dst_node:
+        return "local"
+    if not plan:
+        return None
+    for peer in (plan.get("nodes", {}).get(src_node) or {}).get("peers") or []:
+        if peer.get("name") == dst_node:
+            return peer.get("mode")
+    return None
+
+
+def diagnose(r, plan=None, bridge="cni0"):
+    """(likely cause, [commands]) for one failed result; commands are prefixed with the node."""
+    check, reason = r["check"], r["reason"]
+    sn, dn = r["src_node"], r.get("dst_node")
+    src, dst, dst_ip, src_ip = r["src"], r.get("dst"), r.get("dst_ip"), r.get("src_ip")
+    in_src = f"ip -n {src} " if src and src != "host" else "ip "
+    vxlan_dev = ((plan or {}).get("vxlan") or {}).get("device") or "flatnet.1"
+    mode = peer_mode(plan, sn, dn) if dn else None
+
+    def on(node, cmd):
+        return f"on {node}: {cmd}"
+
+    if reason == "bad-address":
+        return (f"pod {src} on {sn} does not carry its planned addresses (or eth0 is down): it was changed "
+                f"by hand or the pods step did not run; rerun playbooks/site.yml",
+                [on(sn, f"ip -n {src} addr show dev eth0"), on(sn, f"ip -n {src} route")])
+    if reason == "refused":
+        return (f"nothing listens on {dst_ip} in pod {dst} (probe agent not running) or a rule rejects it",
+                [on(dn or sn, f"ip netns pids {dst}"), on(dn or sn, f"ip netns exec {dst} ss -lntup"),
+                 on(dn or sn, "cat /run/flatnet/probe/" + f"{dst}.log")])
+    if reason == "wrong-pod":
+        return (f"another pod answers for {dst_ip}: a duplicate address, or a stale route or neighbour entry "
+                f"sends it to the wrong place",
+                [on(dn, f"ip -n {dst} addr show dev eth0"), on(sn, f"ip route get {dst_ip}"),
+                 on(sn, f"ip neigh show to {dst_ip}")])
+    if reason == "mtu-too-small":
+        cmds = [on(sn, f"ip -n {src} link show dev eth0"), on(sn, f"ip route get {dst_ip}"),
+                on(sn, f"ip link show dev {bridge}")]
+        if mode in ("vxlan", None):
+            cmds.append(on(sn, f"ip -d link show dev {vxlan_dev}"))
+        return ("the path between the nodes carries fewer bytes than the pod MTU: the VXLAN overhead (50 bytes, "
+                "70 over IPv6) was not subtracted or the underlay MTU is smaller than planned; set flatnet_mtu",
+                cmds)
+    if reason == "mtu-not-enforced":
+        return (f"pod {src}'s interface or route allows more than the planned MTU: packets above it are "
+                f"dropped or fragmented on the way instead of being refused in the pod",
+                [on(sn, f"ip -n {src} link show dev eth0"), on(sn, f"ip -n {src} route show"),
+                 on(sn, f"ip link show master {bridge}")])
+    if reason == "wrong-source":
+        if check == "egress":
+            return (f"traffic from pod {src} to the outside is not masqueraded to the underlay IP of {sn}",
+                    [on(sn, "nft list table inet flatnet"), on(sn, f"ip route get {dst_ip}")])
+        if check == "pod-pod":
+            return (f"pod traffic is NATed between {sn} and {dn}: a masquerade rule catches pod-to-pod "
+                    f"traffic (it must exclude the cluster CIDR)",
+                    [on(sn, "nft list table inet flatnet"), on(sn, "nft list ruleset"),
+                     on(dn, f"conntrack -L -d {dst_ip}")])
+        return (f"{sn} reached the pod from an address that is not its own (NAT on the path, or a route "
+                f"with a foreign source)",
+                [on(sn, f"ip route get {dst_ip}"), on(sn, "nft list table inet flatnet")])
+    if reason in ("timeout", "unreachable", "error"):
+        if check == "egress":
+            return (f"pod {src} cannot reach {dst_ip}: no default route in the pod, forwarding off, or no "
+                    f"masquerade (the answer to a pod IP cannot come back)",
+                    [on(sn, f"{in_src}route"), on(sn, f"ip route get {dst_ip}"),
+                     on(sn, "sysctl net.ipv4.ip_forward"), on(sn, "nft list table inet flatnet")])
+        if mode == "local":
+            if src == "host":
+                return (f"the node cannot reach its own pod {dst}: bridge {bridge} down or without its gateway "
+                        f"address, or the pod's veth is not attached",
+                        [on(sn, f"ip addr show dev {bridge}"), on(sn, f"ip route get {dst_ip}"),
+                         on(sn, f"bridge link show master {bridge}")])
+            return (f"pods on {sn} do not reach each other through bridge {bridge}: veth not attached or down, "
+                    f"or a bridge firewall (br_netfilter) drops it",
+                    [on(sn, f"bridge link show master {bridge}"), on(sn, f"ip -n {src} route"),
+                     on(sn, "sysctl net.bridge.bridge-nf-call-iptables"), on(sn, "nft list ruleset")])
+        cmds = [on(sn, f"ip route get {dst_ip}" + (f" from {src_ip} iif {bridge}" if src_ip else "")),
+                on(dn, f"ip route get {src_ip or '<' + sn + ' address>'}"),
+                on(sn, "sysctl net.ipv4.ip_forward"), on(dn, "sysctl net.ipv4.ip_forward"),
+                on(dn, "nft list table inet flatnet")]
+        if mode == "direct":
+            cause = (f"no working host-gw path {sn} -> {dn}: route to {dn}'s pod CIDR via its underlay IP "
+                     f"missing, forwarding off, rp_filter, or a firewall drops it")
+        elif mode == "vxlan":
+            cause = (f"no working VXLAN path {sn} -> {dn}: route, neighbour or FDB entry for {dn} missing on "
+                     f"{vxlan_dev}, or the VXLAN UDP port is blocked on the underlay")
+            cmds[1:1] = [on(sn, f"ip neigh show dev {vxlan_dev}"), on(sn, f"bridge fdb show dev {vxlan_dev}"),
+                         on(dn, f"ip -d link show dev {vxlan_dev}")]
+        else:
+            cause = (f"no working path {sn} -> {dn}: the route to {dn}'s pod CIDR (host-gw or VXLAN) is missing, "
+                     f"forwarding is off, or a firewall drops it")
+            cmds[1:1] = [on(sn, f"ip neigh show dev {vxlan_dev}"), on(sn, f"bridge fdb show dev {vxlan_dev}")]
+        return cause, cmds
+    return (r.get("error") or reason, [])
+
+
+def build(results, required_checks=None, plan=None, bridge="cni0"):
+    """The report as a JSON-able dict."""
+    results = flatten(results)
+    required = set(CHECKS if required_checks is None else required_checks)
+    by_check = {}
+    matrix = {}
+    failures = []
+    for r in results:
+        c = by_check.setdefault(r["check"], {"total": 0, "passed": 0, "failed": 0,
+                                             "required": r["check"] in required})
+        c["total"] += 1
+        c["passed" if r["ok"] else "failed"] += 1
+        if r.get("dst_node"):
+            cell = matrix.setdefault(r["src_node"], {}).setdefault(r["dst_node"], {"total": 0, "passed": 0})
+            cell["total"] += 1
+            cell["passed"] += 1 if r["ok"] else 0
+        if not r["ok"]:
+            cause, commands = diagnose(r, plan, bridge)
+            failures.append(dict(r, pair=pair_label(r), required=r["check"] in required,
+                                 cause=cause, commands=commands))
+    failed_required = sum(1 for f in failures if f["required"])
+    nodes = sorted(set(matrix) | {d for row in matrix.values() for d in row})
+    return {
+        "ok": failed_required == 0,
+        "summary": {"total": len(results), "passed": len(results) - len(failures), "failed": len(failures),
+                    "failed_required": failed_required},
+        "by_check": {k: by_check[k] for k in sorted(by_check, key=_check_order)},
+        "nodes": nodes,
+        "matrix": matrix,
+        "failures": failures,
+        "results": results,
+    }
+
+
+def _check_order(name):
+    return (CHECKS.index(name) if name in CHECKS else len(CHECKS), name)
+
+
+def render_text(report, max_failures=50):
+    """Human-readable report (what the playbook prints)."""
+    s = report["summary"]
+    lines = [f"flatnet verification: {'PASS' if report['ok'] else 'FAIL'} - {s['passed']}/{s['total']} checks "
+             f"passed, {s['failed']} failed ({s['failed_required']} required)"]
+    lines.append("")
+    lines.append("by check:")
+    for name, c in report["by_check"].items():
+        flag = "" if c["required"] else " (not required)"
+        lines.append(f"  {name:<16} {c['passed']:>5}/{c['total']:<5} passed{flag}")
+    nodes = report["nodes"]
+    if nodes:
+        lines.append("")
+        lines.append("matrix (passed/total, row = source node, column = destination node):")
+        width = max(12, *(len(n) + 2 for n in nodes))
+        lines.append(" " * width + "".join(f"{n:>{width}}" for n in nodes))
+        for src in nodes:
+            row = f"{src:<{width}}"
+            for dst in nodes:
+                cell = report["matrix"].get(src, {}).get(dst)
+                if cell is None:
+                    text = "-"
+                else:
+                    mark = "" if cell["passed"] == cell["total"] else " !"
+                    text = f"{cell['passed']}/{cell['total']}{mark}"
+                row += f"{text:>{width}}"
+            lines.append(row)
+    if report["failures"]:
+        lines.append("")
+        lines.append("failures:")
+        for f in report["failures"][:max_failures]:
+            tag = "" if f["required"] else " [not required]"
+            lines.append(f"- {f['check']}/{f['proto']} {f['pair']}: {f['reason']}{tag}")
+            lines.append(f"    seen:     {f.get('seen')}")
+            lines.append(f"    expected: {f.get('expected')}")
+            if f.get("error"):
+                lines.append(f"    error:    {f['error']}")
+            lines.append(f"    likely:   {f['cause']}")
+            for cmd in f["commands"]:
+                lines.append(f"    inspect:  {cmd}")
+        if len(report["failures"]) > max_failures:
+            lines.append(f"... and {len(report['failures']) - max_failures} more failures (see the JSON report)")
+    return "\n".join(lines)
+
+
+def to_json(report):
+    return json.dumps(report, indent=2, sort_keys=True) + "\n"
+
+
+def to_junit(report, suite_prefix="flatnet"):
+    """JUnit XML: one testsuite per check, one testcase per result."""
+    root = ET.Element("testsuites", name=suite_prefix, tests=str(report["summary"]["total"]),
+                      failures=str(report["summary"]["failed"]))
+    suites = {}
+    # Failures are listed in the order of the failed results; reuse their diagnosis.
+    failures = iter(report["failures"])
+    for r in report["results"]:
+        suite = suites.get(r["check"])
+        if suite is None:
+            suite = suites[r["check"]] = ET.SubElement(root, "testsuite", name=f"{suite_prefix}.{r['check']}")
+        case = ET.SubElement(suite, "testcase", classname=f"{suite_prefix}.{r['check']}.{r['proto']}",
+                             name=pair_label(r))
+        if not r["ok"]:
+            f = next(failures)
+            cause, commands = f["cause"], f["commands"]
+            fail = ET.SubElement(case, "failure", message=f"{r['reason']}: {r.get('error') or ''}".strip(),
+                                 type=r["reason"])
+            fail.text = "\n".join([f"seen: {r.get('seen')}", f"expected: {r.get('expected')}",
+                                   f"likely: {cause}"] + [f"inspect: {c}" for c in commands])
+    for name, suite in suites.items():
+        cases = list(suite)
+        suite.set("tests", str(len(cases)))
+        suite.set("failures", str(sum(1 for c in cases if c.find("failure") is not None)))
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -1,0 +1,135 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+import json
+import os
+from unittest.mock import MagicMock
+
+import pytest
+from ansible.errors import AnsibleActionFail
+from ansible.playbook.play_context import PlayContext
+
+from ansible_collections.flatnet.cluster.plugins.action.plan import ActionModule
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import build_plan
+
+
+def _underlay(ip):
+    return {"interface": "eth0", "ip": ip, "prefix": 24, "network": "192.168.50.0/24", "mtu": 1500}
+
+
+NODES = {
+    "node1": {"underlay": _underlay("192.168.50.11"), "recorded": {}, "pod_cidr": None,
+              "pods": [{"name": "web", "ip": None, "command": ["sleep", "60"]}]},
+    "node2": {"underlay": _underlay("192.168.50.12"), "recorded": {}, "pod_cidr": None, "pods": []},
+}
+
+
+def run_action(args, check_mode=False):
+    task = MagicMock()
+    task.args = args
+    task.async_val = 0
+    task.check_mode = check_mode
+    task.action = "flatnet.cluster.plan"
+    connection = MagicMock()
+    action = ActionModule(task=task, connection=connection, play_context=PlayContext(),
+                          loader=None, templar=None, shared_loader_obj=None)
+    result = action.run(task_vars={})
+    # Nothing may run on the managed host: the action never touches its connection.
+    assert not connection.exec_command.called and not connection.put_file.called
+    return result
+
+
+def test_plan_fact_matches_build_plan(tmp_path):
+    result = run_action({"nodes": NODES, "backend": "auto"})
+    assert result["changed"] is False
+    assert not result.get("failed")
+    assert result["ansible_facts"]["flatnet_plan"] == build_plan(NODES, backend="auto")
+    assert result["ansible_facts"]["flatnet_plan"]["nodes"]["node1"]["pods"][0] == {
+        "name": "web", "ips": ["10.244.0.2/24"], "command": ["sleep", "60"]}
+
+
+def test_defaults(tmp_path):
+    plan = run_action({"nodes": NODES})["ansible_facts"]["flatnet_plan"]
+    assert plan["cluster_cidrs"] == ["10.244.0.0/16"]
+    assert plan["service_cidr"] == "10.96.0.0/12"
+    assert plan["backend"] == "host-gw"
+    assert plan["vxlan"] == {"vni": 1, "port": 8472, "device": "flatnet.1"}
+    assert plan["masquerade"] is True
+
+
+def test_plan_file_written_and_reused(tmp_path):
+    path = tmp_path / "deep" / "dir" / "plan.json"
+    first = run_action({"nodes": NODES, "plan_file": str(path)})
+    assert first["plan_file_written"] is True
+    assert json.loads(path.read_text()) == first["ansible_facts"]["flatnet_plan"]
+    mtime = os.stat(path).st_mtime_ns
+
+    again = run_action({"nodes": NODES, "plan_file": str(path)})
+    assert again["plan_file_written"] is False
+    assert os.stat(path).st_mtime_ns == mtime
+
+    # node2 left the play (--limit) but is still in the inventory: it keeps its block
+    only1 = {"node1": NODES["node1"]}
+    limited = run_action({"nodes": only1, "plan_file": str(path), "inventory_nodes": ["node1", "node2"]})
+    plan = limited["ansible_facts"]["flatnet_plan"]
+    assert plan["nodes"]["node2"] == first["ansible_facts"]["flatnet_plan"]["nodes"]["node2"]
+    assert [p["name"] for p in plan["nodes"]["node1"]["peers"]] == ["node2"]
+
+    # node2 removed from the inventory: dropped from the plan and from the file
+    dropped = run_action({"nodes": only1, "plan_file": str(path), "inventory_nodes": ["node1"]})
+    assert list(dropped["ansible_facts"]["flatnet_plan"]["nodes"]) == ["node1"]
+    assert list(json.loads(path.read_text())["nodes"]) == ["node1"]
+    assert not [p for p in os.listdir(path.parent) if p != "plan.json"]  # no temp files left
+
+
+def test_check_mode_does_not_write(tmp_path):
+    path = tmp_path / "sub" / "plan.json"
+    result = run_action({"nodes": NODES, "plan_file": str(path)}, check_mode=True)
+    assert "flatnet_plan" in result["ansible_facts"]
+    assert result["plan_file_written"] is False
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_plan_error_is_one_message_and_nothing_written(tmp_path):
+    path = tmp_path / "plan.json"
+    result = run_action({"nodes": NODES, "cluster_cidr": "10.244.1.5/16", "plan_file": str(path)})
+    assert result["failed"] is True
+    assert result["changed"] is False
+    assert result["msg"] == "cluster_cidr 10.244.1.5/16 is a host address, not a network; did you mean 10.244.0.0/16?"
+    assert "ansible_facts" not in result
+    assert not path.exists()
+
+
+def test_corrupt_plan_file(tmp_path):
+    path = tmp_path / "plan.json"
+    path.write_text("{not json")
+    result = run_action({"nodes": NODES, "plan_file": str(path)})
+    assert result["failed"] is True
+    assert "cannot read the cached plan" in result["msg"] and "delete it" in result["msg"]
+    assert path.read_text() == "{not json"
+
+
+def test_unwritable_plan_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_action({"nodes": NODES, "plan_file": str(blocker / "plan.json")})
+    assert result["failed"] is True
+    assert "cannot write the plan file" in result["msg"]
+
+
+@pytest.mark.parametrize("args,msg", [
+    ({}, "missing required arguments: nodes"),
+    ({"nodes": NODES, "backend": "flannel"}, "value of backend must be one of: host-gw, vxlan, auto"),
+    ({"nodes": NODES, "bogus": 1}, "bogus"),
+    ({"nodes": NODES, "node_prefix": "big"}, "node_prefix"),
+])
+def test_option_validation(args, msg):
+    with pytest.raises(AnsibleActionFail, match=msg):
+        run_action(args)
+
+
+def test_vxlan_suboptions_and_range():
+    plan = run_action({"nodes": NODES, "vxlan": {"vni": 42}})["ansible_facts"]["flatnet_plan"]
+    assert plan["vxlan"] == {"vni": 42, "port": 8472, "device": "flatnet.1"}
+    result = run_action({"nodes": NODES, "vxlan": {"port": 0}})
+    assert result["failed"] is True and "vxlan port 0 is out of range" in result["msg"]

@@ -1,0 +1,34 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from ansible_collections.flatnet.cluster.plugins.module_utils import workload
+
+
+def test_argv_of():
+    assert workload.argv_of(None) is None
+    assert workload.argv_of(["sleep", 5]) == ["sleep", "5"]
+    assert workload.argv_of("sh -c 'a; b'") == ["sh", "-c", "a; b"]
+
+
+def test_running_in_and_stop_check_the_recorded_process():
+    argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+    proc = subprocess.Popen(argv)
+    try:
+        ino = workload.ns_inode_of(proc.pid)
+        assert workload.running_in(proc.pid, argv, ino)
+        # another command line or another namespace: not ours, never signalled
+        assert not workload.running_in(proc.pid, ["sleep", "60"], ino)
+        assert not workload.running_in(proc.pid, argv, ino + 1)
+        assert not workload.stop(proc.pid, ["sleep", "60"])
+        assert not workload.stop(proc.pid, argv, ns_inode=ino + 1)
+        assert proc.poll() is None
+        assert workload.stop(proc.pid, argv, ns_inode=ino)
+        assert proc.wait(timeout=5) is not None
+        assert not workload.running_in(proc.pid, argv, ino)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

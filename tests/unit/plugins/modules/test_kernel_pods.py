@@ -1,0 +1,343 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The node, pods and node_facts modules against a real kernel, inside a throwaway node.
+
+A node is `unshare --net --mount --pid` with a tmpfs on /run (so /run/netns is private);
+the modules run in it through nsenter, exactly as Ansible would run them (JSON args on
+stdin). Killing the node's init frees everything made inside. Needs root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import ansible_collections.flatnet.cluster.plugins.modules.pods as pods_module
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import veth_name
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"),
+    reason="kernel tests need root, unshare and nsenter",
+)
+
+COLLECTIONS_ROOT = pods_module.__file__.rsplit(
+    os.sep.join(["", "ansible_collections", "flatnet", "cluster", ""]), 1)[0]
+
+
+class Node:
+    def __init__(self):
+        self.prefix = "t" + secrets.token_hex(3)
+        self.state_dir = f"/run/{self.prefix}-state"
+        self.bridge = f"{self.prefix}br"
+        init = "mount -t tmpfs flatnet-test /run && ip link set lo up && touch /run/ready && exec sleep infinity"
+        self.unshare = subprocess.Popen(
+            ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc",
+             "--kill-child=SIGKILL", "--propagation", "private", "--", "sh", "-c", init],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.pid = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{self.unshare.pid}/task/{self.unshare.pid}/children") as f:
+                    kids = f.read().split()
+            except OSError:
+                kids = []
+            if kids and self.sh(["test", "-e", "/run/ready"], pid=int(kids[0]), check=False).returncode == 0:
+                self.pid = int(kids[0])
+                return
+            time.sleep(0.02)
+        self.close()
+        raise RuntimeError("test node did not start")
+
+    def sh(self, argv, pid=None, check=True, data=None):
+        cmd = ["nsenter", "-t", str(pid or self.pid), "-n", "-m", "-p", "--"] + argv
+        res = subprocess.run(cmd, input=data, capture_output=True, text=True, timeout=120)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{argv} failed: {res.stderr}")
+        return res
+
+    def ip(self, *args, check=True):
+        return self.sh(["ip"] + list(args), check=check).stdout
+
+    def ipj(self, *args):
+        out = self.ip("-json", *args).strip()
+        return json.loads(out) if out else []
+
+    def module(self, name, args, check_mode=False, diff=True, expect_fail=False):
+        args = dict(args, state_dir=self.state_dir, _ansible_check_mode=check_mode,
+                    _ansible_diff=diff)
+        env = dict(os.environ, PYTHONPATH=COLLECTIONS_ROOT)
+        cmd = ["nsenter", "-t", str(self.pid), "-n", "-m", "-p", "--", sys.executable, "-m",
+               f"ansible_collections.flatnet.cluster.plugins.modules.{name}"]
+        start = time.monotonic()
+        res = subprocess.run(cmd, input=json.dumps({"ANSIBLE_MODULE_ARGS": args}), env=env,
+                             capture_output=True, text=True, timeout=120)
+        elapsed = time.monotonic() - start
+        result = json.loads(res.stdout.strip().splitlines()[-1])
+        result["_elapsed"] = elapsed
+        if expect_fail:
+            assert result.get("failed"), result
+        else:
+            assert not result.get("failed"), result
+        return result
+
+    def netns(self):
+        return sorted(line.split()[0] for line in self.ip("netns", "list").splitlines() if line.strip())
+
+    def pods_record(self):
+        res = self.sh(["cat", f"{self.state_dir}/pods.json"], check=False)
+        return json.loads(res.stdout) if res.returncode == 0 else None
+
+    def running(self, pid):
+        """Alive and not a zombie (the node's init, a plain sleep, never reaps)."""
+        res = self.sh(["cat", f"/proc/{pid}/stat"], check=False)
+        return res.returncode == 0 and res.stdout.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+    def ping(self, pod, addr):
+        return self.sh(["ip", "netns", "exec", pod, "ping", "-c1", "-w8", addr], check=False).returncode == 0
+
+    def close(self):
+        # The pid namespace dies with its init, taking workloads, namespaces and links along.
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.unshare.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.unshare.kill()
+            self.unshare.wait()
+
+
+@pytest.fixture
+def node():
+    n = Node()
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+def three_runs(node, name, args, check_applied):
+    """check mode (changed, nothing applied), real (changed), again (not changed)."""
+    r = node.module(name, args, check_mode=True)
+    assert r["changed"] and r["actions"], r
+    assert not check_applied(), "check mode changed the node"
+    r = node.module(name, args)
+    assert r["changed"], r
+    assert check_applied()
+    r2 = node.module(name, args)
+    assert not r2["changed"] and r2["actions"] == [], r2
+    return r, r2
+
+
+def node_args(node, **kw):
+    return dict(dict(bridge=node.bridge, addresses=["10.77.0.1/24", "fd00:77::1/64"], mtu=1400,
+                     pod_cidrs=["10.77.0.0/24", "fd00:77::/64"]), **kw)
+
+
+def pod_args(node, pods, **kw):
+    return dict(dict(bridge=node.bridge, mtu=1400, gateways=["10.77.0.1", "fd00:77::1"], pods=pods), **kw)
+
+
+def mk_pods(node, n, command_for=()):
+    return [
+        {"name": f"{node.prefix}-p{i}", "ips": [f"10.77.0.{i + 2}/24", f"fd00:77::{i + 2:x}/64"],
+         "command": ["sleep", "600"] if i in command_for else None}
+        for i in range(n)
+    ]
+
+
+def test_node_module_three_runs_drift_and_absent(node):
+    node.sh(["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"])
+    args = node_args(node)
+
+    def applied():
+        return node.bridge in node.ip("-br", "link")
+
+    three_runs(node, "node", args, applied)
+    link = node.ipj("-details", "link", "show", node.bridge)[0]
+    assert link["ifalias"] == "flatnet" and link["mtu"] == 1400 and "UP" in link["flags"]
+    assert node.sh(["sysctl", "-n", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding",
+                    "net.ipv4.conf.all.rp_filter", f"net.ipv6.conf.{node.bridge}.accept_ra"]).stdout.split() \
+        == ["1", "1", "2", "0"]
+
+    # drift: bridge down, a foreign extra address, wrong MTU
+    node.ip("link", "set", node.bridge, "down", "mtu", "1500")
+    node.ip("addr", "add", "10.99.0.1/24", "dev", node.bridge)
+    r = node.module("node", args, check_mode=True)
+    assert r["changed"] and "10.99.0.1/24" in r["diff"]["before"] and "down" in r["diff"]["before"]
+    assert "UP" not in node.ipj("link", "show", node.bridge)[0]["flags"]
+    assert node.module("node", args)["changed"]
+    assert not node.module("node", args)["changed"]
+    link = node.ipj("addr", "show", node.bridge)[0]
+    assert "UP" in link["flags"] and link["mtu"] == 1400
+    assert "10.99.0.1" not in json.dumps(link)
+
+    # absent restores the sysctls and deletes only our bridge
+    r = node.module("node", dict(args, state="absent"))
+    assert r["changed"]
+    assert node.bridge not in node.ip("-br", "link")
+    assert node.sh(["sysctl", "-n", "net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter"]).stdout.split() == ["0", "1"]
+    assert not node.module("node", dict(args, state="absent"))["changed"]
+
+
+def test_node_refuses_foreign_bridge_with_other_address(node):
+    node.ip("link", "add", node.bridge, "type", "bridge")
+    node.ip("addr", "add", "10.88.0.1/16", "dev", node.bridge)
+    r = node.module("node", node_args(node), expect_fail=True)
+    assert "already has an IP address different from" in r["msg"] and "flatnet_bridge" in r["msg"]
+    r = node.module("node", node_args(node, state="absent"))
+    assert node.bridge in node.ip("-br", "link"), "a foreign bridge was deleted"
+
+
+def test_node_facts_in_a_node(node):
+    node.ip("link", "add", f"{node.prefix}u0", "type", "veth", "peer", "name", f"{node.prefix}u1")
+    node.ip("addr", "add", "192.168.77.5/24", "dev", f"{node.prefix}u0")
+    node.ip("link", "set", f"{node.prefix}u0", "up")
+    node.ip("link", "set", f"{node.prefix}u1", "up")
+    r = node.module("node_facts", {}, expect_fail=True)
+    assert "flatnet_underlay_interface" in r["msg"]
+    node.ip("route", "add", "default", "via", "192.168.77.1")
+    r = node.module("node_facts", {})
+    facts = r["ansible_facts"]["flatnet_node"]
+    assert facts["underlay"]["interface"] == f"{node.prefix}u0"
+    assert facts["underlay"]["network"] == "192.168.77.0/24"
+    assert facts["recorded"] == {}
+    assert r["changed"] is False
+    node.module("node", node_args(node))
+    node.module("pods", pod_args(node, mk_pods(node, 1)))
+    facts = node.module("node_facts", {"underlay_ip": "192.168.77.5"})["ansible_facts"]["flatnet_node"]
+    assert facts["underlay"]["chosen_by"] == "ip"
+    assert facts["recorded"] == {"pod_cidrs": ["10.77.0.0/24", "fd00:77::/64"],
+                                 "pods": {f"{node.prefix}-p0": ["10.77.0.2", "fd00:77::2"]}}
+
+
+def test_pods_three_runs_drift_prune_and_absent(node):
+    node.module("node", node_args(node))
+    pods = mk_pods(node, 4, command_for=(0, 3))
+    names = [p["name"] for p in pods]
+    args = pod_args(node, pods)
+    three_runs(node, "pods", args, lambda: node.netns() == names)
+    assert node.ping(names[1], "10.77.0.4") and node.ping(names[1], "fd00:77::5")
+    assert node.ping(names[2], "10.77.0.1")
+    rec = node.pods_record()["pods"]
+    pid0 = rec[names[0]]["pid"]
+    assert pid0 and node.running(pid0)
+
+    def repaired(what):
+        r = node.module("pods", args, check_mode=True)
+        assert r["changed"], (what, r)
+        assert r["diff"]["before"] != r["diff"]["after"], what
+        assert node.module("pods", args)["changed"], what
+        again = node.module("pods", args)
+        assert not again["changed"], (what, again)
+        for name, addr in ((names[1], "10.77.0.2"), (names[0], "10.77.0.5"), (names[3], "fd00:77::3")):
+            assert node.ping(name, addr), (what, name, addr)
+        return r
+
+    # a deleted veth
+    node.ip("link", "del", veth_name(names[1]))
+    r = repaired("deleted veth")
+    assert f"{names[1]}: add veth {veth_name(names[1])}" in r["actions"]
+
+    # a pod address changed
+    node.ip("-n", names[2], "addr", "del", "10.77.0.4/24", "dev", "eth0")
+    node.ip("-n", names[2], "addr", "add", "10.77.0.99/24", "dev", "eth0")
+    r = repaired("changed address")
+    assert "10.77.0.99/24" in r["diff"]["before"]
+    assert node.ping(names[2], "10.77.0.1")
+
+    # veth out of the bridge, down; bridge down
+    node.ip("link", "set", veth_name(names[3]), "nomaster")
+    node.ip("link", "set", veth_name(names[2]), "down")
+    r = repaired("veth out of bridge / down")
+    assert any("attach" in a for a in r["actions"]) and any(" up" in a for a in r["actions"])
+
+    # a killed workload
+    node.sh(["kill", "-KILL", str(pid0)])
+    r = repaired("killed workload")
+    assert any("start workload" in a and "was dead" in a for a in r["actions"]), r["actions"]
+    assert node.pods_record()["pods"][names[0]]["pid"] != pid0
+
+    # a pod netns removed by hand while its workload keeps the old namespace (and veth) alive
+    old_pid = node.pods_record()["pods"][names[3]]["pid"]
+    node.ip("netns", "del", names[3])
+    r = repaired("netns removed by hand")
+    assert f"{names[3]}: recreate missing netns" in r["actions"]
+    assert not node.running(old_pid), "old workload left running"
+
+    # interrupted run: a recorded netns without veth, and a dead /run/netns file for a new pod
+    node.ip("link", "del", veth_name(names[1]))
+    extra = {"name": f"{node.prefix}-p9", "ips": ["10.77.0.50/24"], "command": None}
+    node.sh(["touch", f"/run/netns/{extra['name']}"])
+    args = pod_args(node, pods + [extra])
+    r = repaired("interrupted run")
+    assert node.ping(extra["name"], "10.77.0.3")
+
+    # a foreign netns with a declared pod name is refused and left alone
+    foreign = f"{node.prefix}-foreign"
+    node.ip("netns", "add", foreign)
+    r = node.module("pods", pod_args(node, pods + [{"name": foreign, "ips": ["10.77.0.60/24"]}]),
+                    expect_fail=True)
+    assert "not made by flatnet.cluster" in r["msg"]
+    assert foreign in node.netns()
+
+    # prune: drop two pods (one with a workload)
+    pid3 = node.pods_record()["pods"][names[3]]["pid"]
+    args = pod_args(node, pods[:2])
+    r = node.module("pods", args, check_mode=True)
+    assert r["changed"] and f"remove pod {names[3]}" in r["actions"] and names[3] in node.netns()
+    r = node.module("pods", args)
+    assert sorted(node.netns()) == sorted(names[:2] + [foreign])
+    assert veth_name(names[3]) not in node.ip("-br", "link")
+    assert not node.running(pid3)
+    assert not node.module("pods", args)["changed"]
+
+    # absent: every recorded pod goes, the foreign netns stays
+    r = node.module("pods", {"state": "absent"})
+    assert r["changed"] and node.netns() == [foreign]
+    assert node.pods_record() is None
+    assert not node.module("pods", {"state": "absent"})["changed"]
+    assert "veth" not in node.ip("-br", "link")
+
+
+def test_hundred_pods_timing(node):
+    node.module("node", node_args(node))
+    pods = mk_pods(node, 100)
+    args = pod_args(node, pods)
+    first = node.module("pods", args, diff=False)
+    assert first["changed"] and len(node.netns()) == 100
+    again = node.module("pods", args, diff=False)
+    assert not again["changed"]
+    assert node.ping(pods[99]["name"], "10.77.0.2")
+    absent = node.module("pods", {"state": "absent"}, diff=False)
+    assert node.netns() == []
+    print(f"\n100 pods: create {first['_elapsed']:.2f}s, unchanged {again['_elapsed']:.2f}s, "
+          f"absent {absent['_elapsed']:.2f}s (module process wall time)")
+
+
+def test_module_exits_while_workloads_keep_running(node):
+    node.module("node", node_args(node))
+    pods = [{"name": f"{node.prefix}-w", "ips": ["10.77.0.2/24"], "command": "sleep 600"}]
+    r = node.module("pods", pod_args(node, pods))
+    # captured pipes: run() only returns once nothing holds them, so the workload is detached
+    assert r["_elapsed"] < 10
+    pid = r["pods"][pods[0]["name"]]["pid"]
+    assert node.running(pid)
+    assert node.sh(["readlink", f"/proc/{pid}/ns/net"]).stdout != node.sh(["readlink", "/proc/self/ns/net"]).stdout
+    for fd in node.sh(["ls", f"/proc/{pid}/fd"]).stdout.split():
+        target = node.sh(["readlink", f"/proc/{pid}/fd/{fd}"], check=False).stdout.strip()
+        assert not target.startswith("pipe:"), f"workload holds {target}"
+    node.module("pods", {"state": "absent"})
+    assert not node.running(pid)

@@ -1,0 +1,91 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The node module's reconcile logic on recorded ``ip -json -details`` outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.flatnet.cluster.plugins.modules import node as m
+
+BR = {"ifindex": 4, "ifname": "cni0", "flags": ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"],
+      "mtu": 1450, "operstate": "UNKNOWN", "ifalias": "flatnet",
+      "linkinfo": {"info_kind": "bridge", "info_data": {"stp_state": 0}}}
+ADDRS = ["10.244.0.1/24"]
+FWD = {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "0",
+       "net.ipv4.conf.all.rp_filter": "2"}
+
+
+def present(link=BR, addrs=ADDRS, want=ADDRS, now=FWD, accept_ra=None):
+    return m.plan_present("cni0", want, 1450, link, addrs, accept_ra, now,
+                          m.wanted_sysctls(False, now))
+
+
+def test_in_sync_no_action():
+    assert present() == ([], {}, [])
+
+
+def test_create_bridge():
+    lines, writes, actions = present(link=None, addrs=[], now=dict(FWD, **{"net.ipv4.ip_forward": "0"}))
+    assert lines == [["link", "add", "cni0", "mtu", 1450, "type", "bridge"],
+                     ["link", "set", "cni0", "alias", "flatnet"],
+                     ["addr", "add", "10.244.0.1/24", "dev", "cni0"],
+                     ["link", "set", "cni0", "up"]]
+    assert writes == {"net.ipv4.ip_forward": "1"}
+    assert "set net.ipv4.ip_forward=1 (was 0)" in actions
+
+
+def test_dual_stack_bridge_sets_accept_ra():
+    want = ["10.244.0.1/24", "fd00:10::1/64"]
+    _l, writes, _a = m.plan_present("cni0", want, 1450, None, [], None, FWD, m.wanted_sysctls(True, FWD))
+    assert writes["net.ipv6.conf.cni0.accept_ra"] == "0"
+    assert writes["net.ipv6.conf.all.forwarding"] == "1"
+    _l, writes, _a = m.plan_present("cni0", want, 1450, BR, want, "1", dict(
+        FWD, **{"net.ipv6.conf.all.forwarding": "1"}), m.wanted_sysctls(True, FWD))
+    assert writes == {"net.ipv6.conf.cni0.accept_ra": "0"}
+
+
+def test_drift_down_mtu_extra_address():
+    link = dict(BR, flags=["BROADCAST", "MULTICAST"], mtu=1500)
+    lines, _w, _a = present(link=link, addrs=["10.244.0.1/24", "10.244.9.1/24"])
+    assert lines == [["link", "set", "cni0", "mtu", 1450],
+                     ["addr", "del", "10.244.9.1/24", "dev", "cni0"],
+                     ["link", "set", "cni0", "up"]]
+
+
+def test_foreign_bridge_with_other_address_refused():
+    with pytest.raises(m.NodeError, match="already has an IP address different from"):
+        present(link=dict(BR, ifalias=None), addrs=["10.88.0.1/16"])
+
+
+def test_foreign_bridge_without_address_adopted():
+    lines, _w, actions = present(link=dict(BR, ifalias=None), addrs=[])
+    assert ["link", "set", "cni0", "alias", "flatnet"] in lines
+    assert actions[0].startswith("adopt bridge")
+
+
+def test_not_a_bridge_refused():
+    with pytest.raises(m.NodeError, match="not a bridge"):
+        present(link=dict(BR, linkinfo={"info_kind": "veth"}))
+
+
+def test_rp_filter_only_from_strict():
+    assert m.wanted_sysctls(False, {"net.ipv4.conf.all.rp_filter": "1"})["net.ipv4.conf.all.rp_filter"] == "2"
+    assert "net.ipv4.conf.all.rp_filter" not in m.wanted_sysctls(False, {"net.ipv4.conf.all.rp_filter": "0"})
+
+
+def test_record_keeps_first_original_and_restore_only_our_value():
+    now = {"net.ipv4.ip_forward": "0"}
+    writes = {"net.ipv4.ip_forward": "1"}
+    rec = m.record_sysctls({}, writes, now, {"net.ipv4.ip_forward": "1"})
+    assert rec == {"net.ipv4.ip_forward": {"original": "0", "value": "1"}}
+    # a later run finds "1" and must not overwrite the original
+    assert m.record_sysctls({"sysctls": rec}, {}, {"net.ipv4.ip_forward": "1"},
+                            {"net.ipv4.ip_forward": "1"}) == rec
+    assert m.plan_restore({"sysctls": rec}, {"net.ipv4.ip_forward": "1"}) == {"net.ipv4.ip_forward": "0"}
+    # someone else changed it since: leave it
+    assert m.plan_restore({"sysctls": rec}, {"net.ipv4.ip_forward": "0"}) == {}
+
+
+def test_address_without_prefix_refused():
+    with pytest.raises(m.NodeError, match="prefix"):
+        m.normalise_addresses(["10.244.0.1"])

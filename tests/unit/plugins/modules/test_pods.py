@@ -1,0 +1,256 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The pods reconcile logic on recorded ``ip -json`` outputs: desired + observed -> steps."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import veth_name
+from ansible_collections.flatnet.cluster.plugins.modules import pods as m
+
+BRIDGE = {"ifindex": 2, "ifname": "cni0", "flags": ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"],
+          "mtu": 1450, "ifalias": "flatnet", "linkinfo": {"info_kind": "bridge"}}
+VETH = veth_name("web")
+# Recorded from `ip -json -details link show` on the node and `ip -n web -json addr show`.
+HOST = {"ifindex": 7, "link_index": 2, "ifname": VETH, "flags": ["BROADCAST", "MULTICAST", "UP",
+        "LOWER_UP"], "mtu": 1450, "master": "cni0", "operstate": "UP", "link_netnsid": 0,
+        "ifalias": "flatnet pod web", "linkinfo": {"info_kind": "veth", "info_slave_kind": "bridge"}}
+POD_LINKS = [
+    {"ifindex": 1, "ifname": "lo", "flags": ["LOOPBACK", "UP", "LOWER_UP"], "mtu": 65536,
+     "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8, "scope": "host"}]},
+    {"ifindex": 2, "link_index": 7, "ifname": "eth0", "flags": ["BROADCAST", "MULTICAST", "UP",
+     "LOWER_UP"], "mtu": 1450, "address": m.pod_mac("web"), "operstate": "UP", "link_netnsid": 0,
+     "addr_info": [{"family": "inet", "local": "10.244.0.2", "prefixlen": 24, "scope": "global"},
+                   {"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "link"}]},
+]
+ROUTES4 = [{"dst": "default", "gateway": "10.244.0.1", "dev": "eth0", "protocol": "157", "flags": []}]
+GW = {4: "10.244.0.1"}
+WANT = {"web": {"ips": ["10.244.0.2/24"], "argv": None}}
+RECORD = {"pods": {"web": {"ips": ["10.244.0.2/24"], "veth": VETH, "command": None, "pid": None,
+                           "netns_inode": 4026532613}}}
+
+
+def observed_in_sync():
+    return {
+        "netns": {"web": 4026532613},
+        "links": {"cni0": copy.deepcopy(BRIDGE), VETH: copy.deepcopy(HOST)},
+        "pods": {"web": {"links": {l["ifname"]: copy.deepcopy(l) for l in POD_LINKS},
+                         "routes": {4: copy.deepcopy(ROUTES4)}}},
+        "workloads": {"web": False},
+    }
+
+
+def run(observed, desired=None, record=None, prune=True):
+    return m.plan(WANT if desired is None else desired, observed,
+                  RECORD if record is None else record, "cni0", 1450, GW, prune=prune)
+
+
+def test_in_sync_means_no_action():
+    steps = run(observed_in_sync())
+    assert steps["actions"] == []
+    assert not m.needs_change(steps)
+    assert steps["node"] == [] and steps["pod"] == {} and steps["netns_add"] == []
+
+
+def test_in_sync_workload_running_no_action():
+    obs = observed_in_sync()
+    obs["workloads"]["web"] = True
+    rec = copy.deepcopy(RECORD)
+    rec["pods"]["web"].update(command=["sleep", "100"], pid=1234)
+    steps = run(obs, {"web": {"ips": ["10.244.0.2/24"], "argv": ["sleep", "100"]}}, rec)
+    assert steps["actions"] == []
+
+
+def test_new_pod_from_nothing():
+    obs = {"netns": {}, "links": {"cni0": BRIDGE}, "pods": {}, "workloads": {}}
+    steps = run(obs, record={"pods": {}})
+    assert steps["netns_add"] == ["web"]
+    assert steps["node"][0] == ["link", "add", VETH, "mtu", 1450, "type", "veth", "peer", "name",
+                                "eth0", "address", m.pod_mac("web"), "mtu", 1450, "netns", "web"]
+    assert ["link", "set", VETH, "alias", "flatnet pod web"] in steps["node"]
+    assert ["link", "set", VETH, "master", "cni0", "up"] in steps["node"]
+    assert steps["pod"]["web"] == [
+        ["link", "set", "lo", "up"],
+        ["addr", "add", "10.244.0.2/24", "dev", "eth0"],
+        ["link", "set", "eth0", "up"],
+        ["route", "replace", "default", "via", "10.244.0.1", "dev", "eth0", "proto", 157],
+    ]
+    assert "add pod web" in steps["actions"]
+
+
+def test_dual_stack_pod_uses_nodad_and_both_routes():
+    obs = {"netns": {}, "links": {"cni0": BRIDGE}, "pods": {}, "workloads": {}}
+    steps = m.plan({"web": {"ips": ["10.244.0.2/24", "fd00:10::2/64"], "argv": None}}, obs,
+                   {"pods": {}}, "cni0", 1450, {4: "10.244.0.1", 6: "fd00:10::1"})
+    lines = steps["pod"]["web"]
+    assert ["addr", "add", "fd00:10::2/64", "dev", "eth0", "nodad"] in lines
+    assert ["route", "replace", "default", "via", "fd00:10::1", "dev", "eth0", "proto", 157] in lines
+
+
+def test_wrong_and_extra_address_and_route_readded():
+    obs = observed_in_sync()
+    eth0 = obs["pods"]["web"]["links"]["eth0"]
+    eth0["addr_info"] = [{"family": "inet", "local": "10.244.0.9", "prefixlen": 24, "scope": "global"}]
+    steps = run(obs)
+    assert steps["pod"]["web"] == [
+        ["addr", "del", "10.244.0.9/24", "dev", "eth0"],
+        ["addr", "add", "10.244.0.2/24", "dev", "eth0"],
+        ["route", "replace", "default", "via", "10.244.0.1", "dev", "eth0", "proto", 157],
+    ]
+    assert "web: remove address 10.244.0.9/24" in steps["actions"]
+
+
+def test_missing_route_only():
+    obs = observed_in_sync()
+    obs["pods"]["web"]["routes"][4] = []
+    steps = run(obs)
+    assert steps["pod"]["web"] == [["route", "replace", "default", "via", "10.244.0.1", "dev",
+                                    "eth0", "proto", 157]]
+
+
+def test_veth_out_of_bridge_down_wrong_mtu():
+    obs = observed_in_sync()
+    host = obs["links"][VETH]
+    host.update(mtu=1500, flags=["BROADCAST"])
+    del host["master"]
+    steps = run(obs)
+    assert steps["node"] == [["link", "set", VETH, "mtu", 1450, "master", "cni0", "up"]]
+    assert steps["netns_add"] == []
+
+
+def test_deleted_veth_is_recreated():
+    obs = observed_in_sync()
+    del obs["links"][VETH]
+    del obs["pods"]["web"]["links"]["eth0"]
+    steps = run(obs)
+    assert steps["netns_add"] == []
+    assert steps["node"][0][:3] == ["link", "add", VETH]
+    assert "web: add veth " + VETH in steps["actions"]
+
+
+def test_netns_removed_by_hand_keeps_stale_host_veth_and_workload():
+    # The workload holds the old namespace alive, so the host veth survives the deletion.
+    obs = observed_in_sync()
+    del obs["netns"]["web"]
+    del obs["pods"]["web"]
+    obs["workloads"]["web"] = True
+    rec = copy.deepcopy(RECORD)
+    rec["pods"]["web"].update(command=["sleep", "100"], pid=1234)
+    steps = run(obs, {"web": {"ips": ["10.244.0.2/24"], "argv": ["sleep", "100"]}}, rec)
+    assert steps["netns_add"] == ["web"]
+    assert steps["stale"] == [VETH]
+    assert steps["stop"] == [("web", 1234, ["sleep", "100"], 4026532613)]
+    assert steps["start"] == ["web"]
+
+
+def test_dead_netns_file_is_replaced():
+    obs = {"netns": {"web": None}, "links": {"cni0": BRIDGE}, "pods": {}, "workloads": {}}
+    steps = run(obs)
+    assert steps["netns_del"] == ["web"] and steps["netns_add"] == ["web"]
+
+
+def test_interrupted_run_netns_without_veth():
+    obs = observed_in_sync()
+    del obs["links"][VETH]
+    obs["pods"]["web"]["links"] = {"lo": {"ifname": "lo", "flags": ["LOOPBACK"]}}
+    obs["pods"]["web"]["routes"] = {4: []}
+    steps = run(obs)
+    assert steps["netns_add"] == []
+    assert steps["node"][0][:3] == ["link", "add", VETH]
+    assert steps["pod"]["web"][0] == ["link", "set", "lo", "up"]
+
+
+def test_foreign_netns_is_refused():
+    obs = observed_in_sync()
+    del obs["links"][VETH]
+    steps = run(obs, record={"pods": {}})
+    assert steps["errors"] and "not made by flatnet.cluster" in steps["errors"][0]
+
+
+def test_unrecorded_but_marked_pair_is_adopted():
+    steps = run(observed_in_sync(), record={"pods": {}})
+    assert steps["errors"] == []
+    assert steps["adopt"] == ["web"]
+
+
+def test_foreign_link_with_veth_name_is_refused():
+    obs = {"netns": {}, "links": {"cni0": BRIDGE, VETH: dict(HOST, ifalias="someone")},
+           "pods": {}, "workloads": {}}
+    steps = run(obs, record={"pods": {}})
+    assert "without the marker" in steps["errors"][0]
+
+
+def test_prune_removes_recorded_undeclared_pod():
+    obs = observed_in_sync()
+    obs["workloads"]["web"] = True
+    rec = copy.deepcopy(RECORD)
+    rec["pods"]["web"].update(command=["sleep", "1"], pid=99)
+    steps = run(obs, desired={}, record=rec)
+    assert steps["netns_del"] == ["web"]
+    assert steps["wait_gone"] == [VETH]
+    assert steps["stop"] == [("web", 99, ["sleep", "1"], 4026532613)]
+    assert run(obs, desired={}, record=rec, prune=False)["actions"] == []
+
+
+def test_unrecorded_netns_never_pruned():
+    obs = observed_in_sync()
+    obs["netns"]["other"] = 5
+    steps = run(obs)
+    assert steps["actions"] == [] and steps["netns_del"] == []
+
+
+def test_workload_dead_restart_and_command_change():
+    obs = observed_in_sync()
+    rec = copy.deepcopy(RECORD)
+    rec["pods"]["web"].update(command=["sleep", "100"], pid=1234)
+    want = {"web": {"ips": ["10.244.0.2/24"], "argv": ["sleep", "100"]}}
+    steps = run(obs, want, rec)  # workload not running
+    assert steps["start"] == ["web"] and steps["stop"] == []
+    obs["workloads"]["web"] = True
+    steps = run(obs, {"web": {"ips": ["10.244.0.2/24"], "argv": ["sleep", "200"]}}, rec)
+    assert steps["stop"] and steps["start"] == ["web"]
+    steps = run(obs, WANT, rec)
+    assert steps["stop"] and steps["start"] == []
+
+
+def test_missing_bridge_is_an_error():
+    obs = observed_in_sync()
+    del obs["links"]["cni0"]
+    assert "run flatnet.cluster.node first" in run(obs)["errors"][0]
+
+
+@pytest.mark.parametrize("pods, msg", [
+    ([{"name": "Web", "ips": []}], "DNS label"),
+    ([{"name": "a.b", "ips": []}], "DNS label"),
+    ([{"name": "a", "ips": ["10.0.0.2"]}], "no prefix"),
+    ([{"name": "a"}, {"name": "a"}], "twice"),
+])
+def test_bad_requests(pods, msg):
+    with pytest.raises(m.PodsError, match=msg):
+        m.desired_pods(pods)
+
+
+def test_command_string_is_split_not_shelled():
+    got = m.desired_pods([{"name": "a", "ips": ["10.0.0.2/24"], "command": "sh -c 'echo $HOME; x'"}])
+    assert got["a"]["argv"] == ["sh", "-c", "echo $HOME; x"]
+
+
+def test_diff_text_equal_when_in_sync():
+    obs = observed_in_sync()
+    before = m.describe_observed({"web"}, obs, RECORD, "cni0")
+    after = m.describe_desired(WANT, "cni0", 1450, GW)
+    assert before == after == "pod web: ips 10.244.0.2/24; mtu 1450; link up in cni0; gateway 10.244.0.1\n"
+
+
+def test_pod_mac_is_stable_local_unicast():
+    mac = m.pod_mac("web")
+    assert mac == m.pod_mac("web") != m.pod_mac("web2")
+    assert int(mac.split(":")[0], 16) & 0b11 == 0b10
+
+
+def test_wrong_mac_is_repaired():
+    obs = observed_in_sync()
+    obs["pods"]["web"]["links"]["eth0"]["address"] = "02:00:00:00:00:01"
+    assert run(obs)["pod"]["web"] == [["link", "set", "eth0", "address", m.pod_mac("web")]]

@@ -1,0 +1,160 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Pure parts of the probe module: choosing the probes, reading the answers."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from ansible_collections.flatnet.cluster.plugins.modules import probe
+
+TARGETS = [
+    {"node": n, "pod": f"{n}-pod-{i}", "ip": f"10.244.{k}.{i + 1}"}
+    for k, n in enumerate(["node1", "node2", "node3"]) for i in range(1, 5)
+]
+LOCAL = [{"name": f"node1-pod-{i}", "ips": [f"10.244.0.{i + 1}/24"]} for i in range(1, 5)]
+
+
+def params(**kw):
+    base = dict(node="node1", local_pods=LOCAL, targets=TARGETS, node_ips=["192.168.50.11", "10.244.0.1"],
+                sample=None, seed="flatnet", checks=list(probe.CHECKS), mtu=None, mtu_targets=[], egress=None)
+    base.update(kw)
+    return base
+
+
+def test_full_mesh_skips_only_self():
+    pairs = probe.select_pairs(["node1-pod-1", "node1-pod-2"], TARGETS, "node1")
+    assert len(pairs) == 2 * (len(TARGETS) - 1)
+    assert ("node1-pod-1", ("node1", "node1-pod-1")) not in pairs
+    assert ("node1-pod-1", ("node1", "node1-pod-2")) in pairs
+
+
+def test_sample_covers_every_node_from_every_pod_and_is_deterministic():
+    sources = [p["name"] for p in LOCAL]
+    a = probe.select_pairs(sources, TARGETS, "node1", sample=3, seed="s")
+    b = probe.select_pairs(sources, TARGETS, "node1", sample=3, seed="s")
+    assert a == b
+    assert len(a) == len(sources) * 3 + 3
+    assert len(set(a)) == len(a)
+    for s in sources:
+        assert {n for src, (n, _p) in a if src == s} == {"node1", "node2", "node3"}
+        assert (s, ("node1", s)) not in a
+    other = probe.select_pairs(sources, TARGETS, "node2", sample=3, seed="s")
+    assert other != a  # the seed is mixed with the node name
+    assert probe.select_pairs(sources, TARGETS, "node1", sample=0, seed="s") == a[: len(sources) * 3]
+
+
+def test_sample_larger_than_the_mesh_is_the_mesh():
+    sources = ["node1-pod-1"]
+    pairs = probe.select_pairs(sources, TARGETS, "node1", sample=1000)
+    assert sorted(pairs) == sorted(probe.select_pairs(sources, TARGETS, "node1"))
+
+
+def test_plan_full_mesh_counts():
+    probes = probe.plan_probes(params())
+    counts = Counter(p["check"] for p in probes)
+    assert counts["pod-pod"] == 4 * 11 * 2           # 4 sources × 11 other pods × http+udp
+    assert counts["node-pod-local"] == 4 * 2
+    assert counts["node-pod-remote"] == 8 * 2
+    assert counts["identity"] == 4
+    assert "mtu" not in counts and "egress" not in counts
+    local = [p for p in probes if p["check"] == "node-pod-local"]
+    assert all(p["src"] == "host" and p["src_ip"] is None for p in local)
+    assert local[0]["want"] == ["192.168.50.11", "10.244.0.1"]
+
+
+def test_plan_with_sample_keeps_every_local_pod_for_the_host():
+    probes = probe.plan_probes(params(sample=2))
+    local = {p["dst"] for p in probes if p["check"] == "node-pod-local"}
+    assert local == {p["name"] for p in LOCAL}
+    remote_nodes = {p["dst_node"] for p in probes if p["check"] == "node-pod-remote"}
+    assert remote_nodes == {"node2", "node3"}
+    assert Counter(p["check"] for p in probes)["pod-pod"] == (4 * 3 + 2) * 2
+
+
+def test_plan_matches_address_families():
+    local = [{"name": "a", "ips": ["10.244.0.2/24"]}, {"name": "b", "ips": ["10.244.0.3/24", "fd00:10::3/64"]}]
+    targets = [{"node": "n2", "pod": "c", "ip": "10.244.1.2"}, {"node": "n2", "pod": "c", "ip": "fd00:11::2"}]
+    probes = probe.plan_probes(params(node="n1", local_pods=local, targets=targets, checks=["pod-pod"]))
+    pairs = {(p["src"], p["src_ip"], p["dst_ip"]) for p in probes}
+    assert pairs == {("a", "10.244.0.2", "10.244.1.2"), ("b", "10.244.0.3", "10.244.1.2"),
+                     ("b", "fd00:10::3", "fd00:11::2")}
+
+
+def test_plan_node_ips_are_filtered_by_family():
+    targets = [{"node": "n1", "pod": "a", "ip": "fd00:10::2"}]
+    probes = probe.plan_probes(params(node="n1", local_pods=[], targets=targets,
+                                      node_ips=["192.168.50.11", "fd00:10::1/64"], checks=["node-pod-local"]))
+    assert {tuple(p["want"]) for p in probes} == {("fd00:10::1",)}
+
+
+def test_plan_mtu_and_egress():
+    probes = probe.plan_probes(params(
+        mtu=1450, mtu_targets=[{"node": "node2", "pod": "node2-pod-1", "ip": "10.244.1.2"}],
+        egress={"ip": "203.0.113.10", "port": 8083, "expect_source": "192.168.50.11"},
+        checks=["mtu", "egress"]))
+    mtu = [p for p in probes if p["check"] == "mtu"]
+    assert mtu == [dict(check="mtu", proto="udp", src_node="node1", src="node1-pod-1", src_ip="10.244.0.2",
+                        dst_node="node2", dst="node2-pod-1", dst_ip="10.244.1.2", mtu=1450)]
+    egress = [p for p in probes if p["check"] == "egress"]
+    assert len(egress) == 4 and all(p["want"] == ["192.168.50.11"] and p["dst_node"] is None for p in egress)
+
+
+def test_plan_checks_option_limits_the_checks():
+    assert {p["check"] for p in probe.plan_probes(params(checks=["identity"]))} == {"identity"}
+
+
+@pytest.mark.parametrize("raw, ip", [
+    ("10.244.0.2:43210", "10.244.0.2"), ("[fd00::2]:43210", "fd00::2"), ("10.244.0.2", "10.244.0.2"),
+    ("fd00::2", "fd00::2"), (" 10.1.2.3:1\n", "10.1.2.3"),
+])
+def test_strip_port(raw, ip):
+    assert probe.strip_port(raw) == ip
+
+
+def test_plain_ip_unwraps_mapped_addresses():
+    assert probe.plain_ip("::ffff:10.244.0.2") == "10.244.0.2"
+    assert probe.plain_ip("fd00:0::2") == "fd00::2"
+    assert probe.plain_ip("garbage") == "garbage"
+
+
+def test_check_answer():
+    assert probe.check_answer("p", "10.0.0.2", "p", ["10.0.0.2"]) == (True, "ok", None)
+    assert probe.check_answer("q", "10.0.0.2", "p", ["10.0.0.2"])[1] == "wrong-pod"
+    assert probe.check_answer("p", "192.168.50.11", "p", ["10.0.0.2"])[1] == "wrong-source"
+    assert probe.check_answer("p", "::ffff:10.0.0.2", "p", ["10.0.0.2"])[0] is True
+    assert probe.check_answer("p", "1.2.3.4", "p", [])[0] is True  # no expectation: any source
+
+
+def test_compare_addrs():
+    assert probe.compare_addrs(["10.244.0.2/24"], ["10.244.0.2/24"]) == ([], [])
+    assert probe.compare_addrs(["10.244.0.2/24"], ["10.244.0.2/16"]) == (["10.244.0.2/24"], [])
+    assert probe.compare_addrs(["10.244.0.2"], ["10.244.0.2/16"]) == ([], [])
+    assert probe.compare_addrs(["10.244.0.2/24"], ["10.244.0.2/24", "10.244.0.9/24"]) == ([], ["10.244.0.9/24"])
+
+
+def test_identity_result_from_read_addrs():
+    pr = dict(check="identity", proto="addr", src_node="n", src="a", src_ip=None, dst_node="n", dst="a",
+              dst_ip=None, want=["10.244.0.2/24"])
+    good = probe.run_probe(pr, {}, lambda pod: (True, ["10.244.0.2/24"]))
+    assert (good["ok"], good["reason"]) == (True, "ok")
+    down = probe.run_probe(pr, {}, lambda pod: (False, ["10.244.0.2/24"]))
+    assert (down["ok"], down["reason"], down["error"]) == (False, "bad-address", "eth0 is not up")
+    wrong = probe.run_probe(pr, {}, lambda pod: (True, ["10.244.0.3/24"]))
+    assert wrong["error"] == "missing 10.244.0.2/24; unexpected 10.244.0.3/24"
+
+    def boom(pod):
+        raise probe.ProbeError("bad-address", "pod a has no eth0")
+
+    gone = probe.run_probe(pr, {}, boom)
+    assert (gone["ok"], gone["reason"], gone["error"]) == (False, "bad-address", "pod a has no eth0")
+
+
+def test_missing_namespace_is_a_result_not_a_crash():
+    pr = dict(check="pod-pod", proto="http", src_node="n", src="no-such-pod-xyz", src_ip="10.0.0.2",
+              dst_node="n", dst="b", dst_ip="10.0.0.3")
+    r = probe.run_probe(pr, {"timeout": 0.2})
+    assert r["ok"] is False and r["reason"] == "error" and "no network namespace" in r["error"]
+    assert set(r) == {"check", "proto", "src_node", "src", "src_ip", "dst_node", "dst", "dst_ip",
+                      "ok", "reason", "seen", "expected", "error"}

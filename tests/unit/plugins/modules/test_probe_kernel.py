@@ -1,0 +1,180 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The probe agent and the probe module code against the real kernel.
+
+Two throwaway namespaces joined by a veth (random name prefix, random 10.x/24 and a ULA /64):
+the agent runs in one, the probe code runs from the other through setns, exactly as the
+module does. Skipped when not root or without netns support. Everything is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ansible_collections.flatnet.cluster.plugins.module_utils import probe_agent, workload
+from ansible_collections.flatnet.cluster.plugins.modules import probe
+from ansible_collections.flatnet.cluster.plugins.modules.probe_agents import agent_argv, wait_listening
+
+IP = shutil.which("ip") or "/usr/sbin/ip"
+HTTP, UDP = 18083, 18081
+MTU = 1400
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/proc/thread-self/ns/net") or not os.path.exists(IP),
+    reason="needs root and network namespaces",
+)
+
+
+def ip(*args, check=True):
+    return subprocess.run([IP, *args], check=check, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    tag = "t" + secrets.token_hex(3)
+    a, b = f"{tag}-a", f"{tag}-b"
+    octet = secrets.randbelow(200) + 20
+    v4a, v4b = f"10.{octet}.7.2", f"10.{octet}.7.3"
+    v6a, v6b = f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}::2", None
+    v6b = v6a[:-1] + "3"
+    run_dir = tmp_path_factory.mktemp(tag)
+    pid = None
+    argv = None
+    try:
+        ip("netns", "add", a)
+        ip("netns", "add", b)
+        ip("-n", a, "link", "add", "eth0", "mtu", str(MTU), "type", "veth", "peer", "name", "eth0",
+           "netns", b)
+        for ns, v4, v6 in ((a, v4a, v6a), (b, v4b, v6b)):
+            ip("-n", ns, "link", "set", "lo", "up")
+            ip("-n", ns, "link", "set", "eth0", "mtu", str(MTU))
+            ip("-n", ns, "addr", "add", f"{v4}/24", "dev", "eth0")
+            ip("-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", "eth0", "nodad")
+            ip("-n", ns, "link", "set", "eth0", "up")
+        agent = run_dir / "agent.py"
+        agent.write_text(probe_agent.agent_source())
+        argv = agent_argv(sys.executable, str(agent), a, HTTP, UDP)
+        pid = workload.start(IP, a, argv, str(run_dir / "agent.log"))
+        assert wait_listening(pid, argv, a, HTTP, UDP, 10), (run_dir / "agent.log").read_text()
+        yield dict(a=a, b=b, v4a=v4a, v4b=v4b, v6a=v6a, v6b=v6b, tag=tag)
+    finally:
+        if pid:
+            workload.stop(pid, argv, None)
+        for ns in (a, b):
+            ip("netns", "del", ns, check=False)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def params(**extra):
+    base = dict(timeout=2.0, http_port=HTTP, udp_port=UDP)
+    base.update(extra)
+    return base
+
+
+def test_http_hostname_and_client_ip_v4(lab):
+    seen, ok, reason, error = probe.probe_http(lab["b"], lab["v4a"], HTTP, 2, lab["a"], [lab["v4b"]])
+    assert (ok, reason, error) == (True, "ok", None)
+    assert seen == f"{lab['a']} from {lab['v4b']}"
+    # agnhost-style host:port on /clientip
+    raw = probe.http_get(lab["b"], lab["v4a"], HTTP, "/clientip", 2)
+    assert raw.startswith(lab["v4b"] + ":") and raw.rsplit(":", 1)[1].isdigit()
+
+
+def test_http_and_udp_over_ipv6(lab):
+    seen, ok, _reason, _err = probe.probe_http(lab["b"], lab["v6a"], HTTP, 2, lab["a"], [lab["v6b"]])
+    assert ok, seen
+    raw = probe.http_get(lab["b"], lab["v6a"], HTTP, "/clientip", 2)
+    assert raw.startswith(f"[{lab['v6b']}]:")
+    seen, ok, _reason, _err = probe.probe_udp(lab["b"], lab["v6a"], UDP, 2, lab["a"], [lab["v6b"]])
+    assert ok, seen
+
+
+def test_udp_reply_names_pod_and_client(lab):
+    assert probe.udp_ask(lab["b"], lab["v4a"], UDP, 2) == f"{lab['a']} {lab['v4b']}"
+
+
+def test_wrong_expectations_fail(lab):
+    _seen, ok, reason, _err = probe.probe_http(lab["b"], lab["v4a"], HTTP, 2, "other-pod", [lab["v4b"]])
+    assert (ok, reason) == (False, "wrong-pod")
+    _seen, ok, reason, _err = probe.probe_udp(lab["b"], lab["v4a"], UDP, 2, lab["a"], ["192.0.2.1"])
+    assert (ok, reason) == (False, "wrong-source")
+
+
+def test_refused_and_timeout_are_classified(lab):
+    r = probe.run_probe(dict(check="pod-pod", proto="http", src_node="n", src=lab["b"], src_ip=lab["v4b"],
+                             dst_node="n", dst=lab["a"], dst_ip=lab["v4a"]), params(http_port=HTTP + 1))
+    assert (r["ok"], r["reason"]) == (False, "refused")
+    # An address of the b side's subnet that nobody holds: ARP fails → no answer.
+    octets = lab["v4a"].rsplit(".", 1)[0]
+    r = probe.run_probe(dict(check="pod-pod", proto="udp", src_node="n", src=lab["b"], src_ip=lab["v4b"],
+                             dst_node="n", dst=lab["a"], dst_ip=octets + ".250"), params(timeout=0.5))
+    assert r["ok"] is False and r["reason"] in ("timeout", "unreachable")
+
+
+def test_mtu_exact_passes_and_one_more_is_refused(lab):
+    seen, ok, reason, error = probe.probe_mtu(lab["b"], lab["v4a"], UDP, MTU, 2, lab["a"])
+    assert (ok, reason, error) == (True, "ok", None), seen
+    assert "message too long" in seen
+    seen, ok, reason, _err = probe.probe_mtu(lab["b"], lab["v6a"], UDP, MTU, 2, lab["a"])
+    assert ok, seen
+
+
+def test_mtu_larger_than_path_is_detected(lab):
+    # Pretending the plan says MTU+100: the datagram of "MTU" bytes is refused locally.
+    r = probe.run_probe(dict(check="mtu", proto="udp", src_node="n", src=lab["b"], src_ip=lab["v4b"],
+                             dst_node="n", dst=lab["a"], dst_ip=lab["v4a"], mtu=MTU + 100), params())
+    assert (r["ok"], r["reason"]) == (False, "mtu-too-small")
+    assert str(MTU) in r["error"]
+
+
+def test_mtu_smaller_than_interface_is_not_enforced(lab):
+    r = probe.run_probe(dict(check="mtu", proto="udp", src_node="n", src=lab["b"], src_ip=lab["v4b"],
+                             dst_node="n", dst=lab["a"], dst_ip=lab["v4a"], mtu=MTU - 100), params())
+    assert (r["ok"], r["reason"]) == (False, "mtu-not-enforced")
+
+
+def test_setns_returns_to_the_original_namespace(lab):
+    before = os.stat("/proc/thread-self/ns/net").st_ino
+    with probe.in_netns(lab["b"]):
+        assert os.stat("/proc/thread-self/ns/net").st_ino != before
+    assert os.stat("/proc/thread-self/ns/net").st_ino == before
+
+
+def test_setns_through_ctypes(lab, monkeypatch):
+    monkeypatch.delattr(os, "setns", raising=False)
+    before = os.stat("/proc/thread-self/ns/net").st_ino
+    seen, ok, _r, _e = probe.probe_http(lab["b"], lab["v4a"], HTTP, 2, lab["a"], [lab["v4b"]])
+    assert ok, seen
+    assert os.stat("/proc/thread-self/ns/net").st_ino == before
+
+
+def test_full_run_in_parallel_threads(lab):
+    p = params(node="n1", local_pods=[{"name": lab["b"], "ips": [f"{lab['v4b']}/24", f"{lab['v6b']}/64"]}],
+               targets=[{"node": "n2", "pod": lab["a"], "ip": lab["v4a"]},
+                        {"node": "n2", "pod": lab["a"], "ip": lab["v6a"]},
+                        {"node": "n1", "pod": lab["b"], "ip": lab["v4b"]}],
+               mtu=MTU, mtu_targets=[{"node": "n2", "pod": lab["a"], "ip": lab["v4a"]}],
+               checks=["pod-pod", "mtu", "identity"])
+
+    def read_addrs(pod):
+        out = ip("-n", pod, "-json", "addr", "show", "dev", "eth0").stdout
+        import json
+        link = json.loads(out)[0]
+        return "UP" in link["flags"], [f"{x['local']}/{x['prefixlen']}" for x in link["addr_info"]
+                                        if x["scope"] == "global"]
+
+    started = time.monotonic()
+    results = probe.run_probes(probe.plan_probes(p), p, read_addrs, workers=8)
+    assert time.monotonic() - started < 5
+    bad = [r for r in results if not r["ok"]]
+    assert not bad, bad
+    assert sorted((r["check"], r["proto"], r["dst_ip"]) for r in results) == sorted([
+        ("pod-pod", "http", lab["v4a"]), ("pod-pod", "udp", lab["v4a"]),
+        ("pod-pod", "http", lab["v6a"]), ("pod-pod", "udp", lab["v6a"]),
+        ("mtu", "udp", lab["v4a"]), ("identity", "addr", None)])

@@ -1,0 +1,166 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The verification report, built from synthetic probe results."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import report as rpt
+
+PLAN = {
+    "vxlan": {"device": "flatnet.1"},
+    "nodes": {
+        "node1": {"peers": [{"name": "node2", "mode": "direct"}, {"name": "node3", "mode": "vxlan"}]},
+        "node2": {"peers": [{"name": "node1", "mode": "direct"}, {"name": "node3", "mode": "vxlan"}]},
+        "node3": {"peers": [{"name": "node1", "mode": "vxlan"}, {"name": "node2", "mode": "vxlan"}]},
+    },
+}
+
+
+def res(check="pod-pod", proto="http", src_node="node1", src="node1-pod-1", dst_node="node2",
+        dst="node2-pod-1", ok=True, reason=None, src_ip="10.244.0.2", dst_ip="10.244.1.2", **kw):
+    r = dict(check=check, proto=proto, src_node=src_node, src=src, src_ip=src_ip, dst_node=dst_node,
+             dst=dst, dst_ip=dst_ip, ok=ok, reason=reason or ("ok" if ok else "timeout"),
+             seen=kw.pop("seen", None), expected=kw.pop("expected", None), error=kw.pop("error", None))
+    r.update(kw)
+    return r
+
+
+def test_flatten_accepts_the_shapes_a_playbook_hands_over():
+    a, b = res(), res(src_node="node2")
+    assert rpt.flatten([[a], [b]]) == rpt.flatten([a, b]) == rpt.flatten({"n2": [b], "n1": [a]})
+    assert rpt.flatten([{"results": [a]}, None]) == rpt.flatten([a])
+    assert rpt.flatten(None) == []
+    with pytest.raises(rpt.ReportError):
+        rpt.flatten(["nope"])
+    with pytest.raises(rpt.ReportError):
+        rpt.flatten([{"ok": True}])
+
+
+def test_all_passing_report():
+    results = [res(), res(proto="udp"), res(dst_node="node1", dst="node1-pod-2", dst_ip="10.244.0.3")]
+    report = rpt.build(results, plan=PLAN)
+    assert report["ok"] is True
+    assert report["summary"] == {"total": 3, "passed": 3, "failed": 0, "failed_required": 0}
+    assert report["matrix"]["node1"]["node2"] == {"total": 2, "passed": 2}
+    assert report["matrix"]["node1"]["node1"] == {"total": 1, "passed": 1}
+    assert report["failures"] == []
+    text = rpt.render_text(report)
+    assert text.startswith("flatnet verification: PASS - 3/3")
+    assert "failures:" not in text
+
+
+def test_matrix_counts_each_pair_of_nodes():
+    results = [res(), res(ok=False), res(src_node="node2", dst_node="node1", ok=True)]
+    m = rpt.build(results)["matrix"]
+    assert m == {"node1": {"node2": {"total": 2, "passed": 1}}, "node2": {"node1": {"total": 1, "passed": 1}}}
+    text = rpt.render_text(rpt.build(results))
+    assert "1/2 !" in text
+
+
+def test_host_gw_timeout_points_at_the_route():
+    report = rpt.build([res(ok=False, reason="timeout", error="timed out")], plan=PLAN)
+    assert report["ok"] is False
+    (f,) = report["failures"]
+    assert f["pair"] == "node1/node1-pod-1 (10.244.0.2) -> node2/node2-pod-1 (10.244.1.2)"
+    assert "host-gw" in f["cause"]
+    assert "on node1: ip route get 10.244.1.2 from 10.244.0.2 iif cni0" in f["commands"]
+    assert not any("fdb" in c for c in f["commands"])
+
+
+def test_vxlan_timeout_points_at_neighbour_and_fdb():
+    (f,) = rpt.build([res(dst_node="node3", dst="node3-pod-1", dst_ip="10.244.2.2", ok=False)],
+                     plan=PLAN)["failures"]
+    assert "VXLAN" in f["cause"]
+    assert "on node1: ip neigh show dev flatnet.1" in f["commands"]
+    assert "on node1: bridge fdb show dev flatnet.1" in f["commands"]
+
+
+def test_without_plan_both_backends_are_suggested():
+    (f,) = rpt.build([res(ok=False)])["failures"]
+    assert any("ip route get" in c for c in f["commands"]) and any("fdb" in c for c in f["commands"])
+
+
+def test_same_node_failure_blames_the_bridge():
+    (f,) = rpt.build([res(dst_node="node1", dst="node1-pod-2", ok=False)], bridge="br9")["failures"]
+    assert "bridge br9" in f["cause"]
+    (g,) = rpt.build([res(check="node-pod-local", src="host", src_ip=None, dst_node="node1",
+                          ok=False)])["failures"]
+    assert "gateway" in g["cause"] and "on node1: ip addr show dev cni0" in g["commands"]
+
+
+@pytest.mark.parametrize("reason, check, needle, command", [
+    ("wrong-source", "pod-pod", "NAT", "nft list table inet flatnet"),
+    ("wrong-source", "egress", "masquerade", "nft list table inet flatnet"),
+    ("wrong-source", "node-pod-remote", "not its own", "ip route get 10.244.1.2"),
+    ("wrong-pod", "pod-pod", "duplicate", "ip -n node2-pod-1 addr show dev eth0"),
+    ("refused", "pod-pod", "probe agent", "ip netns pids node2-pod-1"),
+    ("mtu-too-small", "mtu", "VXLAN overhead", "ip -n node1-pod-1 link show dev eth0"),
+    ("mtu-not-enforced", "mtu", "planned MTU", "ip -n node1-pod-1 link show dev eth0"),
+    ("bad-address", "identity", "planned addresses", "ip -n node1-pod-1 addr show dev eth0"),
+])
+def test_each_failure_kind_has_a_cause_and_a_command(reason, check, needle, command):
+    (f,) = rpt.build([res(check=check, ok=False, reason=reason)], plan=PLAN)["failures"]
+    assert needle in f["cause"]
+    assert any(c.endswith(command) for c in f["commands"]), f["commands"]
+
+
+def test_not_required_checks_do_not_fail_the_report():
+    results = [res(), res(check="egress", dst_node=None, dst="outside", ok=False, reason="wrong-source")]
+    report = rpt.build(results, required_checks=["pod-pod"])
+    assert report["ok"] is True
+    assert report["summary"]["failed"] == 1 and report["summary"]["failed_required"] == 0
+    assert report["by_check"]["egress"]["required"] is False
+    assert "[not required]" in rpt.render_text(report)
+    # egress has no destination node: it stays out of the matrix
+    assert report["matrix"] == {"node1": {"node2": {"total": 1, "passed": 1}}}
+
+
+def test_text_lists_seen_expected_and_commands():
+    r = res(ok=False, reason="wrong-pod", seen="node2-pod-9 from 10.244.0.2",
+            expected="node2-pod-1 from 10.244.0.2", error="answered by 'node2-pod-9'")
+    text = rpt.render_text(rpt.build([r], plan=PLAN))
+    assert "FAIL" in text.splitlines()[0]
+    assert "seen:     node2-pod-9 from 10.244.0.2" in text
+    assert "expected: node2-pod-1 from 10.244.0.2" in text
+    assert "inspect:  on node2: ip -n node2-pod-1 addr show dev eth0" in text
+
+
+def test_text_caps_the_failures_shown():
+    results = [res(ok=False, dst=f"p{i}") for i in range(5)]
+    text = rpt.render_text(rpt.build(results), max_failures=2)
+    assert "and 3 more failures" in text
+
+
+def test_checks_are_listed_in_model_order():
+    results = [res(check="identity", dst_node="node1"), res(check="mtu", proto="udp"), res()]
+    assert list(rpt.build(results)["by_check"]) == ["pod-pod", "mtu", "identity"]
+
+
+def test_json_round_trips():
+    report = rpt.build([res(), res(ok=False)], plan=PLAN)
+    assert json.loads(rpt.to_json(report)) == json.loads(json.dumps(report))
+
+
+def test_junit_has_a_suite_per_check_and_the_failures():
+    results = [res(), res(proto="udp", ok=False, error="timed out"),
+               res(check="mtu", proto="udp", ok=False, reason="mtu-too-small")]
+    xml = rpt.to_junit(rpt.build(results, plan=PLAN))
+    assert xml.startswith('<?xml version="1.0" encoding="utf-8"?>')
+    root = ET.fromstring(xml.split("\n", 1)[1])
+    assert root.get("tests") == "3" and root.get("failures") == "2"
+    suites = {s.get("name"): s for s in root.findall("testsuite")}
+    assert set(suites) == {"flatnet.pod-pod", "flatnet.mtu"}
+    assert suites["flatnet.pod-pod"].get("tests") == "2" and suites["flatnet.pod-pod"].get("failures") == "1"
+    fail = suites["flatnet.mtu"].find("testcase/failure")
+    assert fail.get("type") == "mtu-too-small"
+    assert "VXLAN overhead" in fail.text
+
+
+def test_empty_results_report_is_not_ok_by_itself_but_builds():
+    report = rpt.build([])
+    assert report["summary"]["total"] == 0 and report["ok"] is True
+    assert rpt.render_text(report).startswith("flatnet verification: PASS - 0/0")
