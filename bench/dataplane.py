@@ -122,29 +122,36 @@ class HandPath:
 
 
 class LabPaths:
-    """Pods built by site.yml on a 2-node lab, 2 pods per node."""
+    """Pods built by site.yml on a lab: n1-pod-1 is the client; n1-pod-2 (same node, when
+    there is one) and n2-pod-1 (the other node) are the servers."""
 
-    def __init__(self, backend):
-        self.lab = labctl.Lab(2, pods_per_node=2, backend=backend, tag="d" + backend[0])
-        try:
-            self.lab.start()
-            self.lab.playbook("site.yml")
-        except BaseException:
-            self.lab.stop()
-            raise
+    def __init__(self, backend, lab=None):
+        self.backend = backend
+        self.own = lab is None
+        self.lab = lab or labctl.Lab(2, pods_per_node=2, backend=backend, tag="d" + backend[0])
+        if self.own:
+            try:
+                self.lab.start()
+                self.lab.playbook("site.yml")
+            except BaseException:
+                self.lab.stop()
+                raise
         n1, n2 = self.lab.node_prefix("n1"), self.lab.node_prefix("n2")
         self.client = Endpoint(n1, "n1-pod-1")
-        self.local = Endpoint(n1, "n1-pod-2")
         self.remote = Endpoint(n2, "n2-pod-1")
+        self.local = Endpoint(n1, "n1-pod-2") if self.lab.pods_per_node >= 2 else None
         # Underlay fragmentation would show in the nodes' own namespaces.
-        self.watch_local = [self.client.argv(), self.local.argv(), n1]
+        self.watch_local = [self.client.argv(), self.local.argv(), n1] if self.local else None
         self.watch_remote = [self.client.argv(), self.remote.argv(), n1, n2]
 
     def close(self):
-        self.lab.stop()
+        if self.own:
+            self.lab.stop()
 
 
-def measure(reps, seconds=3, pings=20, log=print, backends=("host-gw", "vxlan")):
+def measure(reps, seconds=3, pings=20, log=print, backends=("host-gw", "vxlan"), lab=None):
+    """With ``lab`` (a started 2-node labctl.Lab that site.yml has built, backend host-gw),
+    measure on it instead of building labs of our own."""
     if not shutil.which("iperf3"):
         raise Skip("iperf3 is not installed (apt-get install -y iperf3)")
     result = {"seconds": seconds, "pings": pings, "paths": {}, "frag": {}, "skipped": {}}
@@ -154,23 +161,24 @@ def measure(reps, seconds=3, pings=20, log=print, backends=("host-gw", "vxlan"))
     try:
         paths["veth pair (hand-built)"] = (hand.server, hand.client, hand.watch)
         try:
-            labctl.require("site.yml", "lab_up.yml", "lab_down.yml")
+            if lab is None:
+                labctl.require("site.yml", "lab_up.yml", "lab_down.yml")
             for backend in backends:
                 try:
-                    lab = LabPaths(backend)
+                    lab_paths = LabPaths(backend, lab)
                 except RuntimeError as exc:
                     result["skipped"][backend] = str(exc)
                     log(f"dataplane: {backend} lab failed: {exc}")
                     continue
-                labs.append(lab)
-                if len(labs) == 1:
-                    paths[f"same node (bridge, {backend} lab)"] = (lab.local, lab.client, lab.watch_local)
-                paths[f"across nodes, {backend}"] = (lab.remote, lab.client, lab.watch_remote)
+                labs.append(lab_paths)
+                if lab_paths.local and not any(name.startswith("same node") for name in paths):
+                    paths[f"same node (bridge, {backend} lab)"] = (lab_paths.local, lab_paths.client, lab_paths.watch_local)
+                paths[f"across nodes, {backend}"] = (lab_paths.remote, lab_paths.client, lab_paths.watch_remote)
         except Skip as exc:
             result["skipped"]["collection"] = str(exc)
             log(f"dataplane: collection paths skipped: {exc}")
         for name, (server, client, watch) in paths.items():
-            result["frag"][name] = frag_check(server, client, watch)
+            result["frag"][name] = frag_check(server, client, watch, seconds=1)
         samples = {name: [] for name in paths}
         for rep in range(reps):
             order = list(paths)
@@ -191,8 +199,8 @@ def measure(reps, seconds=3, pings=20, log=print, backends=("host-gw", "vxlan"))
                                      "rtt_vs_veth": ratio(rtt, base_ms), "mtu": result["frag"][name]["mtu"],
                                      "runs": runs}
     finally:
-        for lab in labs:
-            lab.close()
+        for lab_paths in labs:
+            lab_paths.close()
         hand.close()
     return result
 

@@ -54,6 +54,7 @@ class Lab:
         self.inventory = os.path.join(self.dir, "inventory")
         self.state_dir = os.path.join(self.dir, "state")
         self.nodes = [f"n{i + 1}" for i in range(nodes)]
+        self.pods_per_node = pods_per_node
         self.env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collection_root(),
                         ANSIBLE_HOME=os.path.join(self.dir, "ansible-home"),
                         ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0",

@@ -33,7 +33,9 @@ def changed_count(output):
     return sum(int(m.group(3)) for m in RECAP.finditer(output))
 
 
-def measure(node_counts, pod_counts, reps, verify_sample=10, verify_full_max_pairs=10000, log=print):
+def measure(node_counts, pod_counts, reps, verify_sample=10, verify_full_max_pairs=10000, log=print, on_deployed=None):
+    """``on_deployed(lab)``, when given, runs once on the first lab whose cluster is up
+    (after the rerun and verify, before teardown): the smoke run measures its data plane there."""
     labctl.require("site.yml", "teardown.yml", "lab_up.yml", "lab_down.yml")
     has_verify = os.path.exists(os.path.join(labctl.PLAYBOOKS, "verify.yml"))
     skipped = {}
@@ -57,7 +59,9 @@ def measure(node_counts, pod_counts, reps, verify_sample=10, verify_full_max_pai
                     if key in errors:
                         continue
                     try:
-                        sample = one(lab, nodes, pods, has_verify, verify_sample, verify_full_max_pairs)
+                        sample = one(lab, nodes, pods, has_verify, verify_sample, verify_full_max_pairs,
+                                     on_deployed)
+                        on_deployed = None
                     except RuntimeError as exc:
                         errors[key] = str(exc)
                         log(f"playbooks: {nodes} nodes x {pods} pods failed: {exc}")
@@ -74,8 +78,9 @@ def measure(node_counts, pod_counts, reps, verify_sample=10, verify_full_max_pai
     return summarize(node_counts, pod_counts, samples, errors, skipped, verify_sample)
 
 
-def one(lab, nodes, pods, has_verify, verify_sample, verify_full_max_pairs):
+def one(lab, nodes, pods, has_verify, verify_sample, verify_full_max_pairs, on_deployed=None):
     extra = {"flatnet_pods_per_node": pods}
+    lab.pods_per_node = pods
     sample = {}
     sample["deploy_s"], _out = lab.playbook("site.yml", extra)
     sample["rerun_s"], out = lab.playbook("site.yml", extra)
@@ -85,6 +90,8 @@ def one(lab, nodes, pods, has_verify, verify_sample, verify_full_max_pairs):
         pairs = (nodes * pods) ** 2
         if pairs <= verify_full_max_pairs:
             sample["verify_full_s"], _out = lab.playbook("verify.yml", extra)
+    if on_deployed:
+        on_deployed(lab)
     sample["teardown_s"], _out = lab.playbook("teardown.yml", extra)
     return sample
 

@@ -78,8 +78,8 @@ class ActionModule(ActionBase):
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         unknown = sorted(set(args.get("required_checks") or []) - set(rpt.CHECKS))
         if unknown:
-            return dict(result, failed=True, msg=f"unknown checks in required_checks: {', '.join(unknown)}; "
-                                                   f"known: {', '.join(rpt.CHECKS)}")
+            known = ", ".join(rpt.CHECKS)
+            return dict(result, failed=True, msg=f"unknown checks in required_checks: {', '.join(unknown)}; known: {known}")
         raw, missing = collect(args, task_vars)
         try:
             report = rpt.build(raw, args.get("required_checks"), args.get("plan"), args["bridge"])

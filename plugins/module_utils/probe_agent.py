@@ -111,7 +111,11 @@ def make_http_server(name, port, bind=None):
 
         def server_bind(self):
             _dual_stack(self.socket, family, address)
-            super().server_bind()
+            # Not HTTPServer.server_bind: its getfqdn() is a reverse DNS lookup, which in a pod
+            # with a default route but no reachable resolver blocks for many seconds.
+            socketserver.TCPServer.server_bind(self)
+            self.server_name = name
+            self.server_port = self.server_address[1]
 
     return Server((address, port), make_handler(name))
 
@@ -168,7 +172,8 @@ def main(argv=None):
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, _term)
-    print(f"probe agent {args.name}: http {args.http_port}, udp {args.udp_port}", flush=True)
+    sys.stdout.write(f"probe agent {args.name}: http {args.http_port}, udp {args.udp_port}\n")
+    sys.stdout.flush()
     try:
         httpd.serve_forever(poll_interval=0.5)
     finally:
@@ -178,4 +183,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

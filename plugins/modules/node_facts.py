@@ -10,7 +10,7 @@ module: node_facts
 short_description: Facts about a node for the flatnet plan (underlay, earlier records, kernel)
 version_added: 0.1.0
 description:
-  - Finds the node's underlay, the interface and address that carry traffic between nodes:
+  - Finds the node's underlay, the interface and address that carry traffic between nodes,
     the interface holding O(underlay_ip) when given, else O(underlay_interface) when given,
     else the interface of the default route (IPv4 first, then IPv6).
   - Reads what earlier runs recorded under C(/var/lib/flatnet) (pod CIDRs and pod addresses),

@@ -16,7 +16,7 @@ description:
     end of a veth pair) with the pod addresses and a default route via the node gateway. The host
     end of the veth is called C(veth) + 8 hex characters of the pod name's SHA-256, carries the
     ifalias C(flatnet pod <name>) and is a port of the node bridge.
-  - Drift is repaired: a missing or dead namespace, a missing veth, a wrong or extra address, a
+  - Drift is repaired, namely a missing or dead namespace, a missing veth, a wrong or extra address, a
     wrong MTU, a veth outside the bridge or down, a missing default route, a dead workload.
   - Only namespaces recorded in C(/var/lib/flatnet/pods.json), or whose veth carries the
     C(flatnet pod <name>) marker, are ever changed or deleted. A declared pod whose name is
@@ -468,26 +468,36 @@ def read_netns(ip):
     return {name: netns_inode(name) for name in ip.netns_list()}
 
 
-def read_pod(ip, name, families):
-    """Links with addresses and the default routes of one pod: one process (two with IPv6)."""
-    docs = ip.json_batch([["addr", "show"], ["route", "show", "default"]], netns=name)
-    pod = {"links": {link["ifname"]: link for link in docs[0]}, "routes": {4: docs[1]}}
-    if 6 in families:
-        pod["routes"][6] = ip.json(["-6", "route", "show", "default"], netns=name)
-    return pod
-
-
 def observe(ip, desired, record):
+    """Read the node once: namespaces, node links, then every relevant pod concurrently
+    (one ``ip -n POD -json -batch`` each, plus one ``-6`` route read for IPv6 pods)."""
     observed = {"netns": read_netns(ip), "links": ip.links(), "pods": {}, "workloads": {}}
+    jobs = {}
     for name in sorted(set(desired) | set(record.get("pods", {}))):
         if observed["netns"].get(name) is None:
             continue
-        fams = {family_of(a) for a in desired.get(name, {}).get("ips", [])}
-        try:
-            observed["pods"][name] = read_pod(ip, name, fams)
-        except IPError:
-            # The namespace vanished or is unusable; it is treated as missing.
-            observed["netns"][name] = None
+        jobs[(name, 4)] = ([["addr", "show"], ["route", "show", "default"]], name, None, True)
+        if any(family_of(a) == 6 for a in desired.get(name, {}).get("ips", [])):
+            jobs[(name, 6)] = ([["route", "show", "default"]], name, 6, True)
+    try:
+        results = ip.many(jobs)
+    except IPError:
+        # A namespace vanished or is unusable meanwhile: read one by one, treat failures as missing.
+        results = {}
+        for key, job in jobs.items():
+            try:
+                results.update(ip.many({key: job}))
+            except IPError:
+                observed["netns"][key[0]] = None
+    for (name, fam), docs in sorted(results.items()):
+        if observed["netns"].get(name) is None:
+            continue
+        pod = observed["pods"].setdefault(name, {"links": {}, "routes": {}})
+        if fam == 4:
+            pod["links"] = {link["ifname"]: link for link in docs[0]}
+            pod["routes"][4] = docs[1]
+        else:
+            pod["routes"][6] = docs[0]
     for name, rec in record.get("pods", {}).items():
         observed["workloads"][name] = workload.running_in(
             rec.get("pid"), rec.get("command"), rec.get("netns_inode")
@@ -544,8 +554,7 @@ def apply(module, ip, steps, desired, record, state_dir):
             intent["pods"].pop(name, None)
     if steps["wait_gone"]:
         wait_links_gone(ip, steps["wait_gone"])
-    for name, lines in steps["pod"].items():
-        ip.batch(lines, netns=name)
+    ip.many({name: (lines, name, None, False) for name, lines in steps["pod"].items()})
 
     final = {"pods": {}}
     for name, want in desired.items():

@@ -1,5 +1,6 @@
 #!/usr/bin/python
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Probe the Kubernetes network model from one node: its pods and its host network."""
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ description:
     bytes must be refused locally with C(EMSGSIZE).
   - C(egress) - from every local pod, C(GET /clientip) on an address outside the cluster must
     show the node's underlay IP (masquerade).
-  - C(identity) - every local pod's C(eth0) is up and carries exactly its planned addresses.
+  - C(identity) - every local pod's C(eth0) is up and carries exactly its planned addresses
+    (and has MTU O(mtu) when the C(mtu) check runs).
 options:
   node:
     description: This node's name, as used in O(targets).
@@ -103,6 +105,19 @@ options:
     type: list
     elements: dict
     default: []
+    suboptions:
+      node:
+        description: Node of the pod.
+        type: str
+        required: true
+      pod:
+        description: Pod name.
+        type: str
+        required: true
+      ip:
+        description: One address of the pod, without prefix.
+        type: str
+        required: true
   egress:
     description: Outside endpoint for the C(egress) check (an HTTP C(/clientip) service).
     type: dict
@@ -142,6 +157,7 @@ attributes:
     description: The probes only read; they run in check mode too.
   diff_mode:
     support: none
+    description: Nothing to show as a diff.
 seealso:
   - module: flatnet.cluster.probe_agents
   - module: flatnet.cluster.verify_report
@@ -198,7 +214,7 @@ results:
     reason:
       description:
         - C(ok), C(timeout), C(refused), C(unreachable), C(wrong-pod), C(wrong-source),
-          C(mtu-too-small), C(mtu-not-enforced), C(bad-address), C(error).
+          C(mtu-too-small), C(mtu-not-enforced), C(bad-address), C(bad-mtu), C(error).
       type: str
     seen:
       description: What was observed (pod name and caller address seen by the receiver).
@@ -429,6 +445,8 @@ def probe_mtu(netns, ip, port, mtu, timeout, want_pod):
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
         sock.connect((ip, port))
+        # A small datagram first: a path that is simply broken is not an MTU problem.
+        _udp_exchange(sock, b"m", timeout)
         try:
             reply = _udp_exchange(sock, b"m" * size, timeout)
         except OSError as e:
@@ -564,7 +582,8 @@ def plan_probes(params):
 
     if "identity" in checks:
         for src in sorted(local):
-            add("identity", "addr", src, None, node, src, None, want=_planned_ips(params, src))
+            add("identity", "addr", src, None, node, src, None, want=_planned_ips(params, src),
+                mtu=params.get("mtu") if "mtu" in checks else None)
     return probes
 
 
@@ -615,10 +634,15 @@ def run_probe(probe, params, read_addrs=None):
         elif check == "identity":
             want = sorted(probe.get("want") or [])
             expected = " ".join(want) + " on eth0 (up)"
-            up, have = read_addrs(probe["src"])
-            seen = " ".join(sorted(have)) + (" on eth0 (up)" if up else " on eth0 (down)")
+            up, have, mtu = read_addrs(probe["src"])
+            want_mtu = probe.get("mtu")
+            if want_mtu:
+                expected += f" mtu {want_mtu}"
+            seen = " ".join(sorted(have)) + (" on eth0 (up)" if up else " on eth0 (down)") + f" mtu {mtu}"
             missing, extra = compare_addrs(want, have)
-            if not up or missing or extra:
+            if want_mtu and mtu != want_mtu and up and not missing and not extra:
+                ok, reason, error = False, "bad-mtu", f"eth0 has MTU {mtu}, the plan says {want_mtu}"
+            elif not up or missing or extra:
                 ok, reason = False, "bad-address"
                 parts = []
                 if not up:
@@ -701,7 +725,7 @@ def main():
         up = "UP" in link.get("flags", [])
         addrs = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
                  if a.get("scope") == "global"]
-        return up, addrs
+        return up, addrs, link.get("mtu")
 
     try:
         probes = plan_probes(module.params)

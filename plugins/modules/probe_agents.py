@@ -1,5 +1,6 @@
 #!/usr/bin/python
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Start or stop the flatnet.cluster probe agent in pods of a node."""
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ attributes:
     description: Reports which agents would be started or stopped.
   diff_mode:
     support: none
+    description: Nothing to show as a diff.
 notes:
   - The agent runs with the same Python interpreter as the module.
 seealso:

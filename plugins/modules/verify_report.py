@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # The code is the action plugin plugins/action/verify_report.py; this file only documents it.
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ description:
     M(flatnet.cluster.probe) returned on every node and builds one report - a pass/fail
     matrix by source node and destination node, counts per check, and for every failure the
     pair, the protocol, what was seen, the likely cause and the commands to inspect it.
-  - The report text is returned in RV(report_text) (and RV(msg)); it can also be written as
+  - The report text is returned in RV(report_text) (and as C(msg)); it can also be written as
     JSON (O(json_path)) and JUnit XML (O(junit_path)) on the controller.
   - The task fails when any check listed in O(required_checks) failed, or when there is no
     result at all, unless O(fail_on_error=false).
@@ -61,7 +62,7 @@ options:
     type: bool
     default: true
   max_failures_shown:
-    description: Failures detailed in the text report (all are in the JSON report).
+    description: Groups of failures (same check, reason and node pair) detailed in the text report; all are in the JSON report.
     type: int
     default: 50
 attributes:
@@ -70,6 +71,7 @@ attributes:
     description: Builds the report; the report files are written in check mode too.
   diff_mode:
     support: none
+    description: Nothing to show as a diff.
   action:
     support: full
     description: Runs on the controller only.

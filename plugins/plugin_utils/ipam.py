@@ -547,6 +547,16 @@ def _adjacent(a: dict, b: dict) -> bool:
     return a["_ip"].version == b["_ip"].version and a["_ip"] in b["_net"] and b["_ip"] in a["_net"]
 
 
+def _normalize_request(request):
+    """A bare pod name is short for ``{name: NAME}`` (what ``flatnet_pods_per_node`` generates)."""
+    if not isinstance(request, Mapping):
+        return request
+    pods = request.get("pods")
+    if not pods:
+        return request
+    return dict(request, pods=[{"name": p} if isinstance(p, str) else p for p in _as_list(pods)])
+
+
 def build_plan(
     nodes: Mapping,
     cluster_cidr=DEFAULT_CLUSTER_CIDR,
@@ -575,7 +585,7 @@ def build_plan(
     )
     reserved = [parse_network(r, "reserved_cidrs entry") for r in _as_list(reserved_cidrs)]
 
-    nodes = dict(nodes or {})
+    nodes = {name: _normalize_request(req) for name, req in dict(nodes or {}).items()}
     in_play = _node_names(nodes)
     inventory = set(str(n) for n in _as_list(inventory_nodes)) | set(in_play)
     cached_nodes = {}

@@ -85,6 +85,10 @@ def peer_mode(plan, src_node, dst_node):
     return None
 
 
+def _underlay_ip(plan, node):
+    return (((plan or {}).get("nodes", {}).get(node) or {}).get("underlay") or {}).get("ip")
+
+
 def diagnose(r, plan=None, bridge="cni0"):
     """(likely cause, [commands]) for one failed result; commands are prefixed with the node."""
     check, reason = r["check"], r["reason"]
@@ -101,6 +105,10 @@ def diagnose(r, plan=None, bridge="cni0"):
         return (f"pod {src} on {sn} does not carry its planned addresses (or eth0 is down): it was changed "
                 f"by hand or the pods step did not run; rerun playbooks/site.yml",
                 [on(sn, f"ip -n {src} addr show dev eth0"), on(sn, f"ip -n {src} route")])
+    if reason == "bad-mtu":
+        return (f"pod {src} on {sn} has another MTU than the plan: changed by hand, or the pods step ran "
+                f"with another flatnet_mtu; rerun playbooks/site.yml",
+                [on(sn, f"ip -n {src} link show dev eth0"), on(sn, f"ip link show master {bridge}")])
     if reason == "refused":
         return (f"nothing listens on {dst_ip} in pod {dst} (probe agent not running) or a rule rejects it",
                 [on(dn or sn, f"ip netns pids {dst}"), on(dn or sn, f"ip netns exec {dst} ss -lntup"),
@@ -152,7 +160,7 @@ def diagnose(r, plan=None, bridge="cni0"):
                     [on(sn, f"bridge link show master {bridge}"), on(sn, f"ip -n {src} route"),
                      on(sn, "sysctl net.bridge.bridge-nf-call-iptables"), on(sn, "nft list ruleset")])
         cmds = [on(sn, f"ip route get {dst_ip}" + (f" from {src_ip} iif {bridge}" if src_ip else "")),
-                on(dn, f"ip route get {src_ip or '<' + sn + ' address>'}"),
+                on(dn, f"ip route get {src_ip or _underlay_ip(plan, sn) or '<' + sn + ' address>'}"),
                 on(sn, "sysctl net.ipv4.ip_forward"), on(dn, "sysctl net.ipv4.ip_forward"),
                 on(dn, "nft list table inet flatnet")]
         if mode == "direct":
@@ -236,22 +244,40 @@ def render_text(report, max_failures=50):
                     text = f"{cell['passed']}/{cell['total']}{mark}"
                 row += f"{text:>{width}}"
             lines.append(row)
-    if report["failures"]:
+    groups = group_failures(report["failures"])
+    if groups:
         lines.append("")
-        lines.append("failures:")
-        for f in report["failures"][:max_failures]:
-            tag = "" if f["required"] else " [not required]"
-            lines.append(f"- {f['check']}/{f['proto']} {f['pair']}: {f['reason']}{tag}")
-            lines.append(f"    seen:     {f.get('seen')}")
-            lines.append(f"    expected: {f.get('expected')}")
-            if f.get("error"):
-                lines.append(f"    error:    {f['error']}")
-            lines.append(f"    likely:   {f['cause']}")
-            for cmd in f["commands"]:
+        lines.append(f"failures ({len(report['failures'])}, in {len(groups)} groups of the same kind and node pair):")
+        for g in groups[:max_failures]:
+            first = g["failures"][0]
+            tag = "" if first["required"] else " [not required]"
+            dst = first.get("dst_node") or first.get("dst")
+            count = len(g["failures"])
+            lines.append(f"- {first['check']} {first['src_node']} -> {dst}: {first['reason']}{tag}"
+                         f" ({count} {'probe' if count == 1 else 'probes'})")
+            for f in g["failures"][:5]:
+                lines.append(f"    {f['proto']:<5} {f['pair']}")
+            if count > 5:
+                lines.append(f"    ... and {count - 5} more")
+            lines.append(f"    seen:     {first.get('seen')}")
+            lines.append(f"    expected: {first.get('expected')}")
+            if first.get("error"):
+                lines.append(f"    error:    {first['error']}")
+            lines.append(f"    likely:   {first['cause']}")
+            for cmd in first["commands"]:
                 lines.append(f"    inspect:  {cmd}")
-        if len(report["failures"]) > max_failures:
-            lines.append(f"... and {len(report['failures']) - max_failures} more failures (see the JSON report)")
+        if len(groups) > max_failures:
+            lines.append(f"... and {len(groups) - max_failures} more groups of failures (see the JSON report)")
     return "\n".join(lines)
+
+
+def group_failures(failures):
+    """Failures of the same check and reason between the same two nodes, in first-seen order."""
+    groups = {}
+    for f in failures:
+        key = (f["check"], f["reason"], f["src_node"], f.get("dst_node") or f.get("dst"), f["required"])
+        groups.setdefault(key, {"key": key, "failures": []})["failures"].append(f)
+    return list(groups.values())
 
 
 def to_json(report):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import workload
 
@@ -18,6 +19,9 @@ def test_running_in_and_stop_check_the_recorded_process():
     proc = subprocess.Popen(argv)
     try:
         ino = workload.ns_inode_of(proc.pid)
+        deadline = time.monotonic() + 5
+        while not workload.running_in(proc.pid, argv, ino) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the child has exec'd
         assert workload.running_in(proc.pid, argv, ino)
         # another command line or another namespace: not ours, never signalled
         assert not workload.running_in(proc.pid, ["sleep", "60"], ino)

@@ -101,6 +101,13 @@ def test_plan_mtu_and_egress():
     assert len(egress) == 4 and all(p["want"] == ["192.168.50.11"] and p["dst_node"] is None for p in egress)
 
 
+def test_plan_identity_carries_the_mtu_only_with_the_mtu_check():
+    ident = [p for p in probe.plan_probes(params(mtu=1450)) if p["check"] == "identity"]
+    assert {p["mtu"] for p in ident} == {1450}
+    ident = [p for p in probe.plan_probes(params(mtu=1450, checks=["identity"]))]
+    assert {p["mtu"] for p in ident} == {None}
+
+
 def test_plan_checks_option_limits_the_checks():
     assert {p["check"] for p in probe.plan_probes(params(checks=["identity"]))} == {"identity"}
 
@@ -137,12 +144,16 @@ def test_compare_addrs():
 def test_identity_result_from_read_addrs():
     pr = dict(check="identity", proto="addr", src_node="n", src="a", src_ip=None, dst_node="n", dst="a",
               dst_ip=None, want=["10.244.0.2/24"])
-    good = probe.run_probe(pr, {}, lambda pod: (True, ["10.244.0.2/24"]))
+    good = probe.run_probe(pr, {}, lambda pod: (True, ["10.244.0.2/24"], 1500))
     assert (good["ok"], good["reason"]) == (True, "ok")
-    down = probe.run_probe(pr, {}, lambda pod: (False, ["10.244.0.2/24"]))
+    down = probe.run_probe(pr, {}, lambda pod: (False, ["10.244.0.2/24"], 1500))
     assert (down["ok"], down["reason"], down["error"]) == (False, "bad-address", "eth0 is not up")
-    wrong = probe.run_probe(pr, {}, lambda pod: (True, ["10.244.0.3/24"]))
+    wrong = probe.run_probe(pr, {}, lambda pod: (True, ["10.244.0.3/24"], 1500))
     assert wrong["error"] == "missing 10.244.0.2/24; unexpected 10.244.0.3/24"
+
+    mtu = probe.run_probe(dict(pr, mtu=1450), {}, lambda pod: (True, ["10.244.0.2/24"], 1500))
+    assert (mtu["ok"], mtu["reason"], mtu["error"]) == (False, "bad-mtu", "eth0 has MTU 1500, the plan says 1450")
+    assert probe.run_probe(dict(pr, mtu=1450), {}, lambda pod: (True, ["10.244.0.2/24"], 1450))["ok"] is True
 
     def boom(pod):
         raise probe.ProbeError("bad-address", "pod a has no eth0")

@@ -167,7 +167,7 @@ def test_full_run_in_parallel_threads(lab):
         import json
         link = json.loads(out)[0]
         return "UP" in link["flags"], [f"{x['local']}/{x['prefixlen']}" for x in link["addr_info"]
-                                        if x["scope"] == "global"]
+                                        if x["scope"] == "global"], link["mtu"]
 
     started = time.monotonic()
     results = probe.run_probes(probe.plan_probes(p), p, read_addrs, workers=8)
@@ -178,3 +178,14 @@ def test_full_run_in_parallel_threads(lab):
         ("pod-pod", "http", lab["v4a"]), ("pod-pod", "udp", lab["v4a"]),
         ("pod-pod", "http", lab["v6a"]), ("pod-pod", "udp", lab["v6a"]),
         ("mtu", "udp", lab["v4a"]), ("identity", "addr", None)])
+
+
+def test_egress_compares_the_source_seen_outside(lab):
+    # The agent in "a" stands for the outside endpoint; there is no NAT between the two namespaces.
+    pr = dict(check="egress", proto="http", src_node="n", src=lab["b"], src_ip=lab["v4b"], dst_node=None,
+              dst="outside", dst_ip=lab["v4a"], port=HTTP, want=[lab["v4b"]])
+    r = probe.run_probe(pr, params())
+    assert (r["ok"], r["seen"]) == (True, f"seen as {lab['v4b']}")
+    r = probe.run_probe(dict(pr, want=["192.0.2.7"]), params())
+    assert (r["ok"], r["reason"]) == (False, "wrong-source")
+    assert "no masquerade" in r["error"]

@@ -636,3 +636,10 @@ def test_property_churn_never_moves_existing(params):
             if n not in inventory:
                 del records[n]  # a node removed from the inventory is torn down
         cache = plan
+
+
+def test_bare_pod_names_are_accepted():
+    underlay = {"interface": "eth0", "ip": "192.168.50.11", "prefix": 24, "network": "192.168.50.0/24", "mtu": 1500}
+    plan = ipam.build_plan({"node1": {"underlay": underlay, "pods": ["node1-pod-1", {"name": "web"}]}})
+    assert [p["name"] for p in plan["nodes"]["node1"]["pods"]] == ["node1-pod-1", "web"]
+    assert plan["nodes"]["node1"]["pods"][0]["ips"] == ["10.244.0.2/24"]

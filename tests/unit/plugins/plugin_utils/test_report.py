@@ -84,6 +84,12 @@ def test_without_plan_both_backends_are_suggested():
     assert any("ip route get" in c for c in f["commands"]) and any("fdb" in c for c in f["commands"])
 
 
+def test_host_source_uses_the_underlay_ip_of_the_plan():
+    plan = {"nodes": {"node1": {"underlay": {"ip": "192.168.50.11"}, "peers": [{"name": "node2", "mode": "direct"}]}}}
+    (f,) = rpt.build([res(check="node-pod-remote", src="host", src_ip=None, ok=False)], plan=plan)["failures"]
+    assert "on node2: ip route get 192.168.50.11" in f["commands"]
+
+
 def test_same_node_failure_blames_the_bridge():
     (f,) = rpt.build([res(dst_node="node1", dst="node1-pod-2", ok=False)], bridge="br9")["failures"]
     assert "bridge br9" in f["cause"]
@@ -101,6 +107,7 @@ def test_same_node_failure_blames_the_bridge():
     ("mtu-too-small", "mtu", "VXLAN overhead", "ip -n node1-pod-1 link show dev eth0"),
     ("mtu-not-enforced", "mtu", "planned MTU", "ip -n node1-pod-1 link show dev eth0"),
     ("bad-address", "identity", "planned addresses", "ip -n node1-pod-1 addr show dev eth0"),
+    ("bad-mtu", "identity", "another MTU", "ip -n node1-pod-1 link show dev eth0"),
 ])
 def test_each_failure_kind_has_a_cause_and_a_command(reason, check, needle, command):
     (f,) = rpt.build([res(check=check, ok=False, reason=reason)], plan=PLAN)["failures"]
@@ -129,10 +136,21 @@ def test_text_lists_seen_expected_and_commands():
     assert "inspect:  on node2: ip -n node2-pod-1 addr show dev eth0" in text
 
 
-def test_text_caps_the_failures_shown():
-    results = [res(ok=False, dst=f"p{i}") for i in range(5)]
+def test_text_groups_failures_of_the_same_kind_and_pair():
+    results = [res(ok=False, dst=f"node2-pod-{i}", dst_ip=f"10.244.1.{i + 2}") for i in range(7)]
+    results.append(res(ok=False, dst_node="node3", dst="node3-pod-1", reason="refused"))
+    text = rpt.render_text(rpt.build(results, plan=PLAN))
+    assert "failures (8, in 2 groups" in text
+    assert "- pod-pod node1 -> node2: timeout (7 probes)" in text
+    assert "- pod-pod node1 -> node3: refused (1 probe)" in text
+    assert "... and 2 more" in text
+    assert text.count("likely:") == 2
+
+
+def test_text_caps_the_groups_shown():
+    results = [res(ok=False, dst_node=f"n{i}") for i in range(5)]
     text = rpt.render_text(rpt.build(results), max_failures=2)
-    assert "and 3 more failures" in text
+    assert "and 3 more groups of failures" in text
 
 
 def test_checks_are_listed_in_model_order():
