@@ -44,12 +44,14 @@ class Endpoint:
 def iperf(server, client, seconds):
     """TCP throughput client → server in Gbit/s (iperf3, one test, server killed by PID)."""
     ip = server.ip()
-    srv = subprocess.Popen(server.argv("iperf3", "-s", "-1", "-p", str(PORT)), start_new_session=True,
+    # iperf3 makes a temp file under $TMPDIR, which may name a host dir that a lab node's
+    # private /tmp hides (a test runner's TMPDIR): use the node's own /tmp.
+    srv = subprocess.Popen(server.argv("env", "TMPDIR=/tmp", "iperf3", "-s", "-1", "-p", str(PORT)), start_new_session=True,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     entry = on_cleanup(kill_group, srv)
     try:
         for _attempt in range(50):
-            res = run(client.argv("iperf3", "-c", ip, "-p", str(PORT), "-t", str(seconds), "-J"),
+            res = run(client.argv("env", "TMPDIR=/tmp", "iperf3", "-c", ip, "-p", str(PORT), "-t", str(seconds), "-J"),
                       timeout=seconds + 30, check=False)
             try:
                 data = json.loads(res.stdout)

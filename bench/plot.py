@@ -16,8 +16,8 @@ def plot(results, path):
     for ax, name in zip(axes[0], panels):
         globals()[f"_{name}"](ax, ms[name])
     m = results["machine"]
-    fig.suptitle(f"flatnet.cluster benchmarks — {m['nproc']} CPUs, kernel {m['kernel']}, "
-                 f"{m['iproute2'].split(',')[1].strip() if m.get('iproute2') else ''} (medians)", fontsize=11)
+    fig.suptitle(f"flatnet.cluster benchmarks (medians)\n{m['nproc']} CPUs, kernel {m['kernel']}, "
+                 f"{m['iproute2'].split(',')[1].strip() if m.get('iproute2') else ''}", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -69,3 +69,30 @@ def _dataplane(ax, res):
     ax.set_xlabel("TCP throughput / plain veth pair (same run)")
     ax.set_title("Data plane (iperf3)")
     ax.grid(True, axis="x", alpha=0.3)
+
+
+def main(argv=None):
+    """Draw the plot from saved results: ``python bench/plot.py RESULT.json... [-o PNG]``;
+    later files add to (or replace) the measurements of earlier ones."""
+    import argparse
+    import json
+    import os
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", nargs="+")
+    parser.add_argument("-o", "--output",
+                        default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "performance.png"))
+    args = parser.parse_args(argv)
+    merged = None
+    for path in args.results:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        if merged is None:
+            merged = data
+        else:
+            merged["measurements"].update(data["measurements"])
+    print(plot(merged, args.output))
+
+
+if __name__ == "__main__":
+    main()

@@ -165,7 +165,8 @@ def diagnose(r, plan=None, bridge="cni0"):
                 on(dn, "nft list table inet flatnet")]
         if mode == "direct":
             cause = (f"no working host-gw path {sn} -> {dn}: route to {dn}'s pod CIDR via its underlay IP "
-                     f"missing, forwarding off, rp_filter, or a firewall drops it")
+                     f"missing, forwarding off, rp_filter, or a firewall drops it (with many pods, also a full "
+                     f"neighbour table: 'neighbour table overflow' in dmesg, raise gc_thresh3)")
         elif mode == "vxlan":
             cause = (f"no working VXLAN path {sn} -> {dn}: route, neighbour or FDB entry for {dn} missing on "
                      f"{vxlan_dev}, or the VXLAN UDP port is blocked on the underlay")
