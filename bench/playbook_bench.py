@@ -33,9 +33,12 @@ def changed_count(output):
     return sum(int(m.group(3)) for m in RECAP.finditer(output))
 
 
-def measure(node_counts, pod_counts, reps, verify_sample=10, verify_full_max_pairs=10000, log=print, on_deployed=None):
+def measure(node_counts, pod_counts, reps, verify_sample=10, verify_full_max_pairs=10000, log=print, on_deployed=None,
+            progress=None):
     """``on_deployed(lab)``, when given, runs once on the first lab whose cluster is up
-    (after the rerun and verify, before teardown): the smoke run measures its data plane there."""
+    (after the rerun and verify, before teardown): the smoke run measures its data plane there.
+    ``progress(result)`` gets the summary so far after every size (a long run is not lost
+    when it is stopped)."""
     labctl.require("site.yml", "teardown.yml", "lab_up.yml", "lab_down.yml")
     has_verify = os.path.exists(os.path.join(labctl.PLAYBOOKS, "verify.yml"))
     skipped = {}
@@ -70,6 +73,8 @@ def measure(node_counts, pod_counts, reps, verify_sample=10, verify_full_max_pai
                         continue
                     sample["noop_s"] = noop_s
                     samples.setdefault(key, []).append(sample)
+                    if progress:
+                        progress(summarize(node_counts, pod_counts, samples, errors, skipped, verify_sample))
                     log(f"playbooks: {nodes} nodes x {pods} pods: deploy {sample['deploy_s']:.1f} s, "
                         f"rerun {sample['rerun_s']:.1f} s, teardown {sample['teardown_s']:.1f} s")
             finally:

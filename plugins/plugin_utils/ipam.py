@@ -694,7 +694,16 @@ def build_plan(
                     f"({underlays[a]['network']}) and {b} ({underlays[b]['network']}) are not; "
                     "use backend vxlan or auto"
                 )
-            mode = "vxlan" if backend == "vxlan" or (backend == "auto" and not adjacent) else "direct"
+            # The kernel has no IPv6 route via an IPv4 gateway: over an IPv4 underlay, IPv6 pods
+            # can only cross the VXLAN tunnel, so auto picks it and host-gw cannot work.
+            v6_over_v4 = underlays[name]["_net"].version == 4 and any(c.version == 6 for c in clusters)
+            if backend == "host-gw" and v6_over_v4:
+                raise PlanError(
+                    "backend host-gw cannot carry IPv6 pod traffic over the IPv4 underlay "
+                    f"({name} {underlays[name]['ip']}): use backend vxlan or auto for a dual-stack cluster"
+                )
+            direct = backend == "host-gw" or (backend == "auto" and adjacent and not v6_over_v4)
+            mode = "direct" if direct else "vxlan"
             any_vxlan = any_vxlan or mode == "vxlan"
             peers.append({
                 "name": other,

@@ -286,7 +286,7 @@ class TestBuildPlan:
     def test_dual_stack(self):
         nodes = {"a": node("192.168.50.11", pods=[pod("p", ip=["fd00:10:244::9", "10.244.0.9"])]),
                  "b": node("192.168.50.12")}
-        plan = ipam.build_plan(nodes, cluster_cidr=["fd00:10:244::/56", "10.244.0.0/16"])
+        plan = ipam.build_plan(nodes, cluster_cidr=["fd00:10:244::/56", "10.244.0.0/16"], backend="vxlan")
         assert plan["cluster_cidrs"] == ["10.244.0.0/16", "fd00:10:244::/56"]
         a = plan["nodes"]["a"]
         assert a["pod_cidrs"] == ["10.244.0.0/24", "fd00:10:244::/64"]
@@ -327,7 +327,7 @@ class TestBuildPlan:
 
     @pytest.mark.parametrize("kw,msg", [
         ({"mtu": 575}, r"pod MTU 575 \(given\) is too small: IPv4 needs at least 576"),
-        ({"mtu": 1279, "cluster_cidr": ["10.244.0.0/16", "fd00::/56"]}, "IPv6 needs at least 1280"),
+        ({"mtu": 1279, "backend": "vxlan", "cluster_cidr": ["10.244.0.0/16", "fd00::/56"]}, "IPv6 needs at least 1280"),
         ({"backend": "vxlan", "cluster_cidr": "fd00::/56"}, r"pod MTU 1250 \(computed .*minus VXLAN"),
         ({"mtu": "big"}, "is not an integer"),
     ])
@@ -433,7 +433,7 @@ class TestBuildPlan:
     def test_adding_v6_family_keeps_v4(self):
         nodes = three_nodes()
         nodes["node2"]["recorded"] = {"pod_cidrs": ["10.244.0.0/24"]}
-        plan = ipam.build_plan(nodes, cluster_cidr=["10.244.0.0/16", "fd00::/56"])
+        plan = ipam.build_plan(nodes, cluster_cidr=["10.244.0.0/16", "fd00::/56"], backend="auto")
         assert plan["nodes"]["node2"]["pod_cidrs"] == ["10.244.0.0/24", "fd00:0:0:1::/64"]
         assert plan["nodes"]["node1"]["pod_cidrs"] == ["10.244.1.0/24", "fd00::/64"]
 
@@ -486,7 +486,7 @@ class TestBuildPlan:
         assert plan["nodes"]["node1"]["pods"][0]["ips"] == ["10.244.8.2/24"]
 
     def test_service_cidr_list(self):
-        plan = ipam.build_plan(three_nodes(), cluster_cidr=["10.244.0.0/16", "fd00:244::/56"],
+        plan = ipam.build_plan(three_nodes(), cluster_cidr=["10.244.0.0/16", "fd00:244::/56"], backend="vxlan",
                                service_cidr=["10.96.0.0/12", "fd00:96::/112"])
         assert plan["service_cidr"] == ["10.96.0.0/12", "fd00:96::/112"]
 
@@ -643,3 +643,16 @@ def test_bare_pod_names_are_accepted():
     plan = ipam.build_plan({"node1": {"underlay": underlay, "pods": ["node1-pod-1", {"name": "web"}]}})
     assert [p["name"] for p in plan["nodes"]["node1"]["pods"]] == ["node1-pod-1", "web"]
     assert plan["nodes"]["node1"]["pods"][0]["ips"] == ["10.244.0.2/24"]
+
+
+def test_dual_stack_over_ipv4_underlay_needs_the_tunnel():
+    def node(ip):
+        return {"underlay": {"interface": "eth0", "ip": ip, "prefix": 24, "network": "192.168.50.0/24", "mtu": 1500}}
+
+    nodes = {"a": node("192.168.50.11"), "b": node("192.168.50.12")}
+    dual = ["10.244.0.0/16", "fd00:10:244::/56"]
+    with pytest.raises(PlanError, match="host-gw cannot carry IPv6 pod traffic over the IPv4 underlay"):
+        ipam.build_plan(nodes, cluster_cidr=dual, backend="host-gw")
+    auto = ipam.build_plan(nodes, cluster_cidr=dual, backend="auto")
+    assert [p["mode"] for p in auto["nodes"]["a"]["peers"]] == ["vxlan"]
+    assert [p["mode"] for p in ipam.build_plan(nodes, backend="auto")["nodes"]["a"]["peers"]] == ["direct"]
