@@ -60,7 +60,9 @@ class Lab:
                         ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0",
                         ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_DEPRECATION_WARNINGS="0",
                         ANSIBLE_FORKS=str(max(5, nodes)), PYTHONDONTWRITEBYTECODE="1")
-        for var in ("ANSIBLE_CONFIG", "ANSIBLE_INVENTORY", "ANSIBLE_ROLES_PATH", "ANSIBLE_COLLECTIONS_PATHS"):
+        # TMPDIR reaches the nodes' processes through the nsenter connection, and a host dir
+        # there is hidden by the node's private /tmp.
+        for var in ("ANSIBLE_CONFIG", "ANSIBLE_INVENTORY", "ANSIBLE_ROLES_PATH", "ANSIBLE_COLLECTIONS_PATHS", "TMPDIR"):
             self.env.pop(var, None)
         os.makedirs(os.path.join(self.inventory, "group_vars"))
         hosts = {n: {"flatnet_lab_subnet": "lan", "flatnet_lab_ip": f"192.168.50.{11 + i}"}

@@ -91,14 +91,26 @@ def one(lab, nodes, pods, has_verify, verify_sample, verify_full_max_pairs, on_d
     sample["rerun_s"], out = lab.playbook("site.yml", extra)
     sample["rerun_changed"] = changed_count(out)
     if has_verify:
-        sample["verify_sampled_s"], _out = lab.playbook("verify.yml", dict(extra, flatnet_verify_sample=verify_sample))
+        # A failing verify keeps its time (and is reported); deploy and rerun still count.
+        sample["verify_sampled_s"], out = lab.playbook("verify.yml", dict(extra, flatnet_verify_sample=verify_sample),
+                                                       check=False)
+        sample["verify_sampled_failed"] = _verify_failure(out)
         pairs = (nodes * pods) ** 2
         if pairs <= verify_full_max_pairs:
-            sample["verify_full_s"], _out = lab.playbook("verify.yml", extra)
+            sample["verify_full_s"], out = lab.playbook("verify.yml", extra, check=False)
+            sample["verify_full_failed"] = _verify_failure(out)
     if on_deployed:
         on_deployed(lab)
     sample["teardown_s"], _out = lab.playbook("teardown.yml", extra)
     return sample
+
+
+def _verify_failure(output):
+    """None when verify.yml passed, else its failure message (e.g. how many checks failed)."""
+    if RECAP.search(output) and not any(int(m.group(5)) for m in RECAP.finditer(output)):
+        return None
+    found = re.findall(r"(\d+ required checks failed \(\d+ run\))", output)
+    return found[-1] if found else "verify.yml failed"
 
 
 def summarize(node_counts, pod_counts, samples, errors, skipped, verify_sample):
@@ -111,6 +123,8 @@ def summarize(node_counts, pod_counts, samples, errors, skipped, verify_sample):
                 vals = [r[key] for r in runs if key in r]
                 row[key] = median(vals) if vals else None
             row["rerun_changed"] = max((r["rerun_changed"] for r in runs), default=None)
+            row["verify_failures"] = sorted({f"{kind}: {r[f'verify_{kind}_failed']}" for r in runs
+                                             for kind in ("sampled", "full") if r.get(f"verify_{kind}_failed")})
             row["deploy_vs_noop"] = ratio(row["deploy_s"], row["noop_s"])
             row["rerun_vs_noop"] = ratio(row["rerun_s"], row["noop_s"])
             row["deploy_plus_verify_s"] = (row["deploy_s"] + row["verify_sampled_s"]
@@ -145,6 +159,9 @@ def report(result):
         out.append("full mesh verify is run only while (pods total)^2 is within --verify-full-max-pairs")
     for what, why in result["skipped"].items():
         out.append(f"not measured: {what}: {why}")
+    for r in rows:
+        for failure in r.get("verify_failures") or []:
+            out.append(f"verify FAILED on {r['nodes']} x {r['pods_per_node']}: {failure}")
     for key, err in result["errors"].items():
         out.append(f"FAILED: {key}: {err}")
     return "\n\n".join(out)
@@ -163,6 +180,8 @@ def check_targets(result):
         total = big["deploy_plus_verify_s"]
         checks.append(("8 x 100 deploy+verify < 300 s", None if total is None else total < 300, fmt(total)))
     for r in result["rows"]:
+        if r.get("verify_failures"):
+            checks.append((f"verify passes ({r['nodes']} x {r['pods_per_node']})", False, "; ".join(r["verify_failures"])))
         if r["rerun_changed"]:
             checks.append((f"rerun reports no change ({r['nodes']} x {r['pods_per_node']})", False,
                            f"changed={r['rerun_changed']}"))

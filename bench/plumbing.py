@@ -163,7 +163,7 @@ def check_targets(result):
         v = r.get("add_module_vs_cni")
         checks.append((f"module create <= 0.3x CNI per pod ({r['pods']} pods)", None if v is None else v <= 0.3, fmt(v)))
     v = (result.get("marginal") or {}).get("add_module_vs_cni")
-    if v is not None:
+    if v is not None and max(result["sizes"]) >= 50:
         checks.append(("module create <= 0.3x CNI, marginal cost per pod", v <= 0.3, fmt(v)))
     return checks
 

@@ -429,8 +429,9 @@ def describe_observed(names, observed, record, bridge):
         host = observed["links"].get(veth_name(name))
         parts = [f"ips {','.join(sorted(global_addrs(eth0 or {}))) or '-'}"]
         if not _paired(host, eth0):
-            parts.append("veth missing")
+            parts.append(f"veth {veth_name(name)} missing")
         else:
+            parts.append(f"veth {veth_name(name)}")
             parts.append(f"mtu {eth0.get('mtu')}" if eth0.get("mtu") == host.get("mtu")
                          else f"mtu eth0 {eth0.get('mtu')} {veth_name(name)} {host.get('mtu')}")
             state = "up" if is_up(eth0) and is_up(host) else "down"
@@ -452,7 +453,8 @@ def describe_desired(desired, bridge, mtu, gateways):
         want = desired[name]
         fams = sorted({family_of(a) for a in want["ips"]})
         gws = sorted(gateways[f] for f in fams if f in gateways)
-        parts = [f"ips {','.join(sorted(want['ips'])) or '-'}", f"mtu {mtu}", f"link up in {bridge}",
+        parts = [f"ips {','.join(sorted(want['ips'])) or '-'}", f"veth {veth_name(name)}", f"mtu {mtu}",
+                 f"link up in {bridge}",
                  f"gateway {','.join(gws) or '-'}"]
         if want["argv"]:
             parts.append(f"workload {' '.join(want['argv'])}")

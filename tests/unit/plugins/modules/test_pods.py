@@ -241,7 +241,8 @@ def test_diff_text_equal_when_in_sync():
     obs = observed_in_sync()
     before = m.describe_observed({"web"}, obs, RECORD, "cni0")
     after = m.describe_desired(WANT, "cni0", 1450, GW)
-    assert before == after == "pod web: ips 10.244.0.2/24; mtu 1450; link up in cni0; gateway 10.244.0.1\n"
+    veth = m.veth_name("web")
+    assert before == after == f"pod web: ips 10.244.0.2/24; veth {veth}; mtu 1450; link up in cni0; gateway 10.244.0.1\n"
 
 
 def test_pod_mac_is_stable_local_unicast():
