@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin flatnet.cluster.plan: plan pod addresses on the controller.
 
 Nothing runs on the managed hosts. The documentation lives in plugins/modules/plan.py.
@@ -102,7 +103,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
 
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         plan_file = args["plan_file"]
         try:
             cached = read_plan_file(plan_file)

@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin flatnet.cluster.verify_report: the verification report, built on the controller.
 
 Nothing runs on the managed hosts. The documentation lives in plugins/modules/verify_report.py;

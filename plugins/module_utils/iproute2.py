@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Copyright: flatnet.cluster contributors
 """The one place where flatnet.cluster modules talk to the kernel through iproute2.
 

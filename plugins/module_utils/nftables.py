@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The nftables table ``inet flatnet`` as text, and how to tell whether the live one drifted.
 
 Pure functions (no processes): the firewall module runs ``nft`` and passes the output in.
@@ -28,7 +29,7 @@ def _by_family(items, parse):
         text = str(value)
         if text not in result[value.version]:
             result[value.version].append(text)
-    return {v: sorted(x, key=lambda t: parse(t)) for v, x in result.items()}
+    return {v: sorted(x, key=parse) for v, x in result.items()}
 
 
 def _set(lines, name, version, elements, interval):

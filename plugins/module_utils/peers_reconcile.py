@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Cross-node routing as pure data: what the peers module wants versus what the kernel has.
 
 No Ansible objects and no processes here: the module reads ``ip -json`` / ``bridge -json``

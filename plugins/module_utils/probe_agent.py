@@ -1,5 +1,5 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The probe agent that flatnet.cluster's verification runs inside every pod.
 
 It plays the part of Kubernetes' ``agnhost netexec`` endpoint, with the standard library only:

@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What flatnet.cluster records on a node, under /var/lib/flatnet, as small JSON files.
 
 The records are what make pruning and teardown safe (only what is recorded is ours) and

@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Processes that run inside a pod's network namespace (pod workloads, probe agents).
 
 A process is only ever treated as ours when its PID, its command line and its network
@@ -26,25 +27,34 @@ def argv_of(command):
     return shlex.split(str(command))
 
 
+def spawn(argv, log_path, env=None, mode="ab"):
+    """Start a long-lived process detached from the module: its own session, stdin from
+    /dev/null, output to ``log_path``. Returns the Popen object.
+
+    AnsibleModule.run_command waits for its command; daemons (workloads, lab nodes, agents)
+    must outlive the module and must not hold the connection's pipes open.
+    """
+    with open(log_path, mode) as log, open(os.devnull, "rb") as null:
+        return subprocess.Popen(  # pylint: disable=consider-using-with
+            list(argv),
+            stdin=null,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd="/",
+            close_fds=True,
+            start_new_session=True,
+            env=env if env is not None else dict(os.environ, LC_ALL="C"),
+        )
+
+
 def start(ip_bin, netns, argv, log_path):
     """Start ``argv`` detached inside the named netns; return its PID.
 
     ``ip netns exec`` execs the command after entering the namespace, so the PID of the
-    child is the workload's own. Its output goes to ``log_path``; stdin is /dev/null, so
-    the connection that ran the module is never held open by it.
+    child is the workload's own.
     """
     os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
-    with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
-        proc = subprocess.Popen(
-            [ip_bin, "netns", "exec", netns] + list(argv),
-            stdin=null,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            close_fds=True,
-            start_new_session=True,
-            env=dict(os.environ, LC_ALL="C"),
-        )
-    return proc.pid
+    return spawn([ip_bin, "netns", "exec", netns] + list(argv), log_path).pid
 
 
 def _cmdline(pid):

@@ -1,5 +1,6 @@
 #!/usr/bin/python
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Copyright: flatnet.cluster contributors
 
 from __future__ import annotations
@@ -138,8 +139,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Reports what would be created, repaired or removed, and changes nothing.
   diff_mode:
     support: none
+    description: No diff is returned; RV(actions) lists what was done.
 notes:
   - Needs root, C(unshare), C(nsenter) and C(ip) on the controller. IPv4 underlay only.
   - The lab namespace has no default route, so nothing from the lab can reach a real network.
@@ -230,12 +233,12 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.flatnet.cluster.plugins.module_utils.probe_agent import agent_source
+from ansible_collections.flatnet.cluster.plugins.module_utils.workload import spawn
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
     IPError,
     IPRoute2,
@@ -274,8 +277,12 @@ mount -t tmpfs -o mode=0755,nosuid,nodev "$node-run" /run
 mount -t tmpfs -o mode=1777,nosuid,nodev "$node-tmp" /tmp
 echo ready > ready
 cd /
+# PID 1 of the node inherits every orphan (workloads, sshd sessions): with SIGCHLD
+# ignored the kernel reaps them, so they do not linger as zombies.
+trap '' CHLD
 exec sleep infinity
 """
+
 
 class LabError(Exception):
     pass
@@ -471,11 +478,7 @@ class Lab:
             "--kill-child=SIGKILL", "--propagation", "private", "--",
             "/bin/sh", "-c", NODE_INIT, "flatnet-node", node, ndir,
         ]
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(  # pylint: disable=consider-using-with
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd="/", env=CLEAN_ENV, start_new_session=True, close_fds=True,
-            )
+        proc = spawn(argv, log_path, env=CLEAN_ENV)
         write_text(os.path.join(ndir, "unshare.pid"), f"{proc.pid}\n")
         deadline = time.monotonic() + BOOT_TIMEOUT
         pid = None
@@ -881,14 +884,12 @@ class Lab:
         write_text(script, agent_source())
         log_path = os.path.join(odir, "log")
         python = sys.executable or "/usr/bin/python3"
-        with open(log_path, "wb") as log:
-            # ip netns exec execs the agent: the PID is the agent's own.
-            proc = subprocess.Popen(  # pylint: disable=consider-using-with
-                [self.ipr.ip, "netns", "exec", self.outns, python, script, "--name", "outside",
-                 "--http-port", str(AGENT_TCP_PORT), "--udp-port", str(AGENT_UDP_PORT)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd="/", env=CLEAN_ENV, start_new_session=True, close_fds=True,
-            )
+        # ip netns exec execs the agent: the PID is the agent's own.
+        proc = spawn(
+            [self.ipr.ip, "netns", "exec", self.outns, python, script, "--name", "outside",
+             "--http-port", str(AGENT_TCP_PORT), "--udp-port", str(AGENT_UDP_PORT)],
+            log_path, env=CLEAN_ENV, mode="wb",
+        )
         write_text(pidfile, f"{proc.pid}\n")
         deadline = time.monotonic() + BOOT_TIMEOUT
         while time.monotonic() < deadline:

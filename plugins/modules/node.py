@@ -1,5 +1,6 @@
 #!/usr/bin/python
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Copyright: flatnet.cluster contributors
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  state_dir:
+    description: Directory of the state files under which the collection records what it made (tests only).
+    type: path
+    default: /var/lib/flatnet
 attributes:
   check_mode:
     support: full

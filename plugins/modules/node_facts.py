@@ -1,5 +1,6 @@
 #!/usr/bin/python
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Copyright: flatnet.cluster contributors
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ options:
   underlay_ip:
     description: The underlay address; the interface holding it is the underlay interface.
     type: str
+  state_dir:
+    description: Directory of the state files under which the collection records what it made (tests only).
+    type: path
+    default: /var/lib/flatnet
 attributes:
   check_mode:
     support: full
@@ -159,7 +164,7 @@ def read_recorded(state_dir):
     if node.get("pod_cidrs"):
         recorded["pod_cidrs"] = list(node["pod_cidrs"])
     pod_ips = {
-        name: [str(ip).split("/")[0] for ip in (rec or {}).get("ips", [])]
+        name: [str(ip).split("/", maxsplit=1)[0] for ip in (rec or {}).get("ips", [])]
         for name, rec in (pods.get("pods") or {}).items()
     }
     if pod_ips:

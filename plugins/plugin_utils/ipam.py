@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Address planning for flatnet.cluster (controller side, pure functions).
 
 Everything here is deterministic: the same input always gives the same plan.
@@ -14,7 +15,14 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 
-from netaddr import AddrFormatError, IPAddress, IPNetwork
+try:
+    from netaddr import AddrFormatError, IPAddress, IPNetwork
+except ImportError as _exc:  # netaddr is a controller requirement; say so when it is missing
+    NETADDR_IMPORT_ERROR: ImportError | None = _exc
+    AddrFormatError = ValueError
+    IPAddress = IPNetwork = None
+else:
+    NETADDR_IMPORT_ERROR = None
 
 DEFAULT_CLUSTER_CIDR = "10.244.0.0/16"
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
@@ -38,6 +46,16 @@ class PlanError(Exception):
     """A planning problem; ``str(err)`` is the one message for the user."""
 
 
+def require_netaddr() -> None:
+    """Raise PlanError when the netaddr package is not installed on the controller."""
+    if NETADDR_IMPORT_ERROR is not None:
+        raise PlanError(
+            "flatnet.cluster plans addresses with the Python package netaddr, which is not installed "
+            f"for the Python that runs Ansible on the controller ({NETADDR_IMPORT_ERROR}); "
+            "install it with: pip install netaddr"
+        )
+
+
 # --------------------------------------------------------------------------- parsing
 
 
@@ -53,6 +71,7 @@ def _as_list(value) -> list:
 
 def parse_network(value, what: str) -> IPNetwork:
     """Parse a CIDR that must be a network (not a host address inside one)."""
+    require_netaddr()
     if not isinstance(value, str) or "/" not in value:
         raise PlanError(
             f"{what} {value!r} is not a CIDR; write a network with a prefix length, "
@@ -71,6 +90,7 @@ def parse_network(value, what: str) -> IPNetwork:
 
 def parse_address(value, what: str) -> IPAddress:
     """Parse a bare IP address (a trailing /prefix is refused here)."""
+    require_netaddr()
     if not isinstance(value, str) or "/" in value:
         raise PlanError(f"{what} {value!r} is not an IP address; write e.g. 10.244.0.9")
     try:
@@ -119,6 +139,7 @@ def vtep_mac(underlay_ip) -> str:
     ``0e:`` + the first 5 bytes of sha256("flatnet-vtep:" + underlay_ip); the address is
     normalised first, so ``2001:DB8::1`` and ``2001:db8::1`` give the same MAC.
     """
+    require_netaddr()
     ip = str(parse_address(str(underlay_ip), "underlay IP"))
     digest = hashlib.sha256(f"flatnet-vtep:{ip}".encode()).digest()
     return ":".join(["0e"] + [f"{b:02x}" for b in digest[:5]])
@@ -133,6 +154,7 @@ def _reserved_offsets(net: IPNetwork) -> set[int]:
 
 
 def usable_pod_count(cidr) -> int:
+    require_netaddr()
     net = IPNetwork(str(cidr)).cidr
     return max(0, net.size - len(_reserved_offsets(net)))
 
@@ -325,6 +347,7 @@ def node_cidrs(
     ``existing`` ({node: cidr or [cidrs]}) are kept as they are; ``pins`` ({node: cidr or
     [cidrs]}) win over them; ``reserved`` are ranges the cluster CIDR must not overlap.
     """
+    require_netaddr()
     clusters = parse_cluster_cidrs(cluster_cidr)
     prefixes = {4: prefix, 6: prefix_v6}
     _check_prefixes(clusters, prefixes)
@@ -392,7 +415,7 @@ def _assign_pod_ips(
             what = f"ip of pod {pod} on {node}"
             text = raw
             if isinstance(raw, str) and "/" in raw:
-                addr_text, _, plen = raw.partition("/")
+                addr_text, plen = raw.split("/", 1)
                 fam_block = None
                 try:
                     fam_block = by_family.get(IPAddress(addr_text).version)
@@ -484,6 +507,7 @@ def pod_ips(node_cidr, pods, existing=None, pins=None) -> dict[str, list[str]]:
     ``pods`` is a list of pod names; ``existing`` and ``pins`` map pod name to an address
     or a list of addresses (one per family). Existing addresses are kept when still valid.
     """
+    require_netaddr()
     blocks = _by_family([parse_network(c, "node pod CIDR") for c in _as_list(node_cidr)], "node pod CIDR")
     if not blocks:
         raise PlanError("node pod CIDR is empty; pass the node's block, e.g. 10.244.0.0/24")
@@ -576,6 +600,7 @@ def build_plan(
     ``nodes``: {name: {underlay, recorded, pod_cidr, pods}}; ``cached``: an earlier plan
     (or None); ``inventory_nodes``: every node of the cluster, in or out of this play.
     """
+    require_netaddr()
     vxlan_out = _check_backend(backend, vxlan)
     clusters = parse_cluster_cidrs(cluster_cidr)
     prefixes = {4: node_prefix, 6: node_prefix_v6}

@@ -30,4 +30,3 @@ def _collection_root():
 _root = _collection_root()
 if _root not in sys.path:
     sys.path.insert(0, _root)
-

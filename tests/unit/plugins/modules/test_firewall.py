@@ -137,9 +137,13 @@ def test_forward_drop_chains_of_other_tables_only():
 
 
 # --- the module, with nft answering from the recordings -----------------------------------
+# table=None means "no flatnet table", so the default needs its own marker.
+_RECORDED = object()
+
+
 class FakeNft:
-    def __init__(self, table=LIVE, chains=None):
-        self.table = table
+    def __init__(self, table=_RECORDED, chains=None):
+        self.table = copy.deepcopy(LIVE) if table is _RECORDED else table
         self.chains = chains or {"nftables": []}
         self.writes = []
 
@@ -173,7 +177,9 @@ def run_module(args, nft, record=None, check_mode=False, nft_path="/usr/sbin/nft
     return save
 
 
-def recorded_for(args, table=LIVE):
+def recorded_for(args, table=None):
+    if table is None:
+        table = copy.deepcopy(LIVE)
     definition = nftables.render(args["cluster_cidrs"], args["masquerade"], args["vxlan_port"])
     return {"desired": nftables.digest(definition), "live": nftables.digest(nftables.canonical(table))}
 

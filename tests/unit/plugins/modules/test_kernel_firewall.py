@@ -31,7 +31,7 @@ ARGS = {"cluster_cidrs": ["10.244.0.0/16"], "masquerade": True, "vxlan_port": 84
 
 def sh(*argv, check=True, input=None):
     proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, input=input,
-                          env=dict(os.environ, LC_ALL="C"))
+                          env=dict(os.environ, LC_ALL="C"), check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"{argv} failed: {proc.stderr}{proc.stdout}")
     return proc
@@ -58,7 +58,7 @@ class Lab:
             sh("ip", "-n", self.ns[peer], "addr", "add", peer_ip, "dev", "eth0")
             sh("ip", "-n", self.ns[peer], "link", "set", "eth0", "up")
             if peer != "out":
-                sh("ip", "-n", self.ns[peer], "route", "add", "default", "via", node_ip.split("/")[0])
+                sh("ip", "-n", self.ns[peer], "route", "add", "default", "via", node_ip.split("/", 1)[0])
         sh("ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         # Observers: who arrives at pod2 and outside, and which VXLAN packets pass the node's input.
         self.nft("pod2", "add table ip obs; add chain ip obs in { type filter hook input priority 0; }; "
@@ -98,7 +98,7 @@ class Lab:
         proc = subprocess.run(
             ["ip", "netns", "exec", self.ns["node"], sys.executable, "-m", MODULE],
             input=json.dumps({"ANSIBLE_MODULE_ARGS": args}), capture_output=True, text=True,
-            env=dict(os.environ, PYTHONPATH=COLLECTION_ROOT, LC_ALL="C"),
+            env=dict(os.environ, PYTHONPATH=COLLECTION_ROOT, LC_ALL="C"), check=False,
         )
         try:
             return json.loads(proc.stdout)

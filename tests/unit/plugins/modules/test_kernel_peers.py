@@ -39,7 +39,7 @@ GHOST = {"name": "ghost", "mode": "vxlan", "underlay_ip": "192.168.50.14", "pod_
 
 def sh(*argv, check=True, input=None):
     proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, input=input,
-                          env=dict(os.environ, LC_ALL="C"))
+                          env=dict(os.environ, LC_ALL="C"), check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"{argv} failed: {proc.stderr}{proc.stdout}")
     return proc
@@ -92,7 +92,7 @@ class Lab:
         proc = subprocess.run(
             ["ip", "netns", "exec", self.ns[name], sys.executable, "-m", MODULE],
             input=json.dumps({"ANSIBLE_MODULE_ARGS": args}), capture_output=True, text=True,
-            env=dict(os.environ, PYTHONPATH=COLLECTION_ROOT, LC_ALL="C"),
+            env=dict(os.environ, PYTHONPATH=COLLECTION_ROOT, LC_ALL="C"), check=False,
         )
         try:
             return json.loads(proc.stdout)

@@ -60,7 +60,7 @@ class Node:
 
     def sh(self, argv, pid=None, check=True, data=None):
         cmd = ["nsenter", "-t", str(pid or self.pid), "-n", "-m", "-p", "--"] + argv
-        res = subprocess.run(cmd, input=data, capture_output=True, text=True, timeout=120)
+        res = subprocess.run(cmd, input=data, capture_output=True, text=True, timeout=120, check=False)
         if check and res.returncode != 0:
             raise AssertionError(f"{argv} failed: {res.stderr}")
         return res
@@ -80,7 +80,7 @@ class Node:
                f"ansible_collections.flatnet.cluster.plugins.modules.{name}"]
         start = time.monotonic()
         res = subprocess.run(cmd, input=json.dumps({"ANSIBLE_MODULE_ARGS": args}), env=env,
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=120, check=False)
         elapsed = time.monotonic() - start
         result = json.loads(res.stdout.strip().splitlines()[-1])
         result["_elapsed"] = elapsed

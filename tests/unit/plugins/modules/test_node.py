@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from ansible_collections.flatnet.cluster.plugins.modules import node as m
@@ -15,7 +17,15 @@ FWD = {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "0",
        "net.ipv4.conf.all.rp_filter": "2"}
 
 
-def present(link=BR, addrs=ADDRS, want=ADDRS, now=FWD, accept_ra=None):
+# link=None means "no bridge", so the default needs its own marker.
+_RECORDED = object()
+
+
+def present(link=_RECORDED, addrs=None, want=None, now=None, accept_ra=None):
+    link = copy.deepcopy(BR) if link is _RECORDED else link
+    addrs = copy.deepcopy(ADDRS) if addrs is None else addrs
+    want = copy.deepcopy(ADDRS) if want is None else want
+    now = copy.deepcopy(FWD) if now is None else now
     return m.plan_present("cni0", want, 1450, link, addrs, accept_ra, now,
                           m.wanted_sysctls(False, now))
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from unittest import mock
 
@@ -42,12 +43,18 @@ NEIGH = [{"dst": "10.244.2.0", "lladdr": "0e:aa:00:00:00:13", "state": ["PERMANE
 FDB = [{"mac": "0e:aa:00:00:00:13", "dst": "192.168.60.13", "flags": ["self"], "state": "permanent"}]
 
 
-def current(routes=ROUTES_V4, link=LINK, addrs=ADDRS, neigh=NEIGH, fdb=FDB):
+def current(routes=None, link=None, addrs=None, neigh=None, fdb=None):
+    routes = copy.deepcopy(ROUTES_V4) if routes is None else routes
+    link = copy.deepcopy(LINK) if link is None else link
+    addrs = copy.deepcopy(ADDRS) if addrs is None else addrs
+    neigh = copy.deepcopy(NEIGH) if neigh is None else neigh
+    fdb = copy.deepcopy(FDB) if fdb is None else fdb
     return (pr.parse_routes(routes), pr.parse_device(link), pr.parse_addrs(addrs),
             pr.parse_neigh(neigh), pr.parse_fdb(fdb))
 
 
-def plan(peers, cur=None, vxlan=VXLAN):
+def plan(peers, cur=None, vxlan=None):
+    vxlan = copy.deepcopy(VXLAN) if vxlan is None else vxlan
     desired = pr.desired_state(peers, "eth0", vxlan)
     routes, link, addrs, neigh, fdb = cur or current()
     return pr.plan_present(desired, routes, link, addrs, neigh, fdb)
@@ -167,7 +174,7 @@ def test_device_not_ours_is_refused_and_never_deleted():
         plan([NODE2, NODE3], cur=current(link=link))
     assert plan([NODE2], cur=current(link=link, neigh=[], fdb=[], addrs=[])).actions == [
         "delete route 10.244.2.0/24 via 10.244.2.0 dev flatnet.1 onlink"]
-    routes, dev, *_ = current(link=link)
+    routes, dev = current(link=link)[:2]
     absent = pr.plan_absent(routes, dev)
     assert absent.ip_post == [] and "delete vxlan device flatnet.1" not in absent.actions
 
@@ -185,7 +192,7 @@ def test_duplicate_pod_cidr_is_refused():
 
 
 def test_absent_deletes_all_our_routes_and_the_device():
-    routes, dev, *_ = current()
+    routes, dev = current()[:2]
     p = pr.plan_absent(routes, dev)
     assert p.actions == ["delete route 10.244.1.0/24 via 192.168.50.12 dev eth0",
                          "delete route 10.244.2.0/24 via 10.244.2.0 dev flatnet.1 onlink",
@@ -260,8 +267,14 @@ def test_render_is_stable_for_diff():
 
 
 # --- the module, with run_command answering from the recordings ---------------------------
+# link=None means "no vxlan device", so the default needs its own marker.
+_RECORDED = object()
+
+
 class FakeKernel:
-    def __init__(self, routes4=ROUTES_V4, link=LINK):
+    def __init__(self, routes4=None, link=_RECORDED):
+        routes4 = copy.deepcopy(ROUTES_V4) if routes4 is None else routes4
+        link = copy.deepcopy(LINK) if link is _RECORDED else link
         self.outputs = {
             ("ip", "-json", "-4", "route", "show", "table", "main"): routes4,
             ("ip", "-json", "-6", "route", "show", "table", "main"): [],

@@ -248,7 +248,7 @@ def test_diff_text_equal_when_in_sync():
 def test_pod_mac_is_stable_local_unicast():
     mac = m.pod_mac("web")
     assert mac == m.pod_mac("web") != m.pod_mac("web2")
-    assert int(mac.split(":")[0], 16) & 0b11 == 0b10
+    assert int(mac.split(":", 1)[0], 16) & 0b11 == 0b10
 
 
 def test_wrong_mac_is_repaired():

@@ -104,7 +104,7 @@ def test_plan_mtu_and_egress():
 def test_plan_identity_carries_the_mtu_only_with_the_mtu_check():
     ident = [p for p in probe.plan_probes(params(mtu=1450)) if p["check"] == "identity"]
     assert {p["mtu"] for p in ident} == {1450}
-    ident = [p for p in probe.plan_probes(params(mtu=1450, checks=["identity"]))]
+    ident = list(probe.plan_probes(params(mtu=1450, checks=["identity"])))
     assert {p["mtu"] for p in ident} == {None}
 
 

@@ -35,7 +35,7 @@ def _python(version):
             continue
         try:
             out = subprocess.run([candidate, "-c", "import sys; print(sys.executable)"], capture_output=True,
-                                 text=True, timeout=20)
+                                 text=True, timeout=20, check=False)
         except (OSError, subprocess.SubprocessError):
             continue
         if out.returncode == 0 and out.stdout.strip():
@@ -121,7 +121,7 @@ def run_playbook(tmp, name, plays, inventory, extra=(), python=HOST_PYTHON):
                ANSIBLE_HOME=str(tmp / ".ansible"), ANSIBLE_LOCAL_TEMP=str(tmp / ".ansible" / "tmp"),
                ANSIBLE_PYTHON_INTERPRETER=python)
     proc = subprocess.run([PLAYBOOK_BIN, "-i", str(inv), str(book), *extra], env=env, capture_output=True,
-                          text=True, timeout=240)
+                          text=True, timeout=240, check=False)
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -132,8 +132,10 @@ def run_tasks(tmp, name, tasks, python=HOST_PYTHON):
     for i, t in enumerate(tasks):
         body.append(dict(t, register=f"_r{i}", ignore_errors=True))
     mapping = "{" + ", ".join(f"{json.dumps(t['name'])}: _r{i}" for i, t in enumerate(tasks)) + "}"
-    body.append({"name": "save", "ansible.builtin.copy": {"content": "{{ " + mapping + " | to_json }}",
-                                                           "dest": str(out_file)}})
+    body.append({"name": "save", "ansible.builtin.copy": {
+        "content": "{{ " + mapping + " | to_json }}",
+        "dest": str(out_file),
+    }})
     rc, text = run_playbook(tmp, name, [dict(hosts="localhost", gather_facts=False, tasks=body)],
                             "localhost ansible_connection=local\n", python=python)
     if not out_file.exists():
@@ -191,15 +193,17 @@ def test_probe_agents_lifecycle_through_ansiballz(lab, python):
     assert res["stop"]["changed"] is True and res["stop"]["agents"] == {}
     assert res["stop again"]["changed"] is False
     for pid in restarted["agents"].values():
-        assert not os.path.exists(f"/proc/{pid}/cmdline") or b"agent.py" not in open(f"/proc/{pid}/cmdline",
-                                                                                        "rb").read()
+        assert not os.path.exists(f"/proc/{pid}/cmdline") or b"agent.py" not in open(
+            f"/proc/{pid}/cmdline", "rb").read()
     assert not os.path.exists(run_dir)
 
 
 def test_probe_agents_fails_for_a_missing_pod(lab):
     res = run_tasks(lab["tmp"], "missing", [
-        {"name": "start", "flatnet.cluster.probe_agents": {"pods": [f"{lab['tag']}-nope"],
-                                                            "run_dir": str(lab["tmp"] / "probe")}}])["start"]
+        {"name": "start", "flatnet.cluster.probe_agents": {
+            "pods": [f"{lab['tag']}-nope"],
+            "run_dir": str(lab["tmp"] / "probe"),
+        }}])["start"]
     assert res["failed"] is True
     assert f"{lab['tag']}-nope" in res["msg"]
 
@@ -245,8 +249,10 @@ def test_verify_role_on_two_local_nodes(lab):
 
     # Break the network: the far pod's address goes away; the role must fail and name the pair.
     ip("-n", b, "addr", "del", lab["pods"][b][0], "dev", "eth0")
-    rc, out = run_playbook(lab["tmp"], "verify", book, inventory, ["-e", f"@{lab['tmp'] / 'vars.json'}",
-                                                                     "-e", "flatnet_verify_timeout=0.5"])
+    rc, out = run_playbook(lab["tmp"], "verify", book, inventory, [
+        "-e", f"@{lab['tmp'] / 'vars.json'}",
+        "-e", "flatnet_verify_timeout=0.5",
+    ])
     assert rc != 0, out[-6000:]
     assert "required checks failed" in out
     report = json.loads((lab["tmp"] / "report.json").read_text())

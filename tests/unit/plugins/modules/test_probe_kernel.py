@@ -166,8 +166,8 @@ def test_full_run_in_parallel_threads(lab):
         out = ip("-n", pod, "-json", "addr", "show", "dev", "eth0").stdout
         import json
         link = json.loads(out)[0]
-        return "UP" in link["flags"], [f"{x['local']}/{x['prefixlen']}" for x in link["addr_info"]
-                                        if x["scope"] == "global"], link["mtu"]
+        addrs = [f"{x['local']}/{x['prefixlen']}" for x in link["addr_info"] if x["scope"] == "global"]
+        return "UP" in link["flags"], addrs, link["mtu"]
 
     started = time.monotonic()
     results = probe.run_probes(probe.plan_probes(p), p, read_addrs, workers=8)

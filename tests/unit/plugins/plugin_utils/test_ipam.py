@@ -543,7 +543,7 @@ def v4_setup(draw):
         return str(IPNetwork(f"{IPAddress(draw(st.integers(0, 2**32 - 1)), 4)}/{p}").cidr)
 
     service = rand_net()
-    reserved = [rand_net() for _ in range(draw(st.integers(0, 2)))]
+    reserved = [rand_net() for _unused in range(draw(st.integers(0, 2)))]
     names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=8, unique=True))
     pods = {n: draw(st.integers(0, 3)) for n in names}
     return cluster, node_prefix, service, reserved, names, pods
