@@ -279,8 +279,7 @@ echo ready > ready
 cd /
 # PID 1 of the node inherits every orphan (workloads, sshd sessions): with SIGCHLD
 # ignored the kernel reaps them, so they do not linger as zombies.
-trap '' CHLD
-exec sleep infinity
+exec env --ignore-signal=CHLD sleep infinity
 """
 
 
