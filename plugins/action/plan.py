@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 from ansible.plugins.action import ActionBase
+
+from ansible_collections.flatnet.cluster.plugins.module_utils.state import write_atomic
 
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import (
     BACKENDS,
@@ -67,26 +68,7 @@ def read_plan_file(path: str | None) -> dict | None:
 
 def write_plan_file(path: str, plan: dict) -> bool:
     """Write the plan atomically; return whether the file content changed."""
-    text = json.dumps(plan, indent=2, sort_keys=True) + "\n"
-    try:
-        with open(path, encoding="utf-8") as handle:
-            if handle.read() == text:
-                return False
-    except OSError:
-        pass
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".flatnet-plan-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return True
+    return write_atomic(path, json.dumps(plan, indent=2, sort_keys=True) + "\n")
 
 
 def _plain(value):

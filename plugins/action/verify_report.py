@@ -8,11 +8,10 @@ the report itself is built by the pure functions of plugins/plugin_utils/report.
 
 from __future__ import annotations
 
-import os
-import tempfile
 
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.flatnet.cluster.plugins.module_utils.state import write_atomic
 from ansible_collections.flatnet.cluster.plugins.plugin_utils import report as rpt
 
 ARGUMENT_SPEC = {
@@ -31,25 +30,7 @@ ARGUMENT_SPEC = {
 
 def _write(path, text):
     """Write atomically; True when the content changed."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            if f.read() == text:
-                return False
-    except OSError:
-        pass
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".flatnet-report-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return True
+    return write_atomic(path, text)
 
 
 def collect(args, task_vars):

@@ -26,20 +26,34 @@ def load(path, default=None):
 
 
 def save(path, data):
-    """Write JSON atomically (temp file + rename), so an interrupted run never leaves half a record."""
-    directory = os.path.dirname(path)
+    """Write JSON atomically, so an interrupted run never leaves half a record."""
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_atomic(path, text):
+    """Write ``text`` to ``path`` through a temp file and a rename; True when the content changed.
+
+    Also used on the controller (the plan file, verification reports).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".flatnet-", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return True
 
 
 def remove(path):
