@@ -75,8 +75,17 @@ def _state(pid):
 
 
 def _same_argv(cmdline, argv):
+    """Whether a process command line is the recorded command.
+
+    The command may sit behind an interpreter (a script's shebang puts it in front), and its
+    program name may have been resolved to a full path on the way (PATH lookup by a wrapper
+    such as a pyenv shim re-execs ``python3`` as ``/root/.pyenv/.../bin/python3``).
+    """
     argv = list(argv)
-    return cmdline == argv or (len(cmdline) > len(argv) and cmdline[-len(argv):] == argv)
+    if not argv or len(cmdline) < len(argv):
+        return False
+    tail = cmdline[len(cmdline) - len(argv):]
+    return tail[1:] == argv[1:] and os.path.basename(tail[0]) == os.path.basename(argv[0])
 
 
 def ns_inode_of(pid):

@@ -36,3 +36,17 @@ def test_running_in_and_stop_check_the_recorded_process():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_command_line_matching_survives_path_resolution_and_interpreters():
+    argv = ["python3", "-m", "http.server", "8080"]
+    assert workload._same_argv(list(argv), argv)
+    # A wrapper (a pyenv shim) re-execs the program by its full path.
+    assert workload._same_argv(["/root/.pyenv/versions/3.11.7/bin/python3", "-m", "http.server", "8080"], argv)
+    # A script started through its shebang gets the interpreter in front.
+    assert workload._same_argv(["/usr/bin/python3", "./serve.py", "--port", "1"], ["./serve.py", "--port", "1"])
+    # Anything else is another process.
+    assert not workload._same_argv(["python3", "-m", "http.server", "8081"], argv)
+    assert not workload._same_argv(["/usr/bin/perl", "-m", "http.server", "8080"], argv)
+    assert not workload._same_argv(["8080"], argv)
+    assert not workload._same_argv(["python3"], [])
