@@ -16,7 +16,10 @@ description:
     an IPv6 address. The MTU is set explicitly, since a bridge otherwise follows its smallest port.
   - Sets C(net.ipv4.ip_forward=1), C(net.ipv6.conf.all.forwarding=1) when O(ipv6), and
     C(net.ipv4.conf.all.rp_filter=2) (loose) when it is V(1) (strict drops asymmetric pod
-    traffic). The original values are recorded in C(/var/lib/flatnet/node.json) on first change.
+    traffic). Raises the neighbour table limits C(net.ipv4.neigh.default.gc_thresh1/2/3) (and
+    IPv6's) to 8192/32768/65536 where they are lower, since every pod's neighbour entries count
+    against one table per kernel. The original values are recorded in
+    C(/var/lib/flatnet/node.json) on first change.
   - Records the bridge, its addresses and O(pod_cidrs) in C(node.json); the planner reads the pod
     CIDRs back through M(flatnet.cluster.node_facts).
   - A bridge of that name without the C(flatnet) ifalias is adopted only when it carries no
@@ -129,6 +132,12 @@ def normalise_addresses(addresses):
     return result
 
 
+# Every pod and the bridge keep neighbour entries, all counted in one kernel table; the
+# default limit (gc_thresh3 = 1024) overflows with a few hundred pods and pod traffic then
+# fails. Raised, never lowered; these sysctls only exist in a host's initial namespace.
+NEIGH_THRESH = {"gc_thresh1": 8192, "gc_thresh2": 32768, "gc_thresh3": 65536}
+
+
 def wanted_sysctls(ipv6, current):
     """Sysctl name -> value wanted, given the current values (``rp_filter`` only from 1)."""
     want = {"net.ipv4.ip_forward": "1"}
@@ -136,6 +145,12 @@ def wanted_sysctls(ipv6, current):
         want["net.ipv6.conf.all.forwarding"] = "1"
     if current.get("net.ipv4.conf.all.rp_filter") == "1":
         want["net.ipv4.conf.all.rp_filter"] = "2"
+    for family in ("ipv4", "ipv6") if ipv6 else ("ipv4",):
+        for key, value in NEIGH_THRESH.items():
+            name = f"net.{family}.neigh.default.{key}"
+            now = current.get(name)
+            if now is not None and now.isdigit() and int(now) < value:
+                want[name] = str(value)
     return want
 
 
@@ -220,7 +235,9 @@ def plan_restore(record, sysctls_now):
     return writes
 
 
-MANAGED = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv4.conf.all.rp_filter")
+MANAGED = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv4.conf.all.rp_filter") + tuple(
+    f"net.{family}.neigh.default.{key}" for family in ("ipv4", "ipv6") for key in NEIGH_THRESH
+)
 
 
 def describe(bridge, link, addrs, mtu_up, sysctls):

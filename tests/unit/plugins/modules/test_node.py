@@ -99,3 +99,19 @@ def test_record_keeps_first_original_and_restore_only_our_value():
 def test_address_without_prefix_refused():
     with pytest.raises(m.NodeError, match="prefix"):
         m.normalise_addresses(["10.244.0.1"])
+
+
+def test_neighbour_limits_are_raised_never_lowered_and_only_where_they_exist():
+    current = {
+        "net.ipv4.ip_forward": "1",
+        "net.ipv4.neigh.default.gc_thresh1": "128",
+        "net.ipv4.neigh.default.gc_thresh2": "512",
+        "net.ipv4.neigh.default.gc_thresh3": "100000",
+        # IPv6 limits absent: a child network namespace has none.
+    }
+    want = m.wanted_sysctls(True, current)
+    assert want["net.ipv4.neigh.default.gc_thresh1"] == "8192"
+    assert want["net.ipv4.neigh.default.gc_thresh2"] == "32768"
+    assert "net.ipv4.neigh.default.gc_thresh3" not in want
+    assert not any(name.startswith("net.ipv6.neigh") for name in want)
+    assert m.wanted_sysctls(False, {"net.ipv4.ip_forward": "0"}) == {"net.ipv4.ip_forward": "1"}
