@@ -15,6 +15,11 @@ import tempfile
 STATE_DIR = "/var/lib/flatnet"
 
 
+def state_dir_spec():
+    """Argument spec of the ``state_dir`` option (documented by the ``flatnet.cluster.state_dir`` fragment)."""
+    return {"type": "path", "default": STATE_DIR}
+
+
 def load(path, default=None):
     """Decoded JSON of ``path``; ``default`` (an empty dict) when it is missing or unreadable."""
     try:

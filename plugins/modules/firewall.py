@@ -51,10 +51,8 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  state_dir:
-    description: Directory of the state files (tests only).
-    type: path
-    default: /var/lib/flatnet
+extends_documentation_fragment:
+  - flatnet.cluster.state_dir
 attributes:
   check_mode:
     support: full
@@ -161,7 +159,7 @@ def main():
             peer_underlay_ips=dict(type="list", elements="str", default=[]),
             bridge=dict(type="str"),
             state=dict(type="str", choices=["present", "absent"], default="present"),
-            state_dir=dict(type="path", default=flatnet_state.STATE_DIR),
+            state_dir=flatnet_state.state_dir_spec(),
         ),
         required_if=[("state", "present", ["cluster_cidrs"])],
         supports_check_mode=True,

@@ -54,10 +54,8 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  state_dir:
-    description: Directory of the state files under which the collection records what it made (tests only).
-    type: path
-    default: /var/lib/flatnet
+extends_documentation_fragment:
+  - flatnet.cluster.state_dir
 attributes:
   check_mode:
     support: full
@@ -251,6 +249,16 @@ def describe(bridge, link, addrs, mtu_up, sysctls):
     return "\n".join(lines) + "\n"
 
 
+def apply(module, ip, lines, writes, actions):
+    """Run the bridge changes in one ``ip -batch``, then write the sysctls."""
+    try:
+        ip.batch(lines)
+        for name, value in writes.items():
+            write_sysctl(name, value)
+    except (IPError, OSError) as exc:
+        module.fail_json(msg=str(exc), actions=actions)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -260,7 +268,7 @@ def main():
             ipv6=dict(type="bool"),
             pod_cidrs=dict(type="list", elements="str", default=[]),
             state=dict(type="str", choices=["present", "absent"], default="present"),
-            state_dir=dict(type="path", default=state_file.STATE_DIR),
+            state_dir=state_file.state_dir_spec(),
         ),
         supports_check_mode=True,
     )
@@ -301,12 +309,7 @@ def main():
             result["diff"] = {"before": before_text, "after": after_text}
         if module.check_mode or not actions:
             module.exit_json(**result)
-        try:
-            ip.batch(lines)
-            for name, value in writes.items():
-                write_sysctl(name, value)
-        except (IPError, OSError) as exc:
-            module.fail_json(msg=str(exc), actions=actions)
+        apply(module, ip, lines, writes, actions)
         state_file.remove(node_path)
         state_file.remove_dir_if_empty(p["state_dir"])
         module.exit_json(**result)
@@ -337,12 +340,7 @@ def main():
             bridge, True, addresses, f"mtu {p['mtu']}; up", result["sysctls"])}
     if module.check_mode or not actions:
         module.exit_json(**result)
-    try:
-        ip.batch(lines)
-        for name, value in writes.items():
-            write_sysctl(name, value)
-    except (IPError, OSError) as exc:
-        module.fail_json(msg=str(exc), actions=actions)
+    apply(module, ip, lines, writes, actions)
     state_file.save(node_path, new_record)
     module.exit_json(**result)
 

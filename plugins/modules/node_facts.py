@@ -25,10 +25,8 @@ options:
   underlay_ip:
     description: The underlay address; the interface holding it is the underlay interface.
     type: str
-  state_dir:
-    description: Directory of the state files under which the collection records what it made (tests only).
-    type: path
-    default: /var/lib/flatnet
+extends_documentation_fragment:
+  - flatnet.cluster.state_dir
 attributes:
   check_mode:
     support: full
@@ -200,7 +198,7 @@ def main():
         argument_spec=dict(
             underlay_interface=dict(type="str"),
             underlay_ip=dict(type="str"),
-            state_dir=dict(type="path", default=state_file.STATE_DIR),
+            state_dir=state_file.state_dir_spec(),
         ),
         supports_check_mode=True,
     )

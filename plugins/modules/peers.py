@@ -105,10 +105,8 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  state_dir:
-    description: Directory of the state files (tests only).
-    type: path
-    default: /var/lib/flatnet
+extends_documentation_fragment:
+  - flatnet.cluster.state_dir
 attributes:
   check_mode:
     support: full
@@ -267,7 +265,7 @@ def main():
             peers=dict(type="list", elements="dict", options=PEER_SPEC, default=[]),
             vxlan=dict(type="dict", options=VXLAN_SPEC, default={}),
             state=dict(type="str", choices=["present", "absent"], default="present"),
-            state_dir=dict(type="path", default=flatnet_state.STATE_DIR),
+            state_dir=flatnet_state.state_dir_spec(),
         ),
         supports_check_mode=True,
     )

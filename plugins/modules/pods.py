@@ -70,10 +70,8 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  state_dir:
-    description: Directory of the state files under which the collection records what it made (tests only).
-    type: path
-    default: /var/lib/flatnet
+extends_documentation_fragment:
+  - flatnet.cluster.state_dir
 attributes:
   check_mode:
     support: full
@@ -609,7 +607,7 @@ def main():
             )),
             prune=dict(type="bool", default=True),
             state=dict(type="str", choices=["present", "absent"], default="present"),
-            state_dir=dict(type="path", default=state_file.STATE_DIR),
+            state_dir=state_file.state_dir_spec(),
         ),
         supports_check_mode=True,
     )
