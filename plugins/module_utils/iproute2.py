@@ -11,6 +11,7 @@ reconcile costs a handful of processes, whatever the number of pods or peers.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 
@@ -28,6 +29,19 @@ NETNS_DIR = "/run/netns"
 def veth_name(pod):
     """Host end of a pod's veth: ``veth`` + 8 hex characters of the pod name's digest."""
     return "veth" + hashlib.sha256(pod.encode("utf-8")).hexdigest()[:8]
+
+
+def bridge_mac(bridge, gateways):
+    """The node bridge's MAC, derived from its name and lowest gateway address (locally
+    administered, unicast), or None without a gateway. A bridge left to pick its own MAC
+    takes its lowest port's, which changes as pods come and go; the pods' static
+    neighbour entries for the gateway need one that never does."""
+    ips = sorted((ipaddress.ip_interface(str(g)).ip for g in gateways or []),
+                 key=lambda a: (a.version, a))
+    if not ips:
+        return None
+    digest = hashlib.sha256(f"flatnet-bridge:{bridge}:{ips[0]}".encode("utf-8")).digest()
+    return "0a:" + ":".join(f"{b:02x}" for b in digest[:5])
 
 
 class IPError(Exception):

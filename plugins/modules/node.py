@@ -14,6 +14,10 @@ description:
   - Makes the node bridge (ifalias C(flatnet)) with exactly the gateway addresses
     O(addresses) as its global addresses, the MTU O(mtu), up, and C(accept_ra=0) when it has
     an IPv6 address. The MTU is set explicitly, since a bridge otherwise follows its smallest port.
+  - Gives the bridge a fixed MAC derived from its name and lowest gateway address (locally
+    administered), since a bridge otherwise takes its lowest port's MAC, which changes as pods
+    come and go; M(flatnet.cluster.pods) points the pods' static neighbour entries for the
+    gateway at it.
   - Sets C(net.ipv4.ip_forward=1), C(net.ipv6.conf.all.forwarding=1) when O(ipv6), and
     C(net.ipv4.conf.all.rp_filter=2) (loose) when it is V(1) (strict drops asymmetric pod
     traffic). Raises the neighbour table limits C(net.ipv4.neigh.default.gc_thresh1/2/3) (and
@@ -107,6 +111,7 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
     ALIAS,
     IPError,
     IPRoute2,
+    bridge_mac,
     global_addrs,
     is_up,
     read_sysctl,
@@ -158,6 +163,7 @@ def plan_present(bridge, addresses, mtu, link, link_addrs, accept_ra, sysctls_no
     Returns (batch lines, sysctl writes {name: value}, actions)."""
     lines, writes, actions = [], {}, []
     v6 = any(ipaddress.ip_interface(a).version == 6 for a in addresses)
+    mac = bridge_mac(bridge, addresses)
 
     def add_addr(addr):
         extra = ["nodad"] if ipaddress.ip_interface(addr).version == 6 else []
@@ -166,7 +172,8 @@ def plan_present(bridge, addresses, mtu, link, link_addrs, accept_ra, sysctls_no
 
     if link is None:
         actions.append(f"add bridge {bridge} mtu {mtu}")
-        lines.append(["link", "add", bridge, "mtu", mtu, "type", "bridge"])
+        lines.append(["link", "add", bridge] + (["address", mac] if mac else [])
+                     + ["mtu", mtu, "type", "bridge"])
         lines.append(["link", "set", bridge, "alias", ALIAS])
         for addr in addresses:
             add_addr(addr)
@@ -189,6 +196,9 @@ def plan_present(bridge, addresses, mtu, link, link_addrs, accept_ra, sysctls_no
                 )
             lines.append(["link", "set", bridge, "alias", ALIAS])
             actions.append(f"adopt bridge {bridge} (set ifalias {ALIAS})")
+        if mac and link.get("address") != mac:
+            lines.append(["link", "set", bridge, "address", mac])
+            actions.append(f"{bridge}: set MAC {mac} (was {link.get('address')})")
         if link.get("mtu") != mtu:
             lines.append(["link", "set", bridge, "mtu", mtu])
             actions.append(f"{bridge}: set mtu {mtu} (was {link.get('mtu')})")
@@ -288,7 +298,8 @@ def main():
         ipaddress.ip_interface(a).version == 6 for a in addresses)
     sysctls_now = {name: read_sysctl(name) for name in MANAGED}
     before_text = describe(bridge, link, addrs,
-                           f"mtu {link.get('mtu')}; {'up' if is_up(link) else 'down'}" if link else "",
+                           f"mac {link.get('address')}; mtu {link.get('mtu')}; "
+                           f"{'up' if is_up(link) else 'down'}" if link else "",
                            {k: v for k, v in sysctls_now.items() if v is not None})
 
     if p["state"] == "absent":
@@ -337,7 +348,8 @@ def main():
                   sysctls={k: v for k, v in after.items() if v is not None})
     if module._diff:
         result["diff"] = {"before": before_text, "after": describe(
-            bridge, True, addresses, f"mtu {p['mtu']}; up", result["sysctls"])}
+            bridge, True, addresses, f"mac {bridge_mac(bridge, addresses)}; mtu {p['mtu']}; up",
+            result["sysctls"])}
     if module.check_mode or not actions:
         module.exit_json(**result)
     apply(module, ip, lines, writes, actions)

@@ -17,8 +17,15 @@ description:
     end of a veth pair) with the pod addresses and a default route via the node gateway. The host
     end of the veth is called C(veth) + 8 hex characters of the pod name's SHA-256, carries the
     ifalias C(flatnet pod <name>) and is a port of the node bridge.
+  - Each pod gets a static (permanent) neighbour entry for its gateway, pointing at the bridge's
+    MAC, and the bridge one for each pod address, pointing at the pod's C(eth0) MAC (derived from
+    the pod name), marked with protocol 157. Nobody ARPs on the pod network, and since permanent
+    entries do not count against the kernel's neighbour table limit (C(gc_thresh3)), hundreds of
+    pods per node do not overflow it. The bridge needs a fixed MAC, which M(flatnet.cluster.node)
+    gives it.
   - Drift is repaired, namely a missing or dead namespace, a missing veth, a wrong or extra address, a
-    wrong MTU, a veth outside the bridge or down, a missing default route, a dead workload.
+    wrong MTU, a veth outside the bridge or down, a missing default route or static neighbour
+    entry, a dead workload.
   - Only namespaces recorded in C(/var/lib/flatnet/pods.json), or whose veth carries the
     C(flatnet pod <name>) marker, are ever changed or deleted. A declared pod whose name is
     taken by a foreign namespace or link is an error.
@@ -135,6 +142,7 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
     IPRoute2,
     POD_ALIAS_PREFIX,
     RT_PROTO,
+    bridge_mac,
     global_addrs,
     is_up,
     netns_inode,
@@ -264,6 +272,13 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
         steps["errors"].append(
             f"bridge {bridge} does not exist on this node: run flatnet.cluster.node first"
         )
+    # Static neighbour entries both ways (pod -> gateway, bridge -> pod): no pod ARPs for its
+    # gateway and the node never ARPs for its pods. Permanent entries do not count against
+    # the kernel's neighbour table limit (gc_thresh3), which a node with hundreds of pods, or
+    # a lab whose namespaces all share one kernel, otherwise overflows.
+    br_mac = (links.get(bridge) or {}).get("address") or bridge_mac(bridge, gateways.values())
+    want_neigh = {}  # pod IP -> (pod MAC, pod name)
+    fresh = set()  # pods added in this run: their neighbour entries need no action line of their own
 
     # Pods that go: recorded but no longer declared.
     for name in sorted(rec_pods):
@@ -305,6 +320,10 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
                 f"'{_pod_alias(name)}'; it is not ours: delete it or rename the pod"
             )
             continue
+        for addr in want["ips"]:
+            want_neigh[str(ipaddress.ip_interface(addr).ip)] = (pod_mac(name), name)
+        if rec is None and ino in ("missing", None):
+            fresh.add(name)
         if rec is None and ino not in ("missing", None):
             steps["adopt"].append(name)
             act(f"adopt pod {name} (marked veth found, no record)")
@@ -355,9 +374,13 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
             lines.append(["link", "set", "lo", "up"])
             if pod_links:
                 act(f"{name}: set lo up")
+        # A new eth0, or a new MAC on it, starts with no neighbour entries.
+        pod_neigh = {} if create_veth else {
+            n.get("dst"): n for n in pod.get("neigh") or [] if n.get("dev") == "eth0"}
         if eth0.get("address") != pod_mac(name):
             lines.append(["link", "set", "eth0", "address", pod_mac(name)])
             act(f"{name}: set eth0 address {pod_mac(name)}")
+            pod_neigh = {}
         if eth0.get("mtu") != mtu:
             lines.append(["link", "set", "eth0", "mtu", mtu])
             act(f"{name}: set eth0 mtu {mtu} (was {eth0.get('mtu')})")
@@ -389,6 +412,17 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
                               "proto", RT_PROTO])
                 if not create_veth:
                     act(f"{name}: set default route via {gw}")
+        want_gws = {gateways[fam] for fam in {family_of(a) for a in want["ips"]} if fam in gateways}
+        for gw in sorted(want_gws):
+            if (pod_neigh.get(gw) or {}).get("lladdr") != br_mac:
+                lines.append(["neigh", "replace", gw, "lladdr", br_mac, "dev", "eth0",
+                              "nud", "permanent", "proto", RT_PROTO])
+                if not create_veth:
+                    act(f"{name}: set static neighbour {gw} lladdr {br_mac}")
+        for dst, entry in sorted(pod_neigh.items()):
+            if dst not in want_gws and entry.get("protocol") == str(RT_PROTO):
+                lines.append(["neigh", "del", dst, "dev", "eth0"])
+                act(f"{name}: remove static neighbour {dst}")
         if lines:
             steps["pod"][name] = lines
 
@@ -408,6 +442,22 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
             steps["start"].append(name)
             act(f"{name}: start workload {' '.join(argv)}"
                 + ("" if rec is None or not rec_argv or running else " (was dead)"))
+
+    if not prune:
+        for name, rec in rec_pods.items():
+            for addr in rec.get("ips") or [] if name not in desired else []:
+                want_neigh.setdefault(str(ipaddress.ip_interface(addr).ip), (pod_mac(name), name))
+    have = observed.get("bridge_neigh") or {}
+    for addr, (mac, name) in sorted(want_neigh.items()):
+        if (have.get(addr) or {}).get("lladdr") != mac:
+            steps["node"].append(["neigh", "replace", addr, "lladdr", mac, "dev", bridge,
+                                  "nud", "permanent", "proto", RT_PROTO])
+            if name not in fresh:
+                act(f"{name}: set static neighbour {addr} lladdr {mac} on {bridge}")
+    for addr, entry in sorted(have.items()):
+        if addr not in want_neigh and entry.get("protocol") == str(RT_PROTO):
+            steps["node"].append(["neigh", "del", addr, "dev", bridge])
+            act(f"remove static neighbour {addr} from {bridge}")
     return steps
 
 
@@ -420,6 +470,7 @@ def needs_change(steps):
 
 def describe_observed(names, observed, record, bridge):
     lines = []
+    br_mac = (observed["links"].get(bridge) or {}).get("address")
     for name in sorted(names):
         ino = observed["netns"].get(name, "missing")
         if ino == "missing":
@@ -442,6 +493,13 @@ def describe_observed(names, observed, record, bridge):
         gws = sorted(r.get("gateway") for routes in pod.get("routes", {}).values()
                      for r in routes or [] if r.get("dst") == "default" and r.get("gateway"))
         parts.append(f"gateway {','.join(gws) or '-'}")
+        have = {(n.get("dst"), n.get("lladdr")) for n in pod.get("neigh") or [] if n.get("dev") == "eth0"}
+        missing = [gw for gw in gws if (gw, br_mac) not in have]
+        bridge_neigh = observed.get("bridge_neigh") or {}
+        missing += [f"{ip.split('/')[0]} on {bridge}" for ip in sorted(global_addrs(eth0 or {}))
+                    if (bridge_neigh.get(ip.split("/")[0]) or {}).get("lladdr") != pod_mac(name)]
+        if missing:
+            parts.append(f"static neighbours missing: {', '.join(missing)}")
         rec = record.get("pods", {}).get(name) or {}
         if rec.get("command"):
             alive = observed["workloads"].get(name)
@@ -473,15 +531,20 @@ def read_netns(ip):
     return {name: netns_inode(name) for name in ip.netns_list()}
 
 
-def observe(ip, desired, record):
+def observe(ip, desired, record, bridge):
     """Read the node once: namespaces, node links, then every relevant pod concurrently
     (one ``ip -n POD -json -batch`` each, plus one ``-6`` route read for IPv6 pods)."""
-    observed = {"netns": read_netns(ip), "links": ip.links(), "pods": {}, "workloads": {}}
+    observed = {"netns": read_netns(ip), "links": ip.links(), "pods": {}, "workloads": {},
+                "bridge_neigh": {}}
+    if bridge in observed["links"]:
+        observed["bridge_neigh"] = {
+            n["dst"]: n for n in ip.json(["neigh", "show", "dev", bridge, "nud", "permanent"])}
     jobs = {}
     for name in sorted(set(desired) | set(record.get("pods", {}))):
         if observed["netns"].get(name) is None:
             continue
-        jobs[(name, 4)] = ([["addr", "show"], ["route", "show", "default"]], name, None, True)
+        jobs[(name, 4)] = ([["addr", "show"], ["route", "show", "default"],
+                            ["neigh", "show", "nud", "permanent"]], name, None, True)
         if any(family_of(a) == 6 for a in desired.get(name, {}).get("ips", [])):
             jobs[(name, 6)] = ([["route", "show", "default"]], name, 6, True)
     try:
@@ -501,6 +564,7 @@ def observe(ip, desired, record):
         if fam == 4:
             pod["links"] = {link["ifname"]: link for link in docs[0]}
             pod["routes"][4] = docs[1]
+            pod["neigh"] = docs[2]
         else:
             pod["routes"][6] = docs[0]
     for name, rec in record.get("pods", {}).items():
@@ -627,7 +691,7 @@ def main():
     record = state_file.load(pods_path)
     record.setdefault("pods", {})
     try:
-        observed = observe(ip, desired, record)
+        observed = observe(ip, desired, record, p["bridge"])
     except IPError as exc:
         module.fail_json(msg=str(exc))
     steps = plan(desired, observed, record, p["bridge"], p["mtu"], gateways, prune=p["prune"])

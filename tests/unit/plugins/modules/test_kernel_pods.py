@@ -20,7 +20,9 @@ import time
 import pytest
 
 import ansible_collections.flatnet.cluster.plugins.modules.pods as pods_module
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import veth_name
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import bridge_mac, veth_name
+
+pods_mac = pods_module.pod_mac
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"),
@@ -245,6 +247,39 @@ def test_pods_three_runs_drift_prune_and_absent(node):
         for name, addr in ((names[1], "10.77.0.2"), (names[0], "10.77.0.5"), (names[3], "fd00:77::3")):
             assert node.ping(name, addr), (what, name, addr)
         return r
+
+    # static neighbour entries both ways, so nobody ARPs on the pod network
+    mac = node.ipj("link", "show", node.bridge)[0]["address"]
+    assert mac == bridge_mac(node.bridge, ["10.77.0.1/24"])
+
+    def static_neighbours():
+        pod_side = {name: sorted((n["dst"], n["lladdr"]) for n in node.ipj(
+            "-n", name, "neigh", "show", "nud", "permanent")) for name in names}
+        bridge_side = sorted((n["dst"], n["lladdr"]) for n in node.ipj(
+            "neigh", "show", "dev", node.bridge, "nud", "permanent"))
+        return pod_side, bridge_side
+
+    assert static_neighbours() == (
+        {name: [("10.77.0.1", mac), ("fd00:77::1", mac)] for name in names},
+        sorted((ip.split("/")[0], pods_mac(p["name"])) for p in pods for ip in p["ips"]))
+    learned = [n for n in node.ipj("neigh", "show", "dev", node.bridge)
+               if "PERMANENT" not in n.get("state", []) and n["dst"].startswith(("10.77.", "fd00:77:"))]
+    assert learned == [], f"the node learned pod neighbours by ARP/ND: {learned}"
+
+    # deleted static neighbour entries
+    node.ip("-n", names[0], "neigh", "del", "10.77.0.1", "dev", "eth0")
+    node.ip("neigh", "del", "fd00:77::3", "dev", node.bridge)
+    r = repaired("deleted static neighbours")
+    assert f"{names[0]}: set static neighbour 10.77.0.1 lladdr {mac}" in r["actions"]
+    assert f"{names[1]}: set static neighbour fd00:77::3 lladdr {pods_mac(names[1])} on {node.bridge}" \
+        in r["actions"]
+
+    # a bridge MAC changed by hand (which also flushes the bridge's neighbour entries)
+    node.ip("link", "set", node.bridge, "address", "02:00:00:00:77:01")
+    assert node.module("node", node_args(node))["changed"]
+    r = repaired("bridge MAC changed")
+    assert static_neighbours()[1] == sorted(
+        (ip.split("/")[0], pods_mac(p["name"])) for p in pods for ip in p["ips"])
 
     # a deleted veth
     node.ip("link", "del", veth_name(names[1]))

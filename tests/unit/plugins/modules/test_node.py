@@ -7,10 +7,12 @@ import copy
 
 import pytest
 
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import bridge_mac
 from ansible_collections.flatnet.cluster.plugins.modules import node as m
 
+MAC = bridge_mac("cni0", ["10.244.0.1/24"])
 BR = {"ifindex": 4, "ifname": "cni0", "flags": ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"],
-      "mtu": 1450, "operstate": "UNKNOWN", "ifalias": "flatnet",
+      "mtu": 1450, "address": MAC, "operstate": "UNKNOWN", "ifalias": "flatnet",
       "linkinfo": {"info_kind": "bridge", "info_data": {"stp_state": 0}}}
 ADDRS = ["10.244.0.1/24"]
 FWD = {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "0",
@@ -36,7 +38,7 @@ def test_in_sync_no_action():
 
 def test_create_bridge():
     lines, writes, actions = present(link=None, addrs=[], now=dict(FWD, **{"net.ipv4.ip_forward": "0"}))
-    assert lines == [["link", "add", "cni0", "mtu", 1450, "type", "bridge"],
+    assert lines == [["link", "add", "cni0", "address", MAC, "mtu", 1450, "type", "bridge"],
                      ["link", "set", "cni0", "alias", "flatnet"],
                      ["addr", "add", "10.244.0.1/24", "dev", "cni0"],
                      ["link", "set", "cni0", "up"]]
@@ -60,6 +62,18 @@ def test_drift_down_mtu_extra_address():
     assert lines == [["link", "set", "cni0", "mtu", 1450],
                      ["addr", "del", "10.244.9.1/24", "dev", "cni0"],
                      ["link", "set", "cni0", "up"]]
+
+
+def test_bridge_mac_is_fixed_and_derived():
+    # A bridge left alone takes its lowest port's MAC; the pods' static gateway entries
+    # need one that does not move, and the same one after the bridge is rebuilt.
+    assert MAC == bridge_mac("cni0", ["10.244.0.1"]) and MAC.startswith("0a:")
+    assert bridge_mac("cni0", ["fd00:10::1/64", "10.244.0.1/24"]) == MAC
+    assert bridge_mac("cni0", ["10.244.1.1/24"]) != MAC
+    assert bridge_mac("cni0", []) is None
+    lines, _w, actions = present(link=dict(BR, address="ce:11:22:33:44:55"))
+    assert lines == [["link", "set", "cni0", "address", MAC]]
+    assert actions == [f"cni0: set MAC {MAC} (was ce:11:22:33:44:55)"]
 
 
 def test_foreign_bridge_with_other_address_refused():

@@ -7,11 +7,12 @@ import copy
 
 import pytest
 
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import veth_name
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import bridge_mac, veth_name
 from ansible_collections.flatnet.cluster.plugins.modules import pods as m
 
+BR_MAC = bridge_mac("cni0", ["10.244.0.1/24"])
 BRIDGE = {"ifindex": 2, "ifname": "cni0", "flags": ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"],
-          "mtu": 1450, "ifalias": "flatnet", "linkinfo": {"info_kind": "bridge"}}
+          "mtu": 1450, "address": BR_MAC, "ifalias": "flatnet", "linkinfo": {"info_kind": "bridge"}}
 VETH = veth_name("web")
 # Recorded from `ip -json -details link show` on the node and `ip -n web -json addr show`.
 HOST = {"ifindex": 7, "link_index": 2, "ifname": VETH, "flags": ["BROADCAST", "MULTICAST", "UP",
@@ -26,6 +27,11 @@ POD_LINKS = [
                    {"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "link"}]},
 ]
 ROUTES4 = [{"dst": "default", "gateway": "10.244.0.1", "dev": "eth0", "protocol": "157", "flags": []}]
+# `ip -n web -json neigh show nud permanent` and `ip -json neigh show dev cni0 nud permanent`.
+POD_NEIGH = [{"dst": "10.244.0.1", "dev": "eth0", "lladdr": BR_MAC, "state": ["PERMANENT"],
+              "protocol": "157"}]
+BRIDGE_NEIGH = {"10.244.0.2": {"dst": "10.244.0.2", "lladdr": m.pod_mac("web"),
+                               "state": ["PERMANENT"], "protocol": "157"}}
 GW = {4: "10.244.0.1"}
 WANT = {"web": {"ips": ["10.244.0.2/24"], "argv": None}}
 RECORD = {"pods": {"web": {"ips": ["10.244.0.2/24"], "veth": VETH, "command": None, "pid": None,
@@ -37,8 +43,10 @@ def observed_in_sync():
         "netns": {"web": 4026532613},
         "links": {"cni0": copy.deepcopy(BRIDGE), VETH: copy.deepcopy(HOST)},
         "pods": {"web": {"links": {l["ifname"]: copy.deepcopy(l) for l in POD_LINKS},
-                         "routes": {4: copy.deepcopy(ROUTES4)}}},
+                         "routes": {4: copy.deepcopy(ROUTES4)},
+                         "neigh": copy.deepcopy(POD_NEIGH)}},
         "workloads": {"web": False},
+        "bridge_neigh": copy.deepcopy(BRIDGE_NEIGH),
     }
 
 
@@ -76,8 +84,12 @@ def test_new_pod_from_nothing():
         ["addr", "add", "10.244.0.2/24", "dev", "eth0"],
         ["link", "set", "eth0", "up"],
         ["route", "replace", "default", "via", "10.244.0.1", "dev", "eth0", "proto", 157],
+        ["neigh", "replace", "10.244.0.1", "lladdr", BR_MAC, "dev", "eth0", "nud", "permanent",
+         "proto", 157],
     ]
-    assert "add pod web" in steps["actions"]
+    assert steps["node"][-1] == ["neigh", "replace", "10.244.0.2", "lladdr", m.pod_mac("web"),
+                                 "dev", "cni0", "nud", "permanent", "proto", 157]
+    assert steps["actions"] == ["add pod web", "web: add address 10.244.0.2/24"]
 
 
 def test_dual_stack_pod_uses_nodad_and_both_routes():
@@ -254,4 +266,68 @@ def test_pod_mac_is_stable_local_unicast():
 def test_wrong_mac_is_repaired():
     obs = observed_in_sync()
     obs["pods"]["web"]["links"]["eth0"]["address"] = "02:00:00:00:00:01"
-    assert run(obs)["pod"]["web"] == [["link", "set", "eth0", "address", m.pod_mac("web")]]
+    # A new MAC flushes eth0's neighbour entries, permanent ones too: set the gateway's again.
+    assert run(obs)["pod"]["web"] == [
+        ["link", "set", "eth0", "address", m.pod_mac("web")],
+        ["neigh", "replace", "10.244.0.1", "lladdr", BR_MAC, "dev", "eth0", "nud", "permanent",
+         "proto", 157]]
+
+
+def test_missing_or_wrong_static_neighbours_are_repaired():
+    obs = observed_in_sync()
+    obs["pods"]["web"]["neigh"] = []
+    obs["bridge_neigh"]["10.244.0.2"]["lladdr"] = "02:00:00:00:00:09"
+    steps = run(obs)
+    assert steps["pod"]["web"] == [["neigh", "replace", "10.244.0.1", "lladdr", BR_MAC, "dev",
+                                    "eth0", "nud", "permanent", "proto", 157]]
+    assert steps["node"] == [["neigh", "replace", "10.244.0.2", "lladdr", m.pod_mac("web"), "dev",
+                              "cni0", "nud", "permanent", "proto", 157]]
+    assert steps["actions"] == [
+        f"web: set static neighbour 10.244.0.1 lladdr {BR_MAC}",
+        f"web: set static neighbour 10.244.0.2 lladdr {m.pod_mac('web')} on cni0"]
+
+
+def test_gateway_entry_follows_the_bridge_mac_it_sees():
+    obs = observed_in_sync()
+    obs["links"]["cni0"]["address"] = "0a:00:00:00:00:01"
+    assert run(obs)["pod"]["web"] == [["neigh", "replace", "10.244.0.1", "lladdr",
+                                       "0a:00:00:00:00:01", "dev", "eth0", "nud", "permanent",
+                                       "proto", 157]]
+
+
+def test_only_our_stale_neighbour_entries_are_removed():
+    obs = observed_in_sync()
+    ours = {"lladdr": "0a:00:00:00:00:02", "state": ["PERMANENT"], "protocol": "157"}
+    obs["bridge_neigh"]["10.244.0.7"] = dict(ours, dst="10.244.0.7")
+    obs["bridge_neigh"]["10.244.0.8"] = {"dst": "10.244.0.8", "lladdr": "0a:00:00:00:00:03",
+                                         "state": ["PERMANENT"]}
+    obs["pods"]["web"]["neigh"].append(dict(ours, dst="10.244.0.254", dev="eth0"))
+    obs["pods"]["web"]["neigh"].append({"dst": "10.244.0.253", "dev": "eth0",
+                                        "lladdr": "0a:00:00:00:00:04", "state": ["PERMANENT"]})
+    steps = run(obs)
+    assert steps["node"] == [["neigh", "del", "10.244.0.7", "dev", "cni0"]]
+    assert steps["pod"]["web"] == [["neigh", "del", "10.244.0.254", "dev", "eth0"]]
+    assert sorted(steps["actions"]) == ["remove static neighbour 10.244.0.7 from cni0",
+                                        "web: remove static neighbour 10.244.0.254"]
+
+
+def test_removed_pod_loses_its_bridge_entry_unless_not_pruned():
+    obs = observed_in_sync()
+    assert ["neigh", "del", "10.244.0.2", "dev", "cni0"] in run(obs, desired={})["node"]
+    assert run(observed_in_sync(), desired={}, prune=False)["node"] == []
+
+
+def test_dual_stack_static_neighbours():
+    obs = {"netns": {}, "links": {"cni0": BRIDGE}, "pods": {}, "workloads": {}}
+    steps = m.plan({"web": {"ips": ["10.244.0.2/24", "fd00:10::2/64"], "argv": None}}, obs,
+                   {"pods": {}}, "cni0", 1450, {4: "10.244.0.1", 6: "fd00:10::1"})
+    assert ["neigh", "replace", "fd00:10::1", "lladdr", BR_MAC, "dev", "eth0", "nud",
+            "permanent", "proto", 157] in steps["pod"]["web"]
+    assert ["neigh", "replace", "fd00:10::2", "lladdr", m.pod_mac("web"), "dev", "cni0", "nud",
+            "permanent", "proto", 157] in steps["node"]
+
+
+def test_no_bridge_yet_uses_the_mac_the_node_module_will_give_it():
+    obs = {"netns": {}, "links": {}, "pods": {}, "workloads": {}}
+    steps = run(obs, record={"pods": {}})
+    assert steps["pod"]["web"][-1][3:5] == ["lladdr", BR_MAC]
