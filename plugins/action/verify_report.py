@@ -18,6 +18,7 @@ ARGUMENT_SPEC = {
     "results": {"type": "raw"},
     "hosts": {"type": "list", "elements": "str"},
     "results_var": {"type": "str", "default": "flatnet_probe_results"},
+    "table_fulls_var": {"type": "str", "default": "flatnet_probe_neighbour_table_fulls"},
     "required_checks": {"type": "list", "elements": "str"},
     "plan": {"type": "dict"},
     "bridge": {"type": "str", "default": "cni0"},
@@ -34,11 +35,14 @@ def _write(path, text):
 
 
 def collect(args, task_vars):
-    """The results to report on: the ``results`` option, else each host's ``results_var``."""
-    if args.get("results") is not None:
-        return args["results"], []
+    """The results to report on: the ``results`` option, else each host's ``results_var``;
+    and each host's ``table_fulls_var`` where set."""
     hostvars = task_vars.get("hostvars", {})
     hosts = args.get("hosts") or task_vars.get("ansible_play_hosts") or []
+    table_fulls = {host: hostvars.get(host, {}).get(args["table_fulls_var"]) for host in hosts}
+    table_fulls = {host: value for host, value in table_fulls.items() if isinstance(value, dict)}
+    if args.get("results") is not None:
+        return args["results"], [], table_fulls
     results, missing = [], []
     for host in hosts:
         value = hostvars.get(host, {}).get(args["results_var"])
@@ -46,7 +50,7 @@ def collect(args, task_vars):
             missing.append(host)
         else:
             results.append(value)
-    return results, missing
+    return results, missing, table_fulls
 
 
 class ActionModule(ActionBase):
@@ -62,9 +66,10 @@ class ActionModule(ActionBase):
         if unknown:
             known = ", ".join(rpt.CHECKS)
             return dict(result, failed=True, msg=f"unknown checks in required_checks: {', '.join(unknown)}; known: {known}")
-        raw, missing = collect(args, task_vars)
+        raw, missing, table_fulls = collect(args, task_vars)
         try:
-            report = rpt.build(raw, args.get("required_checks"), args.get("plan"), args["bridge"])
+            report = rpt.build(raw, args.get("required_checks"), args.get("plan"), args["bridge"],
+                               table_fulls)
         except rpt.ReportError as exc:
             return dict(result, failed=True, msg=f"cannot read the probe results: {exc}")
         report["nodes_without_results"] = missing
@@ -85,6 +90,7 @@ class ActionModule(ActionBase):
             matrix=report["matrix"],
             failures=report["failures"],
             nodes_without_results=missing,
+            neighbour_overflow=report["neighbour_overflow"],
             report_text=text,
             report_lines=text.splitlines(),
             msg=text,

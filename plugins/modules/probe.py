@@ -230,6 +230,16 @@ summary:
   returned: always
   type: dict
   sample: {total: 12, failed: 0}
+neighbour_table_fulls:
+  description:
+    - How many new neighbour (ARP, ND) entries the kernel refused while the probes ran, because
+      its neighbour table was full (C(table_fulls) of C(/proc/net/stat/arp_cache) and
+      C(ndisc_cache)), per family; a family whose counters cannot be read is left out.
+    - Non-zero means timeouts may come from the table, not from the network. The table is one
+      per kernel, so every lab node on the same machine sees the same count.
+  returned: always
+  type: dict
+  sample: {ipv4: 0, ipv6: 0}
 """
 
 import concurrent.futures
@@ -677,6 +687,20 @@ def compare_addrs(want, have):
     return missing, extra
 
 
+def neighbour_table_fulls(stat_dir="/proc/net/stat"):
+    """``{4: n, 6: n}``: new neighbour entries the kernel refused so far (summed over CPUs)."""
+    counts = {}
+    for family, name in ((4, "arp_cache"), (6, "ndisc_cache")):
+        try:
+            with open(os.path.join(stat_dir, name), encoding="ascii") as f:
+                rows = [line.split() for line in f if line.strip()]
+            col = rows[0].index("table_fulls")
+            counts[family] = sum(int(row[col], 16) for row in rows[1:])
+        except (OSError, ValueError, IndexError):
+            continue
+    return counts
+
+
 def run_probes(probes, params, read_addrs=None, workers=32):
     results = [None] * len(probes)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -731,9 +755,13 @@ def main():
         probes = plan_probes(module.params)
     except (ValueError, KeyError) as e:
         module.fail_json(msg=f"cannot plan the probes: {e}")
+    fulls_before = neighbour_table_fulls()
     results = run_probes(probes, module.params, read_addrs, module.params["workers"])
+    fulls_after = neighbour_table_fulls()
     failed = sum(1 for r in results if not r["ok"])
-    module.exit_json(changed=False, results=results, summary={"total": len(results), "failed": failed})
+    module.exit_json(changed=False, results=results, summary={"total": len(results), "failed": failed},
+                     neighbour_table_fulls={f"ipv{fam}": fulls_after[fam] - fulls_before[fam]
+                                            for fam in sorted(fulls_after) if fam in fulls_before})
 
 
 if __name__ == "__main__":

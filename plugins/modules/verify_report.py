@@ -35,6 +35,14 @@ options:
     description: Host variable that holds a node's probe results.
     type: str
     default: flatnet_probe_results
+  table_fulls_var:
+    description:
+      - Host variable that holds the RV(flatnet.cluster.probe#module:neighbour_table_fulls) of a
+        node's probe run, read for every host in O(hosts) that has it.
+      - When a kernel refused neighbour entries during the probes, the report says so first,
+        with the fix, since its timeouts may come from a full neighbour table, not from the network.
+    type: str
+    default: flatnet_probe_neighbour_table_fulls
   required_checks:
     description:
       - Checks whose failure fails the task; the others are reported as not required.
@@ -122,6 +130,13 @@ failures:
   returned: always
   type: list
   elements: dict
+neighbour_overflow:
+  description:
+    - Null, or the largest number of neighbour entries per family that a node's kernel refused
+      during the probes (C(refused)) and the nodes that saw any (C(nodes)).
+  returned: always
+  type: dict
+  sample: {refused: {ipv4: 1360}, nodes: [node1, node2]}
 nodes_without_results:
   description: Hosts of O(hosts) that had no O(results_var).
   returned: when O(results) is omitted

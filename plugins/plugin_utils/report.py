@@ -181,8 +181,33 @@ def diagnose(r, plan=None, bridge="cni0"):
     return (r.get("error") or reason, [])
 
 
-def build(results, required_checks=None, plan=None, bridge="cni0"):
-    """The report as a JSON-able dict."""
+def neighbour_overflow(table_fulls):
+    """``{node: {"ipv4": n, "ipv6": n}}`` from the probe runs -> the worst count per family and
+    the nodes that saw one, or None. Max, not sum: lab nodes share one kernel and one table."""
+    worst, nodes = {}, []
+    for node, counts in sorted((table_fulls or {}).items()):
+        hit = False
+        for family, count in (counts or {}).items():
+            if isinstance(count, int) and count > 0:
+                worst[family] = max(worst.get(family, 0), count)
+                hit = True
+        if hit:
+            nodes.append(node)
+    return dict(refused=dict(sorted(worst.items())), nodes=nodes) if nodes else None
+
+
+OVERFLOW_ADVICE = (
+    "the kernel's neighbour table was full while probing, so it refused {what} on {nodes}; "
+    "probes then time out whatever the network does. Raise the limits on those hosts: "
+    "sysctl -w net.ipv4.neigh.default.gc_thresh3=65536 (and gc_thresh1/2, the net.ipv6 ones too). "
+    "flatnet.cluster.node raises them on real hosts; in the lab every node shares the one "
+    "table of the machine it runs on, whose limits only the machine's own root can raise"
+)
+
+
+def build(results, required_checks=None, plan=None, bridge="cni0", table_fulls=None):
+    """The report as a JSON-able dict. ``table_fulls``: each node's refused neighbour entries
+    during its probes (the probe module's ``neighbour_table_fulls``)."""
     results = flatten(results)
     required = set(CHECKS if required_checks is None else required_checks)
     by_check = {}
@@ -212,6 +237,7 @@ def build(results, required_checks=None, plan=None, bridge="cni0"):
         "matrix": matrix,
         "failures": failures,
         "results": results,
+        "neighbour_overflow": neighbour_overflow(table_fulls),
     }
 
 
@@ -225,6 +251,11 @@ def render_text(report, max_failures=50):
     optional = s["failed"] - s["failed_required"]
     lines = [f"flatnet verification: {'PASS' if report['ok'] else 'FAIL'} - {s['passed']}/{s['total']} checks "
              f"passed, {s['failed']} failed" + (f" ({optional} of them in checks not required)" if optional else "")]
+    overflow = report.get("neighbour_overflow")
+    if overflow:
+        what = " and ".join(f"{n} new {fam.replace('ipv', 'IPv')} neighbour entries"
+                            for fam, n in overflow["refused"].items())
+        lines.append("WARNING: " + OVERFLOW_ADVICE.format(what=what, nodes=", ".join(overflow["nodes"])))
     lines.append("")
     lines.append("by check:")
     for name, c in report["by_check"].items():

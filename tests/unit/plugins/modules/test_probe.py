@@ -169,3 +169,16 @@ def test_missing_namespace_is_a_result_not_a_crash():
     assert r["ok"] is False and r["reason"] == "error" and "no network namespace" in r["error"]
     assert set(r) == {"check", "proto", "src_node", "src", "src_ip", "dst_node", "dst", "dst_ip",
                       "ok", "reason", "seen", "expected", "error"}
+
+
+def test_neighbour_table_fulls_sums_the_cpus(tmp_path):
+    header = ("entries  allocs   destroys hash_grows lookups  hits     res_failed rcv_probes_mcast "
+              "rcv_probes_ucast periodic_gc_runs forced_gc_runs unresolved_discards table_fulls\n")
+    (tmp_path / "arp_cache").write_text(
+        header + "00000005 0000000a 00000001 00000000 00000010 00000008 00000000 00000000 00000000 "
+                 "00000000 00000002 00000000 00000010\n"
+               + "00000005 0000000a 00000001 00000000 00000010 00000008 00000000 00000000 00000000 "
+                 "00000000 00000002 00000000 00000001\n")
+    (tmp_path / "ndisc_cache").write_text("garbage\n")
+    assert probe.neighbour_table_fulls(str(tmp_path)) == {4: 17}
+    assert probe.neighbour_table_fulls(str(tmp_path / "missing")) == {}

@@ -182,3 +182,23 @@ def test_empty_results_report_is_not_ok_by_itself_but_builds():
     report = rpt.build([])
     assert report["summary"]["total"] == 0 and report["ok"] is True
     assert rpt.render_text(report).startswith("flatnet verification: PASS - 0/0")
+
+
+def test_neighbour_overflow_is_reported_first_with_the_fix():
+    results = [res(ok=False), res()]
+    fulls = {"node1": {"ipv4": 1360, "ipv6": 0}, "node2": {"ipv4": 1200}, "node3": {"ipv4": 0}}
+    report = rpt.build(results, table_fulls=fulls)
+    # Max, not sum: the lab's nodes share one kernel, so each of them sees the same counter.
+    assert report["neighbour_overflow"] == {"refused": {"ipv4": 1360}, "nodes": ["node1", "node2"]}
+    lines = rpt.render_text(report).splitlines()
+    assert lines[1].startswith("WARNING: the kernel's neighbour table was full while probing")
+    assert "1360 new IPv4 neighbour entries on node1, node2" in lines[1]
+    assert "gc_thresh3" in lines[1]
+    json.loads(rpt.to_json(report))
+
+
+def test_no_overflow_no_warning():
+    for fulls in (None, {}, {"node1": {"ipv4": 0, "ipv6": 0}}, {"node1": None}):
+        report = rpt.build([res()], table_fulls=fulls)
+        assert report["neighbour_overflow"] is None
+        assert "WARNING" not in rpt.render_text(report)
