@@ -233,8 +233,8 @@ summary:
 neighbour_table_fulls:
   description:
     - How many new neighbour (ARP, ND) entries the kernel refused while the probes ran, because
-      its neighbour table was full (C(table_fulls) of C(/proc/net/stat/arp_cache) and
-      C(ndisc_cache)), per family; a family whose counters cannot be read is left out.
+      its neighbour table was full (C(table_fulls) of C(ip -s ntable show)), per family; a
+      family whose counter cannot be read is left out.
     - Non-zero means timeouts may come from the table, not from the network. The table is one
       per kernel, so every lab node on the same machine sees the same count.
   returned: always
@@ -687,17 +687,15 @@ def compare_addrs(want, have):
     return missing, extra
 
 
-def neighbour_table_fulls(stat_dir="/proc/net/stat"):
-    """``{4: n, 6: n}``: new neighbour entries the kernel refused so far (summed over CPUs)."""
+def neighbour_table_fulls(ntables):
+    """``{4: n, 6: n}``: new neighbour entries the kernel refused so far, from
+    ``ip -s -json ntable show`` (which, unlike /proc/net/stat, works in any namespace)."""
+    families = {"inet": 4, "inet6": 6}
     counts = {}
-    for family, name in ((4, "arp_cache"), (6, "ndisc_cache")):
-        try:
-            with open(os.path.join(stat_dir, name), encoding="ascii") as f:
-                rows = [line.split() for line in f if line.strip()]
-            col = rows[0].index("table_fulls")
-            counts[family] = sum(int(row[col], 16) for row in rows[1:])
-        except (OSError, ValueError, IndexError):
-            continue
+    for table in ntables or []:
+        family = families.get(table.get("family"))
+        if family and "dev" not in table and isinstance(table.get("table_fulls"), int):
+            counts[family] = table["table_fulls"]
     return counts
 
 
@@ -755,9 +753,17 @@ def main():
         probes = plan_probes(module.params)
     except (ValueError, KeyError) as e:
         module.fail_json(msg=f"cannot plan the probes: {e}")
-    fulls_before = neighbour_table_fulls()
+    def table_fulls():
+        rc, out, _err = module.run_command([ip_bin, "-s", "-json", "ntable", "show"],
+                                           environ_update={"LC_ALL": "C", "LANGUAGE": "C"})
+        try:
+            return neighbour_table_fulls(json.loads(out) if rc == 0 else [])
+        except ValueError:
+            return {}
+
+    fulls_before = table_fulls()
     results = run_probes(probes, module.params, read_addrs, module.params["workers"])
-    fulls_after = neighbour_table_fulls()
+    fulls_after = table_fulls()
     failed = sum(1 for r in results if not r["ok"])
     module.exit_json(changed=False, results=results, summary={"total": len(results), "failed": failed},
                      neighbour_table_fulls={f"ipv{fam}": fulls_after[fam] - fulls_before[fam]

@@ -171,14 +171,13 @@ def test_missing_namespace_is_a_result_not_a_crash():
                       "ok", "reason", "seen", "expected", "error"}
 
 
-def test_neighbour_table_fulls_sums_the_cpus(tmp_path):
-    header = ("entries  allocs   destroys hash_grows lookups  hits     res_failed rcv_probes_mcast "
-              "rcv_probes_ucast periodic_gc_runs forced_gc_runs unresolved_discards table_fulls\n")
-    (tmp_path / "arp_cache").write_text(
-        header + "00000005 0000000a 00000001 00000000 00000010 00000008 00000000 00000000 00000000 "
-                 "00000000 00000002 00000000 00000010\n"
-               + "00000005 0000000a 00000001 00000000 00000010 00000008 00000000 00000000 00000000 "
-                 "00000000 00000002 00000000 00000001\n")
-    (tmp_path / "ndisc_cache").write_text("garbage\n")
-    assert probe.neighbour_table_fulls(str(tmp_path)) == {4: 17}
-    assert probe.neighbour_table_fulls(str(tmp_path / "missing")) == {}
+def test_neighbour_table_fulls_from_ntable():
+    # Recorded from `ip -s -json ntable show` (trimmed): one entry per table, then one per device.
+    ntables = [
+        {"family": "inet", "name": "arp_cache", "thresh3": 1024, "entries": 0, "table_fulls": 63790},
+        {"family": "inet", "name": "arp_cache", "dev": "lo", "refcnt": 1},
+        {"family": "inet6", "name": "ndisc_cache", "thresh3": 1024, "table_fulls": 2},
+        {"family": "inet6", "name": "ndisc_cache", "dev": "eth0", "table_fulls": 99},
+    ]
+    assert probe.neighbour_table_fulls(ntables) == {4: 63790, 6: 2}
+    assert probe.neighbour_table_fulls([]) == probe.neighbour_table_fulls(None) == {}
