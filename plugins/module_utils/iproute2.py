@@ -87,14 +87,15 @@ class IPRoute2:
         argv = (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
         self.run(argv, data=text)
 
-    def json_batch(self, lines, netns=None, family=None):
+    def json_batch(self, lines, netns=None, family=None, details=False):
         """Run several ``-json`` show commands in one ``ip -batch`` process; one decoded
-        result per line, in order. ``family`` (4 or 6) applies to every line: iproute2
-        takes it only as a global option, and route dumps default to IPv4 without it."""
+        result per line, in order. ``family`` (4 or 6) and ``details`` apply to every line:
+        iproute2 takes them only as global options (route dumps default to IPv4)."""
         if not lines:
             return []
         text = "\n".join(" ".join(_quote(str(a)) for a in line) for line in lines) + "\n"
-        argv = (["-n", netns] if netns else []) + ([f"-{family}"] if family else [])
+        argv = (["-n", netns] if netns else []) + ([f"-{family}"] if family else []) + (
+            ["-details"] if details else [])
         _rc, out, _err = self.run(argv + ["-json", "-batch", "-"], data=text)
         return decode_stream(out)
 

@@ -534,11 +534,12 @@ def read_netns(ip):
 def observe(ip, desired, record, bridge):
     """Read the node once: namespaces, node links, then every relevant pod concurrently
     (one ``ip -n POD -json -batch`` each, plus one ``-6`` route read for IPv6 pods)."""
-    observed = {"netns": read_netns(ip), "links": ip.links(), "pods": {}, "workloads": {},
-                "bridge_neigh": {}}
-    if bridge in observed["links"]:
-        observed["bridge_neigh"] = {
-            n["dst"]: n for n in ip.json(["neigh", "show", "dev", bridge, "nud", "permanent"])}
+    # One process for the node's links and its permanent neighbour entries.
+    links, neigh = ip.json_batch([["link", "show"], ["neigh", "show", "nud", "permanent"]],
+                                 details=True)
+    observed = {"netns": read_netns(ip), "links": {link["ifname"]: link for link in links},
+                "pods": {}, "workloads": {},
+                "bridge_neigh": {n["dst"]: n for n in neigh if n.get("dev") == bridge}}
     jobs = {}
     for name in sorted(set(desired) | set(record.get("pods", {}))):
         if observed["netns"].get(name) is None:
