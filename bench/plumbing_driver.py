@@ -145,10 +145,19 @@ def check_gone(spec):
         raise RuntimeError(f"{len(left)} pod namespaces left after teardown")
 
 
+def fixed_bridge_mac(spec):
+    """The MAC flatnet.cluster.node gives the bridge (the pods pin their gateway to it)."""
+    sys.path.insert(0, spec["pythonpath"])
+    from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import bridge_mac
+
+    return bridge_mac(spec["bridge"], ["10.244.0.1/24"])
+
+
 def main():
     spec = json.load(sys.stdin)
     br = spec["bridge"]
-    sh(["ip", "link", "add", br, "type", "bridge"])
+    # Made as flatnet.cluster.node makes it, fixed MAC included, for every way alike.
+    sh(["ip", "link", "add", br, "address", fixed_bridge_mac(spec), "type", "bridge"])
     sh(["ip", "link", "set", br, "mtu", str(spec["mtu"]), "alias", "flatnet", "up"])
     sh(["ip", "addr", "add", "10.244.0.1/24", "dev", br])
     sh(["sysctl", "-qw", "net.ipv4.ip_forward=1"])

@@ -21,8 +21,9 @@ description:
     MAC, and the bridge one for each pod address, pointing at the pod's C(eth0) MAC (derived from
     the pod name), marked with protocol 157. Nobody ARPs on the pod network, and since permanent
     entries do not count against the kernel's neighbour table limit (C(gc_thresh3)), hundreds of
-    pods per node do not overflow it. The bridge needs a fixed MAC, which M(flatnet.cluster.node)
-    gives it.
+    pods per node do not overflow it. The gateway's entry needs the fixed bridge MAC that
+    M(flatnet.cluster.node) sets; on a bridge with another MAC the pods resolve their gateway by
+    ARP/ND, with a warning.
   - Drift is repaired, namely a missing or dead namespace, a missing veth, a wrong or extra address, a
     wrong MTU, a veth outside the bridge or down, a missing default route or static neighbour
     entry, a dead workload.
@@ -265,6 +266,7 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
         "pod": {},  # name -> lines
         "start": [],
         "adopt": [],
+        "warnings": [],
     }
     act = steps["actions"].append
 
@@ -276,7 +278,15 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
     # gateway and the node never ARPs for its pods. Permanent entries do not count against
     # the kernel's neighbour table limit (gc_thresh3), which a node with hundreds of pods, or
     # a lab whose namespaces all share one kernel, otherwise overflows.
-    br_mac = (links.get(bridge) or {}).get("address") or bridge_mac(bridge, gateways.values())
+    # The gateway's entry needs the fixed MAC that flatnet.cluster.node gives the bridge: a
+    # bridge left to itself takes its lowest port's MAC, which moves as pods come and go.
+    br_mac = bridge_mac(bridge, gateways.values())
+    if bridge in links and links[bridge].get("address") != br_mac:
+        steps["warnings"].append(
+            f"bridge {bridge} has MAC {links[bridge].get('address')}, not the fixed {br_mac} that "
+            f"flatnet.cluster.node gives it, so the pods resolve their gateway by ARP/ND; "
+            f"run flatnet.cluster.node for {bridge} to fix it")
+        br_mac = None
     want_neigh = {}  # pod IP -> (pod MAC, pod name)
     fresh = set()  # pods added in this run: their neighbour entries need no action line of their own
 
@@ -412,7 +422,8 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
                               "proto", RT_PROTO])
                 if not create_veth:
                     act(f"{name}: set default route via {gw}")
-        want_gws = {gateways[fam] for fam in {family_of(a) for a in want["ips"]} if fam in gateways}
+        want_gws = set() if br_mac is None else {
+            gateways[fam] for fam in {family_of(a) for a in want["ips"]} if fam in gateways}
         for gw in sorted(want_gws):
             if (pod_neigh.get(gw) or {}).get("lladdr") != br_mac:
                 lines.append(["neigh", "replace", gw, "lladdr", br_mac, "dev", "eth0",
@@ -468,9 +479,10 @@ def needs_change(steps):
 # --- describing (for --diff) ----------------------------------------------------
 
 
-def describe_observed(names, observed, record, bridge):
+def describe_observed(names, observed, record, bridge, gateways):
     lines = []
     br_mac = (observed["links"].get(bridge) or {}).get("address")
+    gateway_entries = br_mac == bridge_mac(bridge, gateways.values())
     for name in sorted(names):
         ino = observed["netns"].get(name, "missing")
         if ino == "missing":
@@ -494,7 +506,7 @@ def describe_observed(names, observed, record, bridge):
                      for r in routes or [] if r.get("dst") == "default" and r.get("gateway"))
         parts.append(f"gateway {','.join(gws) or '-'}")
         have = {(n.get("dst"), n.get("lladdr")) for n in pod.get("neigh") or [] if n.get("dev") == "eth0"}
-        missing = [gw for gw in gws if (gw, br_mac) not in have]
+        missing = [gw for gw in gws if gateway_entries and (gw, br_mac) not in have]
         bridge_neigh = observed.get("bridge_neigh") or {}
         missing += [f"{ip.split('/')[0]} on {bridge}" for ip in sorted(global_addrs(eth0 or {}))
                     if (bridge_neigh.get(ip.split("/")[0]) or {}).get("lladdr") != pod_mac(name)]
@@ -702,7 +714,7 @@ def main():
     errors = steps["errors"]
     if errors and not (module.check_mode and all(e.startswith("bridge ") for e in errors)):
         module.fail_json(msg="; ".join(errors), actions=steps["actions"])
-    warnings = list(errors)
+    warnings = list(errors) + steps["warnings"]
     changed = needs_change(steps)
     if absent and os.path.exists(pods_path):
         changed = True
@@ -712,7 +724,7 @@ def main():
     if module._diff:
         result["diff"] = {
             "before": describe_observed(set(desired) | set(record["pods"]), observed, record,
-                                        p["bridge"]),
+                                        p["bridge"], gateways),
             "after": describe_desired(desired, p["bridge"], p["mtu"], gateways),
         }
     if module.check_mode or not changed:

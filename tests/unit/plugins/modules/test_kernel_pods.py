@@ -347,6 +347,23 @@ def test_pods_three_runs_drift_prune_and_absent(node):
     assert "veth" not in node.ip("-br", "link")
 
 
+def test_bridge_without_fixed_mac_falls_back_to_arp(node):
+    # A bridge not made by the node module takes its lowest port's MAC, which changes as
+    # pods come and go: the pods must not pin their gateway to it.
+    node.ip("link", "add", node.bridge, "type", "bridge")
+    node.ip("addr", "add", "10.77.0.1/24", "dev", node.bridge)
+    node.ip("link", "set", node.bridge, "up")
+    pods = [dict(p, ips=p["ips"][:1]) for p in mk_pods(node, 3)]
+    args = pod_args(node, pods, gateways=["10.77.0.1"])
+    first = node.module("pods", args)
+    assert first["changed"] and "not the fixed" in json.dumps(first.get("warnings")), first
+    assert node.ping(pods[0]["name"], "10.77.0.1") and node.ping(pods[2]["name"], "10.77.0.1")
+    assert node.ipj("-n", pods[0]["name"], "neigh", "show", "nud", "permanent") == []
+    again = node.module("pods", args)
+    assert not again["changed"], again
+    assert len(node.ipj("neigh", "show", "dev", node.bridge, "nud", "permanent")) == 3
+
+
 def test_hundred_pods_timing(node):
     node.module("node", node_args(node))
     pods = mk_pods(node, 100)

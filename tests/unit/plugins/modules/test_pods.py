@@ -251,7 +251,7 @@ def test_command_string_is_split_not_shelled():
 
 def test_diff_text_equal_when_in_sync():
     obs = observed_in_sync()
-    before = m.describe_observed({"web"}, obs, RECORD, "cni0")
+    before = m.describe_observed({"web"}, obs, RECORD, "cni0", GW)
     after = m.describe_desired(WANT, "cni0", 1450, GW)
     veth = m.veth_name("web")
     assert before == after == f"pod web: ips 10.244.0.2/24; veth {veth}; mtu 1450; link up in cni0; gateway 10.244.0.1\n"
@@ -287,12 +287,20 @@ def test_missing_or_wrong_static_neighbours_are_repaired():
         f"web: set static neighbour 10.244.0.2 lladdr {m.pod_mac('web')} on cni0"]
 
 
-def test_gateway_entry_follows_the_bridge_mac_it_sees():
+def test_bridge_without_the_fixed_mac_means_arp_for_the_gateway_and_a_warning():
+    # Such a bridge's MAC follows its lowest port: a static entry for it would go stale.
     obs = observed_in_sync()
     obs["links"]["cni0"]["address"] = "0a:00:00:00:00:01"
-    assert run(obs)["pod"]["web"] == [["neigh", "replace", "10.244.0.1", "lladdr",
-                                       "0a:00:00:00:00:01", "dev", "eth0", "nud", "permanent",
-                                       "proto", 157]]
+    steps = run(obs)
+    assert steps["pod"]["web"] == [["neigh", "del", "10.244.0.1", "dev", "eth0"]]
+    assert steps["node"] == []
+    assert steps["warnings"] == [
+        f"bridge cni0 has MAC 0a:00:00:00:00:01, not the fixed {BR_MAC} that flatnet.cluster.node "
+        f"gives it, so the pods resolve their gateway by ARP/ND; run flatnet.cluster.node for cni0 "
+        f"to fix it"]
+    obs["pods"]["web"]["neigh"] = []
+    steps = run(obs)
+    assert steps["actions"] == [] and steps["pod"] == {}
 
 
 def test_only_our_stale_neighbour_entries_are_removed():
