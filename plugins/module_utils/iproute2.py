@@ -15,6 +15,8 @@ import ipaddress
 import json
 import os
 
+from ansible_collections.flatnet.cluster.plugins.module_utils import netns
+
 # Routes the collection makes carry this protocol number, so that reconciling never
 # touches a route someone else made.
 RT_PROTO = 157
@@ -105,7 +107,9 @@ class IPRoute2:
         ``jobs``: ``{key: (lines, netns, family, as_json)}``. Returns ``{key: decoded docs}``
         (``None`` for non-json jobs); raises IPError naming the first failed job. This is the
         per-pod fan-out: AnsibleModule.run_command costs ~15 ms a call, which one process per
-        pod cannot afford at 100 pods; argument lists only, never a shell.
+        pod cannot afford at 100 pods; argument lists only, never a shell. A job's ``ip``
+        starts inside its namespace (setns before the spawn) rather than with ``ip -n``,
+        which remounts /sys in every process.
         """
         import subprocess
 
@@ -114,17 +118,23 @@ class IPRoute2:
         items = list(jobs.items())
         for start in range(0, len(items), parallel):
             running = []
-            for key, (lines, netns, family, as_json) in items[start:start + parallel]:
-                argv = [self.ip] + (["-n", netns] if netns else []) + (
-                    [f"-{family}"] if family else []) + (["-json"] if as_json else []) + ["-batch", "-"]
+            for key, (lines, ns, family, as_json) in items[start:start + parallel]:
+                opts = ([f"-{family}"] if family else []) + (["-json"] if as_json else []) + ["-batch", "-"]
+                label = " ".join([self.ip] + (["-n", ns] if ns else []) + opts)
                 text = "\n".join(" ".join(_quote(str(a)) for a in line) for line in lines) + "\n"
-                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=env, close_fds=True)
-                running.append((key, argv, proc, text.encode("utf-8")))
-            for key, argv, proc, data in running:
+                try:
+                    with netns.in_netns(ns):
+                        proc = subprocess.Popen([self.ip] + opts, stdin=subprocess.PIPE,
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                env=env, close_fds=True)
+                except netns.NoNetns as exc:
+                    errors.append(f"{label} failed: {exc.strerror}")
+                    continue
+                running.append((key, label, proc, text.encode("utf-8")))
+            for key, label, proc, data in running:
                 out, err = proc.communicate(data)
                 if proc.returncode != 0:
-                    errors.append(f"{' '.join(argv)} failed (rc={proc.returncode}): "
+                    errors.append(f"{label} failed (rc={proc.returncode}): "
                                   f"{err.decode('utf-8', 'replace').strip()}")
                     continue
                 results[key] = decode_stream(out) if jobs[key][3] else None

@@ -243,7 +243,6 @@ neighbour_table_fulls:
 """
 
 import concurrent.futures
-import ctypes
 import errno
 import ipaddress
 import json
@@ -255,9 +254,9 @@ from contextlib import contextmanager
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.flatnet.cluster.plugins.module_utils import netns
+
 CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity"]
-CLONE_NEWNET = 0x40000000
-NETNS_DIR = "/run/netns"
 # <linux/in.h>; the socket module does not export them on every Python.
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
@@ -278,48 +277,16 @@ class ProbeError(Exception):
 
 # --- namespaces ----------------------------------------------------------------------
 
-_libc = None
-
-
-def _setns(fd):
-    if hasattr(os, "setns"):
-        os.setns(fd, CLONE_NEWNET)
-        return
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
 
 @contextmanager
 def in_netns(name):
-    """Run the body in the named network namespace, in this thread only.
-
-    setns(CLONE_NEWNET) changes the namespace of the calling thread; sockets keep the
-    namespace they were created in, so the caller only needs to open them inside.
-    """
-    if not name:
-        yield
-        return
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    """Run the body in the named network namespace, in this thread only (sockets keep the
+    namespace they were created in, so the caller only needs to open them inside)."""
     try:
-        try:
-            target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise ProbeError("error", f"pod {name} has no network namespace: {e.strerror}") from None
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
+        with netns.in_netns(name):
             yield
-        finally:
-            # Failing to return would poison this worker thread for every later probe.
-            _setns(own)
-    finally:
-        os.close(own)
+    except netns.NoNetns as e:
+        raise ProbeError("error", f"pod {name} has no network namespace: {e.strerror}") from None
 
 
 def family_of(ip):

@@ -61,3 +61,16 @@ def test_sysctl_path_with_dotted_interface():
     assert iproute2.sysctl_path("net.ipv4.ip_forward") == "/proc/sys/net/ipv4/ip_forward"
     assert iproute2.sysctl_path("net.ipv6.conf.flatnet.1.accept_ra") == \
         "/proc/sys/net/ipv6/conf/flatnet.1/accept_ra"
+
+
+def test_many_names_a_missing_namespace(monkeypatch, tmp_path):
+    monkeypatch.setattr(iproute2.netns, "NETNS_DIR", str(tmp_path))
+    ip = iproute2.IPRoute2(FakeModule([]))
+    with pytest.raises(iproute2.IPError, match=r"/sbin/ip -n gone -json -batch - failed: no network namespace gone: No such file"):
+        ip.many({"k": ([["addr", "show"]], "gone", None, True)})
+
+
+def test_many_runs_in_the_current_namespace_without_netns():
+    ip = iproute2.IPRoute2(FakeModule([]))
+    ip.ip = "true"  # any program that reads nothing and exits 0
+    assert ip.many({"k": ([["link", "show"]], None, None, False)}) == {"k": None}
