@@ -720,6 +720,7 @@ def main():
         probes = plan_probes(module.params)
     except (ValueError, KeyError) as e:
         module.fail_json(msg=f"cannot plan the probes: {e}")
+
     def table_fulls():
         rc, out, _err = module.run_command([ip_bin, "-s", "-json", "ntable", "show"],
                                            environ_update={"LC_ALL": "C", "LANGUAGE": "C"})
