@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Measurement 3: the data plane between pods the collection built, against the same
-traffic over a plain veth pair between two namespaces built by hand in the same run.
+traffic over a plain veth pair between two namespaces built by hand in the same run (the
+limit of this machine), and against the same path built by hand (``HandCluster``: what a
+careful shell script would make, with the lab's topology) in the same run.
 
 Paths: same node (through the bridge), across nodes with host-gw routes, across nodes over
 VXLAN. Short iperf3 runs (TCP throughput) and bounded pings (latency). Each path also gets a
@@ -123,6 +125,65 @@ class HandPath:
         self.node.close()
 
 
+class HandCluster:
+    """The hand-built equivalent of a 2-node lab, in one throwaway node: a switch namespace
+    with a bridge (the lab's underlay), two node namespaces on it, each with a bridge and
+    pods on veths, and host-gw routes or a VXLAN device between the nodes. Nothing of the
+    collection runs: no firewall table, no static neighbours, no sysctls beyond forwarding."""
+
+    UNDERLAY = {"h1": "192.168.77.11", "h2": "192.168.77.12"}
+    POD_NET = {"h1": "10.250.0", "h2": "10.250.1"}
+    PODS = {"h1": ["p11", "p12"], "h2": ["p21"]}
+
+    def __init__(self, backend):
+        self.node = ThrowawayNode("h" + backend[0])
+        pre = self.node.prefix()
+        mtu = 1450 if backend == "vxlan" else 1500
+        macs = {"h1": "0e:00:00:00:00:01", "h2": "0e:00:00:00:00:02"}
+
+        def batch(ns, *cmds):
+            text = "\n".join(" ".join(str(w) for w in c) for c in cmds) + "\n"
+            run(pre + ["ip"] + (["-n", ns] if ns else []) + ["-batch", "-"], input=text)
+
+        batch(None, *[["netns", "add", ns] for ns in ["sw", "h1", "h2", "p11", "p12", "p21"]])
+        batch("sw", ["link", "add", "br0", "type", "bridge"], ["link", "set", "br0", "up"],
+              *[c for h in ("h1", "h2") for c in (
+                  ["link", "add", f"v-{h}", "type", "veth", "peer", "name", "eth0", "netns", h],
+                  ["link", "set", f"v-{h}", "master", "br0", "up"])])
+        for h, other in (("h1", "h2"), ("h2", "h1")):
+            net, peer_net = self.POD_NET[h], self.POD_NET[other]
+            run(pre + ["ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            cmds = [["link", "set", "lo", "up"], ["addr", "add", f"{self.UNDERLAY[h]}/24", "dev", "eth0"],
+                    ["link", "set", "eth0", "up"], ["link", "add", "cni0", "mtu", mtu, "type", "bridge"],
+                    ["addr", "add", f"{net}.1/24", "dev", "cni0"], ["link", "set", "cni0", "up"]]
+            if backend == "vxlan":
+                cmds += [["link", "add", "vx", "address", macs[h], "mtu", mtu, "type", "vxlan", "id", 1,
+                          "local", self.UNDERLAY[h], "dev", "eth0", "dstport", 8472, "nolearning"],
+                         ["addr", "add", f"{net}.0/32", "dev", "vx"], ["link", "set", "vx", "up"],
+                         ["neigh", "add", f"{peer_net}.0", "lladdr", macs[other], "dev", "vx", "nud", "permanent"],
+                         ["route", "add", f"{peer_net}.0/24", "via", f"{peer_net}.0", "dev", "vx", "onlink"]]
+            else:
+                cmds.append(["route", "add", f"{peer_net}.0/24", "via", self.UNDERLAY[other]])
+            for pod in self.PODS[h]:
+                cmds += [["link", "add", f"veth{pod}", "mtu", mtu, "type", "veth", "peer", "name", "eth0",
+                          "mtu", mtu, "netns", pod],
+                         ["link", "set", f"veth{pod}", "master", "cni0", "up"]]
+            batch(h, *cmds)
+            if backend == "vxlan":
+                run(pre + ["ip", "netns", "exec", h, "bridge", "fdb", "append", macs[other], "dev", "vx",
+                           "dst", self.UNDERLAY[other]])
+            for i, pod in enumerate(self.PODS[h]):
+                batch(pod, ["link", "set", "lo", "up"], ["addr", "add", f"{net}.{i + 2}/24", "dev", "eth0"],
+                      ["link", "set", "eth0", "up"], ["route", "add", "default", "via", f"{net}.1"])
+        node_argv = {h: pre + ["ip", "netns", "exec", h] for h in ("h1", "h2")}
+        self.client, self.local, self.remote = Endpoint(pre, "p11"), Endpoint(pre, "p12"), Endpoint(pre, "p21")
+        self.watch_local = [self.client.argv(), self.local.argv(), node_argv["h1"]]
+        self.watch_remote = [self.client.argv(), self.remote.argv(), node_argv["h1"], node_argv["h2"]]
+
+    def close(self):
+        self.node.close()
+
+
 class LabPaths:
     """Pods built by site.yml on a lab: n1-pod-1 is the client; n1-pod-2 (same node, when
     there is one) and n2-pod-1 (the other node) are the servers."""
@@ -158,8 +219,9 @@ def measure(reps, seconds=3, pings=20, log=print, backends=("host-gw", "vxlan"),
         raise Skip("iperf3 is not installed (apt-get install -y iperf3)")
     result = {"seconds": seconds, "pings": pings, "paths": {}, "frag": {}, "skipped": {}}
     paths = {}
+    equivalent = {}  # the collection's path -> the same path built by hand
     hand = HandPath()
-    labs = []
+    labs, hands = [], []
     try:
         paths["veth pair (hand-built)"] = (hand.server, hand.client, hand.watch)
         try:
@@ -173,9 +235,17 @@ def measure(reps, seconds=3, pings=20, log=print, backends=("host-gw", "vxlan"),
                     log(f"dataplane: {backend} lab failed: {exc}")
                     continue
                 labs.append(lab_paths)
+                by_hand = HandCluster(backend)
+                hands.append(by_hand)
                 if lab_paths.local and not any(name.startswith("same node") for name in paths):
-                    paths[f"same node (bridge, {backend} lab)"] = (lab_paths.local, lab_paths.client, lab_paths.watch_local)
-                paths[f"across nodes, {backend}"] = (lab_paths.remote, lab_paths.client, lab_paths.watch_remote)
+                    name = f"same node (bridge, {backend} lab)"
+                    paths[name] = (lab_paths.local, lab_paths.client, lab_paths.watch_local)
+                    equivalent[name] = "same node (bridge), hand-built"
+                    paths[equivalent[name]] = (by_hand.local, by_hand.client, by_hand.watch_local)
+                name = f"across nodes, {backend}"
+                paths[name] = (lab_paths.remote, lab_paths.client, lab_paths.watch_remote)
+                equivalent[name] = f"across nodes, {backend}, hand-built"
+                paths[equivalent[name]] = (by_hand.remote, by_hand.client, by_hand.watch_remote)
         except Skip as exc:
             result["skipped"]["collection"] = str(exc)
             log(f"dataplane: collection paths skipped: {exc}")
@@ -200,19 +270,26 @@ def measure(reps, seconds=3, pings=20, log=print, backends=("host-gw", "vxlan"),
             result["paths"][name] = {"gbps": gbps, "rtt_ms": rtt, "gbps_vs_veth": ratio(gbps, base_gbps),
                                      "rtt_vs_veth": ratio(rtt, base_ms), "mtu": result["frag"][name]["mtu"],
                                      "runs": runs}
+        for name, twin in equivalent.items():
+            mine, theirs = result["paths"][name], result["paths"][twin]
+            mine.update(hand_built=twin, gbps_vs_hand=ratio(mine["gbps"], theirs["gbps"]),
+                        rtt_vs_hand=ratio(mine["rtt_ms"], theirs["rtt_ms"]))
     finally:
         for lab_paths in labs:
             lab_paths.close()
+        for by_hand in hands:
+            by_hand.close()
         hand.close()
     return result
 
 
 def report(result):
-    rows = [[name, p["mtu"], p["gbps"], p["gbps_vs_veth"], p["rtt_ms"] * 1000, p["rtt_vs_veth"]]
+    rows = [[name, str(p["mtu"]), p["gbps"], p["gbps_vs_veth"], p.get("gbps_vs_hand", "-"),
+             p["rtt_ms"] * 1000, p["rtt_vs_veth"], p.get("rtt_vs_hand", "-")]
             for name, p in result["paths"].items()]
     out = [table(f"Data plane (iperf3 {result['seconds']} s TCP, ping x{result['pings']}; medians)",
-                 ["path", "MTU", "Gbit/s", "vs veth", "RTT us", "RTT vs veth"],
-                 [[r[0], str(r[1])] + r[2:] for r in rows])]
+                 ["path", "MTU", "Gbit/s", "vs veth", "vs hand-built", "RTT us", "RTT vs veth",
+                  "RTT vs hand-built"], rows)]
     out.append(table("Fragmentation check", ["path", "MTU", "DF full size passes", "DF MTU+1 refused", "fragments", "ok"],
                      [[name, str(f["mtu"]), str(f["df_full_size_ok"]), str(f["df_oversize_refused"]),
                        str(f["fragments_during_tcp"]), str(f["ok"])] for name, f in result["frag"].items()]))
@@ -222,8 +299,13 @@ def report(result):
 
 
 def check_targets(result):
-    return [(f"no fragmentation at the configured MTU ({name})", f["ok"], f"MTU {f['mtu']}")
-            for name, f in result["frag"].items()]
+    targets = [(f"no fragmentation at the configured MTU ({name})", f["ok"], f"MTU {f['mtu']}")
+               for name, f in result["frag"].items()]
+    for name, p in result["paths"].items():
+        if p.get("gbps_vs_hand") is not None:
+            targets.append((f"throughput within 5% of the hand-built path ({name})",
+                            p["gbps_vs_hand"] >= 0.95, fmt(p["gbps_vs_hand"])))
+    return targets
 
 
 __all__ = ["measure", "report", "check_targets", "fmt"]

@@ -66,6 +66,18 @@ def test_render_full_definition():
 \t\telements = { fd00::1 }
 \t}
 
+\tchain prerouting {
+\t\ttype filter hook prerouting priority raw; policy accept;
+\t\tip saddr @cluster4 ip daddr @cluster4 notrack
+\t\tip6 saddr @cluster6 ip6 daddr @cluster6 notrack
+\t\tudp dport 8472 notrack
+\t}
+
+\tchain output {
+\t\ttype filter hook output priority raw; policy accept;
+\t\tudp dport 8472 notrack
+\t}
+
 \tchain forward {
 \t\ttype filter hook forward priority filter; policy accept;
 \t\tip saddr @cluster4 accept
