@@ -8,6 +8,7 @@ module does. Skipped when not root or without netns support. Everything is remov
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import shutil
@@ -41,7 +42,8 @@ def lab(tmp_path_factory):
     a, b = f"{tag}-a", f"{tag}-b"
     octet = secrets.randbelow(200) + 20
     v4a, v4b = f"10.{octet}.7.2", f"10.{octet}.7.3"
-    v6a, v6b = f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}::2", None
+    # Canonical form, as the agent reports it back (a group like 0f98 prints as f98).
+    v6a = str(ipaddress.ip_address(f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}::2"))
     v6b = v6a[:-1] + "3"
     run_dir = tmp_path_factory.mktemp(tag)
     pid = None
