@@ -15,7 +15,7 @@ import ipaddress
 import json
 import os
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import netns
+from ansible_collections.flatnet.cluster.plugins.module_utils.netns import NoNetns, in_netns
 
 # Routes the collection makes carry this protocol number, so that reconciling never
 # touches a route someone else made.
@@ -33,6 +33,14 @@ def veth_name(pod):
     return "veth" + hashlib.sha256(pod.encode("utf-8")).hexdigest()[:8]
 
 
+def derived_mac(seed, first_octet="0a"):
+    """A stable MAC for ``seed``: ``first_octet`` (locally administered, unicast) + the first
+    5 bytes of its SHA-256. Pods, bridges and VTEPs each get theirs from a seed of their own, so
+    a rebuilt link keeps its MAC and its neighbours' entries stay right."""
+    digest = hashlib.sha256(seed.encode("utf-8")).digest()
+    return ":".join([first_octet] + [f"{b:02x}" for b in digest[:5]])
+
+
 def bridge_mac(bridge, gateways):
     """The node bridge's MAC, derived from its name and lowest gateway address (locally
     administered, unicast), or None without a gateway. A bridge left to pick its own MAC
@@ -42,8 +50,7 @@ def bridge_mac(bridge, gateways):
                  key=lambda a: (a.version, a))
     if not ips:
         return None
-    digest = hashlib.sha256(f"flatnet-bridge:{bridge}:{ips[0]}".encode("utf-8")).digest()
-    return "0a:" + ":".join(f"{b:02x}" for b in digest[:5])
+    return derived_mac(f"flatnet-bridge:{bridge}:{ips[0]}")
 
 
 class IPError(Exception):
@@ -123,11 +130,11 @@ class IPRoute2:
                 label = " ".join([self.ip] + (["-n", ns] if ns else []) + opts)
                 text = "\n".join(" ".join(_quote(str(a)) for a in line) for line in lines) + "\n"
                 try:
-                    with netns.in_netns(ns):
+                    with in_netns(ns):
                         proc = subprocess.Popen([self.ip] + opts, stdin=subprocess.PIPE,
                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                 env=env, close_fds=True)
-                except netns.NoNetns as exc:
+                except NoNetns as exc:
                     errors.append(f"{label} failed: {exc.strerror}")
                     continue
                 running.append((key, label, proc, text.encode("utf-8")))

@@ -128,7 +128,6 @@ diff:
   type: dict
 """
 
-import hashlib
 import ipaddress
 import os
 import re
@@ -144,6 +143,7 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
     POD_ALIAS_PREFIX,
     RT_PROTO,
     bridge_mac,
+    derived_mac,
     global_addrs,
     is_up,
     netns_inode,
@@ -206,8 +206,7 @@ def gateways_by_family(gateways):
 def pod_mac(name):
     """The pod's eth0 MAC, derived from its name (locally administered, unicast): a pod
     rebuilt after drift keeps it, so its neighbours' ARP/ND caches stay right."""
-    digest = hashlib.sha256(("flatnet-pod:" + name).encode("utf-8")).digest()
-    return "0a:" + ":".join(f"{b:02x}" for b in digest[:5])
+    return derived_mac("flatnet-pod:" + name)
 
 
 def _pod_alias(name):

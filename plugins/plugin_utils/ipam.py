@@ -11,9 +11,10 @@ with one message that names the bad value and the fix.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Mapping
+
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import derived_mac
 
 try:
     from netaddr import AddrFormatError, IPAddress, IPNetwork
@@ -141,8 +142,7 @@ def vtep_mac(underlay_ip) -> str:
     """
     require_netaddr()
     ip = str(parse_address(str(underlay_ip), "underlay IP"))
-    digest = hashlib.sha256(f"flatnet-vtep:{ip}".encode()).digest()
-    return ":".join(["0e"] + [f"{b:02x}" for b in digest[:5]])
+    return derived_mac(f"flatnet-vtep:{ip}", "0e")
 
 
 def _reserved_offsets(net: IPNetwork) -> set[int]:

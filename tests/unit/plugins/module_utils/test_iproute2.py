@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import iproute2
+from ansible_collections.flatnet.cluster.plugins.module_utils import iproute2, netns
 
 
 class FakeModule:
@@ -64,7 +64,7 @@ def test_sysctl_path_with_dotted_interface():
 
 
 def test_many_names_a_missing_namespace(monkeypatch, tmp_path):
-    monkeypatch.setattr(iproute2.netns, "NETNS_DIR", str(tmp_path))
+    monkeypatch.setattr(netns, "NETNS_DIR", str(tmp_path))
     ip = iproute2.IPRoute2(FakeModule([]))
     with pytest.raises(iproute2.IPError, match=r"/sbin/ip -n gone -json -batch - failed: no network namespace gone: No such file"):
         ip.many({"k": ([["addr", "show"]], "gone", None, True)})
@@ -74,3 +74,11 @@ def test_many_runs_in_the_current_namespace_without_netns():
     ip = iproute2.IPRoute2(FakeModule([]))
     ip.ip = "true"  # any program that reads nothing and exits 0
     assert ip.many({"k": ([["link", "show"]], None, None, False)}) == {"k": None}
+
+
+def test_derived_macs_are_stable_local_unicast_and_apart():
+    mac = iproute2.derived_mac("flatnet-pod:web")
+    assert mac == iproute2.derived_mac("flatnet-pod:web") and mac.startswith("0a:")
+    assert iproute2.derived_mac("flatnet-vtep:192.168.50.11", "0e").startswith("0e:")
+    assert iproute2.derived_mac("flatnet-pod:db") != mac
+    assert iproute2.bridge_mac("cni0", ["10.244.0.1/24"]) == iproute2.derived_mac("flatnet-bridge:cni0:10.244.0.1")
