@@ -13,6 +13,8 @@ import hashlib
 import ipaddress
 import json
 
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import link_name_problem
+
 FAMILY = "inet"
 TABLE = "flatnet"
 
@@ -115,8 +117,12 @@ def render(cluster_cidrs, masquerade=True, vxlan_port=None, peer_underlay_ips=()
 
 
 def _quote(name):
-    # Interface names come from a validated option; quote them so nft never parses a keyword.
-    return '"' + name.replace('"', "") + '"'
+    # Quoted so that nft never parses an interface name as a keyword; what a quoted word
+    # cannot carry is refused (the kernel layer's one rule), never silently dropped.
+    problem = link_name_problem(name)
+    if problem:
+        raise ValueError(f"interface name {name!r} {problem}")
+    return f'"{name}"'
 
 
 def transaction(definition):

@@ -109,26 +109,28 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import nftables
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError, Runner
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
 
-ENV = {"LC_ALL": "C", "LANGUAGE": "C"}
 TABLE_ARGS = ["table", nftables.FAMILY, nftables.TABLE]
 
 
 class Nft:
+    """``nft`` through the shared kernel runner."""
+
     def __init__(self, module):
         self.module = module
-        self.nft = module.get_bin_path("nft")
-        if not self.nft:
+        self.runner = Runner(module)
+        if not self.runner.bin("nft", required=False):
             module.fail_json(msg="nft was not found: install the nftables package on the node "
                                  "(or set flatnet_firewall: false to skip the firewall)")
 
     def run(self, argv, data=None, check=True):
-        rc, out, err = self.module.run_command([self.nft] + argv, data=data, binary_data=True,
-                                               environ_update=ENV, check_rc=False)
-        if check and rc != 0:
-            self.module.fail_json(msg=f"nft {' '.join(argv)} failed (rc={rc}): {err.strip() or out.strip()}")
-        return rc, out, err
+        try:
+            return self.runner.run("nft", argv, data=data, check=check)
+        except KernelError as exc:
+            self.module.fail_json(msg=str(exc))
+            raise  # not reached: fail_json exits
 
     def table_json(self):
         """The live table as nft JSON, or None when it does not exist."""

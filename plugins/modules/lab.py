@@ -228,7 +228,6 @@ actions:
 
 import hashlib
 import ipaddress
-import json
 import os
 import re
 import shutil
@@ -402,13 +401,16 @@ class Lab:
             raise LabError(f"{' '.join(str(a) for a in argv)} failed (rc={rc}): {(err or out).strip()}")
         return out
 
-    def node_ip(self, pid, argv, data=None):
+    def node_prefix(self, pid):
+        """What puts a kernel tool into a node's network namespace."""
+        return [self.nsenter, f"--net=/proc/{pid}/ns/net"]
+
+    def node_ip(self, pid, argv):
         """Run ``ip ARGV`` in a node's network namespace."""
-        return self.run([self.nsenter, f"--net=/proc/{pid}/ns/net", self.ipr.ip] + list(argv), data=data)
+        return self.ipr.runner.run("ip", argv, prefix=self.node_prefix(pid))[1]
 
     def node_ip_json(self, pid, argv):
-        out = self.node_ip(pid, ["-json"] + list(argv)).strip()
-        return json.loads(out) if out else []
+        return self.ipr.runner.json("ip", ["-json"] + list(argv), prefix=self.node_prefix(pid))
 
     def node_dir(self, node):
         return os.path.join(self.lab_dir, node)
@@ -783,8 +785,7 @@ class Lab:
                 self.act(f"set default route via {gw} on node {name_of(node)}")
             node_batch.append(["route", "replace", "default", "via", gw, "dev", "eth0"])
         if node_batch and not self.check:
-            text = "\n".join(" ".join(str(w) for w in line) for line in node_batch) + "\n"
-            self.node_ip(pid, ["-batch", "-"], data=text)
+            self.ipr.runner.batch("ip", node_batch, prefix=self.node_prefix(pid))
 
     # --- outside ---------------------------------------------------------------------
     def agent_paths(self):

@@ -207,7 +207,6 @@ class Kernel:
     def __init__(self, module):
         self.module = module
         self.ip = IPRoute2(module)
-        self.bridge = module.get_bin_path("bridge", required=True)
 
     def routes(self):
         return self.ip.json(["-4", "route", "show", "table", "main"]) + self.ip.json(
@@ -225,25 +224,12 @@ class Kernel:
         """Addresses, neighbours and FDB entries of the device (it must exist)."""
         addrs = parse_addrs(self.ip.json(["addr", "show", "dev", dev]))
         neigh = parse_neigh(self.ip.json(["neigh", "show", "dev", dev]))
-        rc, out, err = self.module.run_command(
-            [self.bridge, "-json", "fdb", "show", "dev", dev],
-            environ_update=IPRoute2.ENV, check_rc=False,
-        )
-        if rc != 0:
-            raise IPError(f"bridge fdb show dev {dev} failed (rc={rc}): {err.strip()}")
-        fdb = parse_fdb(json.loads(out) if out.strip() else [])
+        fdb = parse_fdb(self.ip.bridge_json(["fdb", "show", "dev", dev]))
         return addrs, neigh, fdb
 
     def apply(self, plan):
         self.ip.batch(plan.ip_pre)
-        if plan.fdb:
-            text = "\n".join(" ".join(line) for line in plan.fdb) + "\n"
-            rc, out, err = self.module.run_command(
-                [self.bridge, "-batch", "-"], data=text, binary_data=True,
-                environ_update=IPRoute2.ENV, check_rc=False,
-            )
-            if rc != 0:
-                raise IPError(f"bridge -batch failed (rc={rc}): {err.strip() or out.strip()}")
+        self.ip.bridge_batch(plan.fdb)
         self.ip.batch(plan.ip_post)
 
 

@@ -622,8 +622,10 @@ def apply(module, ip, steps, desired, record, state_dir):
     if steps["stale"]:
         # A stale veth may vanish by itself meanwhile (its namespace died with the workload
         # just stopped), so a failed delete is fine as long as the link ends up gone.
-        text = "".join(f"link del {veth}\n" for veth in steps["stale"])
-        ip.run(["-force", "-batch", "-"], data=text, check=False)
+        try:
+            ip.batch([["link", "del", veth] for veth in steps["stale"]], force=True)
+        except IPError:
+            pass
         wait_links_gone(ip, steps["stale"])
     # One node-level batch: namespaces (from the node's own mount namespace, so the
     # /run/netns bind mounts are visible to everyone), then the veths.

@@ -245,7 +245,6 @@ neighbour_table_fulls:
 import concurrent.futures
 import errno
 import ipaddress
-import json
 import os
 import random
 import socket
@@ -255,6 +254,7 @@ from contextlib import contextmanager
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import netns
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPRoute2, KernelError
 
 CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity"]
 # <linux/in.h>; the socket module does not export them on every Python.
@@ -700,14 +700,13 @@ def main():
         ),
         supports_check_mode=True,
     )
-    ip_bin = module.get_bin_path("ip", required=True)
+    ip = IPRoute2(module)
 
     def read_addrs(pod):
-        rc, out, err = module.run_command([ip_bin, "-n", pod, "-json", "addr", "show", "dev", "eth0"],
-                                          environ_update={"LC_ALL": "C", "LANGUAGE": "C"})
-        if rc != 0:
-            raise ProbeError("bad-address", f"ip -n {pod} addr show dev eth0: {err.strip() or out.strip()}")
-        links = json.loads(out or "[]")
+        try:
+            links = ip.json(["addr", "show", "dev", "eth0"], netns=pod)
+        except (KernelError, ValueError) as exc:
+            raise ProbeError("bad-address", str(exc)) from None
         if not links:
             raise ProbeError("bad-address", f"pod {pod} has no eth0")
         link = links[0]
@@ -722,11 +721,9 @@ def main():
         module.fail_json(msg=f"cannot plan the probes: {e}")
 
     def table_fulls():
-        rc, out, _err = module.run_command([ip_bin, "-s", "-json", "ntable", "show"],
-                                           environ_update={"LC_ALL": "C", "LANGUAGE": "C"})
         try:
-            return neighbour_table_fulls(json.loads(out) if rc == 0 else [])
-        except ValueError:
+            return neighbour_table_fulls(ip.json(["-s", "ntable", "show"]))
+        except (KernelError, ValueError):
             return {}
 
     fulls_before = table_fulls()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import derived_mac
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import derived_mac
 
 try:
     from netaddr import AddrFormatError, IPAddress, IPNetwork

@@ -11,7 +11,7 @@ class FakeModule:
         self.outputs = list(outputs)
         self.calls = []
 
-    def get_bin_path(self, name, required=False):
+    def get_bin_path(self, name, required=False, opt_dirs=None):
         return "/sbin/" + name
 
     def run_command(self, cmd, data=None, binary_data=False, environ_update=None, check_rc=False):
@@ -66,7 +66,7 @@ def test_sysctl_path_with_dotted_interface():
 def test_many_names_a_missing_namespace(monkeypatch, tmp_path):
     monkeypatch.setattr(netns, "NETNS_DIR", str(tmp_path))
     ip = iproute2.IPRoute2(FakeModule([]))
-    with pytest.raises(iproute2.IPError, match=r"/sbin/ip -n gone -json -batch - failed: no network namespace gone: No such file"):
+    with pytest.raises(iproute2.IPError, match=r"^ip -n gone -json -batch - failed: no network namespace gone: No such file"):
         ip.many({"k": ([["addr", "show"]], "gone", None, True)})
 
 

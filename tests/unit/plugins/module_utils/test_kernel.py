@@ -1,0 +1,96 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The kernel runner's one quoting rule and one error type."""
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.flatnet.cluster.plugins.module_utils import kernel, names
+
+
+class FakeModule:
+    def __init__(self, results, bins=None):
+        self.results = list(results)
+        self.calls = []
+        self.bins = bins if bins is not None else {"ip": "/sbin/ip", "bridge": "/sbin/bridge", "nft": "/usr/sbin/nft"}
+        self.failed = None
+
+    def get_bin_path(self, name, required=False, opt_dirs=None):
+        return self.bins.get(name)
+
+    def run_command(self, cmd, data=None, binary_data=False, environ_update=None, check_rc=False):
+        self.calls.append((cmd, data, environ_update))
+        return self.results.pop(0)
+
+    def fail_json(self, **kw):
+        self.failed = kw
+        raise SystemExit(1)
+
+
+@pytest.mark.parametrize("word, quoted", [
+    ("cni0", "cni0"),
+    ("flatnet.1", "flatnet.1"),
+    ("flatnet pod web", '"flatnet pod web"'),
+    ("", '""'),
+    ("10.244.0.0/24", "10.244.0.0/24"),
+])
+def test_batch_word_quotes_blanks(word, quoted):
+    assert kernel.batch_word(word) == quoted
+
+
+@pytest.mark.parametrize("word", [
+    "pod\n", "a\nb", "tab\there", "x#y", 'say"hi"', "it's", "back\\slash", "nul\0", "cr\r", "bell\x07", "del\x7f",
+])
+def test_batch_word_refuses_what_a_line_cannot_carry(word):
+    with pytest.raises(kernel.KernelError, match="cannot carry"):
+        kernel.batch_word(word)
+
+
+def test_a_bad_word_stops_the_whole_batch_before_anything_runs():
+    mod = FakeModule([])
+    runner = kernel.Runner(mod)
+    with pytest.raises(kernel.KernelError):
+        runner.batch("ip", [["link", "add", "ok", "type", "bridge"], ["link", "add", "bad#", "type", "bridge"]])
+    assert mod.calls == []
+
+
+def test_every_tool_runs_with_one_environment_and_one_error_type():
+    mod = FakeModule([(0, "", ""), (0, "[]", ""), (1, "", "Error: bad\n")])
+    runner = kernel.Runner(mod)
+    runner.batch("bridge", [["fdb", "append", "00:00:00:00:00:00", "dev", "flatnet.1", "dst", "192.0.2.1"]])
+    assert runner.json("nft", ["-j", "list", "ruleset"]) == []
+    with pytest.raises(kernel.KernelError, match=r"^ip link show failed \(rc=1\): Error: bad$"):
+        runner.run("ip", ["link", "show"])
+    assert [c[0][0] for c in mod.calls] == ["/sbin/bridge", "/usr/sbin/nft", "/sbin/ip"]
+    assert all(c[2] == {"LC_ALL": "C", "LANGUAGE": "C"} for c in mod.calls)
+    assert mod.calls[0][1] == "fdb append 00:00:00:00:00:00 dev flatnet.1 dst 192.0.2.1\n"
+
+
+def test_missing_tool_names_its_package():
+    mod = FakeModule([], bins={})
+    with pytest.raises(SystemExit):
+        kernel.Runner(mod).run("nft", ["list", "ruleset"])
+    assert "install the nftables package" in mod.failed["msg"]
+
+
+def test_prefix_goes_in_front_of_the_tool():
+    mod = FakeModule([(0, "", "")])
+    kernel.Runner(mod).batch("ip", [["link", "set", "eth0", "up"]], prefix=["/usr/bin/nsenter", "--net=/proc/7/ns/net"])
+    assert mod.calls[0][0] == ["/usr/bin/nsenter", "--net=/proc/7/ns/net", "/sbin/ip", "-batch", "-"]
+
+
+@pytest.mark.parametrize("name, ok", [
+    ("cni0", True), ("flatnet.1", True), ("br_0-a", True), ("a" * 15, True),
+    ("a" * 16, False), ("", False), ("-x", False), ("a b", False), ("a\n", False), ("cni0\n", False),
+    ("a/b", False), ("a:b", False), ("all", False), ("default", False), (".", False), ("..", False),
+    ("é", False), ('a"', False), (7, False),
+])
+def test_link_names(name, ok):
+    assert (names.link_name_problem(name) is None) == ok
+
+
+@pytest.mark.parametrize("name, ok", [
+    ("web", True), ("node1-pod-1", True), ("a" * 63, True), ("a" * 64, False), ("web\n", False),
+    ("Web", False), ("-web", False), ("web-", False), ("we_b", False), ("", False), (None, False),
+])
+def test_pod_names(name, ok):
+    assert names.is_pod_name(name) == ok
