@@ -14,7 +14,7 @@ import os
 
 # The names and markers live in names.py (the controller imports them too); they are
 # re-exported here for the modules.
-from ansible_collections.flatnet.cluster.plugins.module_utils.names import (  # noqa: F401
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import (
     ALIAS,
     POD_ALIAS_PREFIX,
     RT_PROTO,
@@ -22,12 +22,18 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.names import (  # 
     derived_mac,
     veth_name,
 )
-from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import (  # noqa: F401
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import (
     KernelError,
     Runner,
     batch_text,
     decode_stream,
 )
+
+__all__ = [
+    "ALIAS", "POD_ALIAS_PREFIX", "RT_PROTO", "bridge_mac", "derived_mac", "veth_name",
+    "IPError", "IPRoute2", "KernelError", "Runner", "batch_text", "decode_stream",
+    "is_up", "global_addrs", "netns_inode", "sysctl_path", "read_sysctl", "write_sysctl",
+]
 
 NETNS_DIR = "/run/netns"
 
@@ -118,7 +124,6 @@ class IPRoute2:
             return []
 
 
-
 def is_up(link):
     """Administratively up (the UP flag; operstate stays DOWN on a bridge without ports)."""
     return "UP" in link.get("flags", [])
@@ -147,7 +152,6 @@ def netns_inode(name):
     except OSError:
         return None
     return st.st_ino
-
 
 
 def sysctl_path(name):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Print, as sorted JSON, everything a flatnet run could change on this node: links,
 addresses, routes, permanent neighbours, static FDB entries, namespaces and what is in
