@@ -25,7 +25,7 @@ description:
     message naming the pidfile, what did not match and the repair; nothing is run there.
     The namespaces are entered by the file descriptors the check opened, so the PID cannot
     change hands in between.
-  - A bare PID is refused: it has no record next to it to be checked against.
+  - A bare PID is refused, since it has no record next to it to be checked against.
   - Supports pipelining (the module travels on standard input). Files are copied with
     C(cat) through the same namespaces, so they land in the node's own view of the file
     system (its overlays and tmpfs).
