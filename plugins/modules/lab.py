@@ -20,6 +20,19 @@ description:
     C(/sys), and overlays on C(/etc) and C(/var/lib) whose upper directories live under
     O(state_dir) and survive a node restart, like a disk. Reach a node with the
     P(flatnet.cluster.nsenter#connection) connection plugin and the node's pidfile.
+  - C(/var/lib/flatnet), C(/etc/netns) and C(/etc/cni/net.d) of a node are its own (bind
+    mounts of directories under C(<state_dir>/<name>/<node>/private), kept across restarts);
+    a node starts with them empty and never sees the machine's.
+  - When it starts a node, the module records the node's identity next to the pidfile in
+    C(<state_dir>/<name>/<node>/identity.json) (root-only), namely its PID, start time, the boot id
+    and the inodes of its network, mount, UTS and PID namespaces. The connection plugin
+    enters only a process that matches this record. A running node without a matching
+    record is recorded again by O(state=present).
+  - The lab owns what its record says it made, never what merely carries its name. It writes
+    a marker C(<state_dir>/<name>/lab.json) before it creates anything, and records there
+    the namespaces it creates. An existing C(<state_dir>/<name>) without that marker (unless
+    empty) and an existing C(<name>-net) or C(<name>-out) not recorded there are refused by
+    both states, before anything is changed; the message names them and the fix.
   - The B(underlay) lives in one named network namespace C(<name>-net). It holds one bridge
     per subnet carrying the subnet gateway address, and has IPv4 forwarding on, so it is both
     the switch and the router between subnets. Each node gets a veth whose lab end is a port
@@ -48,7 +61,8 @@ options:
         addresses and routes. Nodes found in the state directory but not in O(nodes) are
         destroyed.
       - V(absent) kills every node and the outside agent, deletes both namespaces and removes
-        C(<state_dir>/<name>). It also cleans up after a half-failed create.
+        C(<state_dir>/<name>). It also cleans up after a half-failed create. It refuses a
+        directory or namespace that the lab did not make (see above) and then changes nothing.
     type: str
     choices: [present, absent]
     default: present
@@ -228,6 +242,7 @@ actions:
 
 import hashlib
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -243,11 +258,27 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
     IPRoute2,
     netns_inode,
 )
+from ansible_collections.flatnet.cluster.plugins.module_utils.lab_identity import (
+    RECORD,
+    IdentityError,
+    boot_id,
+    controller_namespaces,
+    live_identity,
+    mismatches,
+    read_record,
+    write_private,
+    write_record,
+)
 
 LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$")
 NODE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SUBNET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 OUTSIDE_DIR = "_outside"  # not a DNS label, so never a node's directory
+# The lab's own record in <state_dir>/<name>: which lab made the directory, and which named
+# namespaces (dev, inode, boot id) it made. Written before anything else is created.
+MARKER = "lab.json"
+MADE_BY = "flatnet.cluster.lab"
+PENDING = "pending"
 OUTSIDE_LINK = "out0"
 AGENT_TCP_PORT = 8083
 AGENT_UDP_PORT = 8081
@@ -268,6 +299,13 @@ done
 mount -t overlay "$node-etc" -o "lowerdir=/etc,upperdir=$dir/etc/upper,workdir=$dir/etc/work" /etc
 mount -t overlay "$node-varlib" -o "lowerdir=/var/lib,upperdir=$dir/varlib/upper,workdir=$dir/varlib/work" /var/lib
 printf '%s\n' "$node" > /etc/hostname
+# Directories that must be the node's own, not the machine's seen through the overlay
+# (a machine that is itself a flatnet node would hand its records to every node): each is
+# a bind mount of a node-private directory, kept across restarts like the rest of the disk.
+for p in /var/lib/flatnet /etc/netns /etc/cni/net.d; do
+  mkdir -p "$dir/private$p" "$p"
+  mount --bind "$dir/private$p" "$p"
+done
 umount -l /sys
 mount -t sysfs "$node-sys" /sys
 ip link set lo up
@@ -384,6 +422,7 @@ class Lab:
         self.outns = f"{self.name}-out"
         self.mtu = p["mtu"]
         self.actions = []
+        self.marker = None
         self.ipr = IPRoute2(module)
         self.nsenter = module.get_bin_path("nsenter", required=True)
         self.unshare = module.get_bin_path("unshare", required=True)
@@ -429,6 +468,23 @@ class Lab:
             return None
         return pid
 
+    def record_identity(self, node, pid):
+        live = live_identity(pid)
+        if live is None:
+            raise LabError(f"node {node}: process {pid} died while it was being recorded")
+        controller = controller_namespaces()
+        for ns, key in controller.items():
+            if live["ns"][ns] == key:
+                raise LabError(f"node {node}: process {pid} lives in the controller's own {ns} namespace")
+        write_record(self.node_dir(node), live, self.name, node)
+
+    def identity_problems(self, node, pid):
+        try:
+            record = read_record(os.path.join(self.node_dir(node), RECORD))
+        except IdentityError as e:
+            return [str(e)]
+        return mismatches(record, live_identity(pid), controller_namespaces())
+
     def lab_unshares(self, node_dir=None):
         """PIDs of live unshare processes that started nodes of this lab (or of one node)."""
         prefix = (node_dir or self.lab_dir) + os.sep
@@ -463,7 +519,7 @@ class Lab:
 
     def clear_boot_files(self, node):
         ndir = self.node_dir(node)
-        for f in ("pid", "unshare.pid", "ready"):
+        for f in ("pid", "unshare.pid", "ready", RECORD):
             try:
                 os.unlink(os.path.join(ndir, f))
             except FileNotFoundError:
@@ -490,6 +546,8 @@ class Lab:
                 kids = children(proc.pid)
                 pid = kids[0] if kids else None
             if pid is not None and os.path.exists(os.path.join(ndir, "ready")):
+                # The identity first: a pidfile is never seen without its record.
+                self.record_identity(node, pid)
                 write_text(os.path.join(ndir, "pid"), f"{pid}\n")
                 return pid
             time.sleep(0.005)
@@ -603,10 +661,99 @@ class Lab:
             raise LabError(f"{what}: gateway {gw} is not a host address of {net}")
         return gw
 
+    # --- ownership -------------------------------------------------------------------
+    def marker_path(self):
+        return os.path.join(self.lab_dir, MARKER)
+
+    def foreign_dir(self, why):
+        return LabError(
+            f"{self.lab_dir} {why}: lab {self.name} did not make it, so it neither uses nor deletes it. "
+            f"Pick another flatnet_lab_name (or flatnet_lab_state_dir), or remove {self.lab_dir} if it is a leftover"
+        )
+
+    def read_marker(self):
+        """The lab's marker, or None when there is no lab dir or an empty one (a create that
+        died before writing it). LabError for a directory the lab did not make."""
+        if os.path.islink(self.lab_dir) or (os.path.lexists(self.lab_dir) and not os.path.isdir(self.lab_dir)):
+            raise self.foreign_dir("is not a directory")
+        if not os.path.isdir(self.lab_dir):
+            return None
+        path = self.marker_path()
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            if not os.listdir(self.lab_dir):
+                return None
+            raise self.foreign_dir(f"exists and holds no marker {MARKER}")
+        except OSError as e:
+            raise self.foreign_dir(f"has an unreadable marker {path} ({e})")
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read(1 << 20)
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            raise self.foreign_dir(f"has a marker {path} that is not root-only")
+        try:
+            marker = json.loads(data)
+        except ValueError:
+            raise self.foreign_dir(f"has a corrupt marker {path}")
+        if not isinstance(marker, dict) or marker.get("made_by") != MADE_BY or marker.get("lab") != self.name:
+            other = marker.get("lab") if isinstance(marker, dict) else None
+            raise self.foreign_dir(f"has a marker {path} that is not lab {self.name}'s (lab {other!r})")
+        if not isinstance(marker.get("netns"), dict):
+            marker["netns"] = {}
+        return marker
+
+    def save_marker(self):
+        if self.marker is None:
+            self.marker = {"lab": self.name, "made_by": MADE_BY, "netns": {}}
+        os.makedirs(self.lab_dir, mode=0o700, exist_ok=True)
+        write_private(self.marker_path(), json.dumps(self.marker, sort_keys=True) + "\n")
+
+    @staticmethod
+    def netns_id(name):
+        """[dev, inode, boot id] of a live named netns, or None."""
+        if netns_inode(name) is None:
+            return None
+        try:
+            st = os.stat(os.path.join("/run/netns", name))
+        except OSError:
+            return None
+        return [st.st_dev, st.st_ino, boot_id()]
+
+    def check_netns(self, ns):
+        """True when the named netns exists and this lab made it, False when there is none;
+        LabError (before anything is changed) when it exists and the lab did not make it."""
+        cur = self.netns_id(ns)
+        if cur is None:
+            return False
+        rec = (self.marker or {}).get("netns", {}).get(ns)
+        if rec == cur:
+            return True
+        # Made by a create that died between "ip netns add" and recording it: ours if it
+        # still holds nothing but lo.
+        if rec == PENDING and set(self.ipr.links(ns)) <= {"lo"}:
+            return True
+        why = "its recorded inode differs" if rec else f"{self.marker_path()} does not record it"
+        raise LabError(
+            f"network namespace {ns} exists but lab {self.name} did not make it ({why}), so it neither uses "
+            f"nor deletes it. Pick another flatnet_lab_name, or delete it (ip netns del {ns}) if it is a leftover"
+        )
+
+    def forget_netns(self, ns):
+        if self.marker is not None and ns in self.marker["netns"]:
+            del self.marker["netns"][ns]
+            self.save_marker()
+
+    def check_ownership(self):
+        self.marker = self.read_marker()
+        for ns in (self.netns, self.outns):
+            self.check_netns(ns)
+
     # --- present ---------------------------------------------------------------------
     def present(self):
-        if not self.check:
-            os.makedirs(self.lab_dir, mode=0o700, exist_ok=True)
+        self.check_ownership()
+        if not self.check and self.marker is None:
+            self.save_marker()  # first of all: whatever follows can be cleaned up by absent
         lab_alive = self.ensure_netns(self.netns)
         if lab_alive or not self.check:
             self.ensure_router()
@@ -626,13 +773,21 @@ class Lab:
 
     def ensure_netns(self, name):
         """Make sure a named netns exists; True when it existed already."""
-        if netns_inode(name) is not None:
+        if self.check_netns(name):
+            if self.marker["netns"].get(name) == PENDING and not self.check:
+                self.marker["netns"][name] = self.netns_id(name)
+                self.save_marker()
             return True
         self.act(f"create netns {name}")
         if not self.check:
+            # Recorded as pending before it exists, so that absent can clean a crash here.
+            self.marker["netns"][name] = PENDING
+            self.save_marker()
             if os.path.exists(os.path.join("/run/netns", name)):
-                self.ipr.run(["netns", "del", name], check=False)
+                self.ipr.run(["netns", "del", name], check=False)  # a dead file, no namespace
             self.ipr.run(["netns", "add", name])
+            self.marker["netns"][name] = self.netns_id(name)
+            self.save_marker()
             self.ipr.run(["-n", name, "link", "set", "lo", "up"])
         return False
 
@@ -707,6 +862,11 @@ class Lab:
             self.kill_node(name)  # leftovers of a half-started node
         if pid is None:
             pid = self.start_node(name)
+        elif self.identity_problems(name, pid):
+            # A running node without a (matching) record, e.g. started by an older lab.
+            self.act(f"record the identity of node {name}")
+            if not self.check:
+                self.record_identity(name, pid)
         info["pid"] = pid
         if lab_alive or not self.check:
             self.ensure_node_link(node, pid)
@@ -821,6 +981,7 @@ class Lab:
                     self.kill_agent()
                     if netns_inode(self.outns) is not None or os.path.exists(f"/run/netns/{self.outns}"):
                         self.ipr.run(["netns", "del", self.outns], check=False)
+                    self.forget_netns(self.outns)
                     shutil.rmtree(odir, ignore_errors=True)
             return
         out_alive = self.ensure_netns(self.outns)
@@ -907,6 +1068,8 @@ class Lab:
 
     # --- absent ----------------------------------------------------------------------
     def absent(self):
+        # Refused before anything is stopped or deleted when the dir or a namespace is not ours.
+        self.check_ownership()
         nodes = []
         if os.path.isdir(self.lab_dir):
             nodes = [e for e in sorted(os.listdir(self.lab_dir))

@@ -11,6 +11,12 @@ import sys
 
 import pytest
 
+from ansible_collections.flatnet.cluster.plugins.module_utils.lab_identity import (
+    live_identity,
+    mismatches,
+    read_record,
+    write_private,
+)
 from ansible_collections.flatnet.cluster.plugins.modules import lab as lab_module
 
 MODULE = lab_module.__file__
@@ -199,11 +205,179 @@ def test_lab_lifecycle(lab, tmp_path):
     assert not run_module({**lab, "state": "absent"}, tmp_path)["changed"]
 
 
+def _write_marker(lab_dir, name, netns):
+    """The marker as the lab writes it first thing (the format of lab.MARKER)."""
+    os.makedirs(lab_dir, mode=0o700, exist_ok=True)
+    write_private(os.path.join(lab_dir, "lab.json"),
+                  json.dumps({"lab": name, "made_by": "flatnet.cluster.lab", "netns": netns}))
+
+
 def test_absent_cleans_a_half_failed_create(lab, tmp_path):
     name = lab["name"]
-    # What a crash mid-create leaves: the netns and a node dir without pidfiles.
+    lab_dir = str(tmp_path / "state" / name)
+    # What a crash mid-create leaves: the marker with the netns still pending (the crash
+    # came between "ip netns add" and recording it), the netns, a node dir without pidfiles.
+    _write_marker(lab_dir, name, {f"{name}-net": "pending"})
     subprocess.run(["ip", "netns", "add", f"{name}-net"], check=True)
     (tmp_path / "state" / name / "node1").mkdir(parents=True)
     down = run_module({**lab, "state": "absent"}, tmp_path)
     assert down["changed"] and not down.get("failed"), down
     assert f"{name}-net" not in netns_names()
+
+
+def test_absent_cleans_a_create_that_died_before_its_marker(lab, tmp_path):
+    (tmp_path / "state" / lab["name"]).mkdir(parents=True)  # empty: nothing to lose
+    down = run_module({**lab, "state": "absent"}, tmp_path)
+    assert down["changed"] and not down.get("failed"), down
+
+
+SMALL = {"subnets": [{"name": "lan", "cidr": "192.168.50.0/24"}], "nodes": [{"name": "node1", "ip": "192.168.50.11"}]}
+
+
+@pytest.fixture()
+def foreign(tmp_path):
+    """A lab name whose state dir and namespaces the test makes as a stranger would; every
+    namespace of that name is deleted afterwards."""
+    name = "t" + secrets.token_hex(3)
+    try:
+        yield {"name": name, "state_dir": str(tmp_path / "state")}
+    finally:
+        for ns in (f"{name}-net", f"{name}-out"):
+            if ns in netns_names():
+                subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+@pytest.mark.parametrize("content", ["file", "marker-of-another-lab", "corrupt-marker"])
+def test_foreign_state_dir_is_refused_and_kept(foreign, tmp_path, content):
+    name = foreign["name"]
+    lab_dir = tmp_path / "state" / name
+    lab_dir.mkdir(parents=True)
+    precious = lab_dir / "precious"
+    precious.write_text("not the lab's")
+    if content == "marker-of-another-lab":
+        _write_marker(str(lab_dir), "other", {})
+    elif content == "corrupt-marker":
+        (lab_dir / "lab.json").write_text("{")
+        (lab_dir / "lab.json").chmod(0o600)
+    before = sorted(os.listdir(lab_dir))
+    for args in ({**foreign, **SMALL}, {**foreign, "state": "absent"}):
+        for check in (False, True):
+            result = run_module(args, tmp_path, check=check)
+            assert result.get("failed"), result
+            assert str(lab_dir) in result["msg"] and "flatnet_lab_name" in result["msg"], result["msg"]
+            assert result["actions"] == []
+    assert sorted(os.listdir(lab_dir)) == before and precious.read_text() == "not the lab's"
+    assert not {f"{name}-net", f"{name}-out"} & netns_names()
+
+
+def _links(ns):
+    out = subprocess.run(["ip", "-n", ns, "-json", "link"], capture_output=True, text=True, check=True).stdout
+    return sorted(link["ifname"] for link in json.loads(out))
+
+
+def test_foreign_lab_netns_is_refused_and_kept(foreign, tmp_path):
+    name = foreign["name"]
+    ns = f"{name}-net"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "add", f"{name}d", "type", "bridge"], check=True)
+    for args in ({**foreign, **SMALL}, {**foreign, "state": "absent"}):
+        result = run_module(args, tmp_path)
+        assert result.get("failed"), result
+        assert f"network namespace {ns} exists but lab {name} did not make it" in result["msg"]
+        assert f"ip netns del {ns}" in result["msg"] and "flatnet_lab_name" in result["msg"]
+    assert _links(ns) == sorted(["lo", f"{name}d"])
+    assert not (tmp_path / "state" / name).exists()
+    # Even a marker that lists it as pending does not make a namespace with content ours.
+    _write_marker(str(tmp_path / "state" / name), name, {ns: "pending"})
+    result = run_module({**foreign, "state": "absent"}, tmp_path)
+    assert result.get("failed") and f"network namespace {ns}" in result["msg"], result
+    assert _links(ns) == sorted(["lo", f"{name}d"])
+
+
+def test_foreign_outside_netns_is_refused_and_kept(lab, tmp_path):
+    name = lab["name"]
+    up = run_module({**lab, **SMALL}, tmp_path)
+    assert not up.get("failed"), up
+    out = f"{name}-out"
+    subprocess.run(["ip", "netns", "add", out], check=True)
+    try:
+        subprocess.run(["ip", "-n", out, "link", "add", f"{name}d", "type", "bridge"], check=True)
+        spec = {**lab, **SMALL, "outside": {"cidr": "203.0.113.0/24", "ip": "203.0.113.10"}}
+        for args in (spec, {**lab, **SMALL}, {**lab, "state": "absent"}):
+            result = run_module(args, tmp_path)
+            assert result.get("failed") and f"network namespace {out} exists" in result["msg"], result
+        assert _links(out) == sorted(["lo", f"{name}d"])
+        assert alive(up["nodes"]["node1"]["pid"])  # the refused absent stopped nothing
+    finally:
+        subprocess.run(["ip", "netns", "del", out], check=False)
+
+
+@pytest.fixture()
+def host_probe():
+    """A uniquely named file in the machine's /var/lib/flatnet and a directory in its
+    /etc/netns (each made, with its parent if missing, and removed afterwards)."""
+    tag = "t" + secrets.token_hex(3)
+    made = []
+    paths = {}
+    try:
+        for parent, kind in (("/var/lib/flatnet", "file"), ("/etc/netns", "dir")):
+            if not os.path.isdir(parent):
+                os.makedirs(parent)
+                made.append(parent)
+            path = os.path.join(parent, f"{tag}-probe")
+            if kind == "file":
+                with open(path, "x", encoding="ascii") as f:
+                    f.write("machine\n")
+            else:
+                os.mkdir(path)
+            made.append(path)
+            paths[parent] = path
+        yield {"tag": tag, **paths}
+    finally:
+        for path in reversed(made):
+            if os.path.isdir(path):
+                os.rmdir(path)  # only if empty: it was ours
+            elif os.path.exists(path):
+                os.unlink(path)
+
+
+def test_node_dirs_are_private(lab, tmp_path, host_probe):
+    tag = host_probe["tag"]
+    up = run_module({**lab, **SMALL}, tmp_path)
+    assert not up.get("failed"), up
+    pid = up["nodes"]["node1"]["pid"]
+    for d in ("/var/lib/flatnet", "/etc/netns", "/etc/cni/net.d"):
+        out = nsexec(pid, "ls", "-A", d)
+        assert out.returncode == 0 and out.stdout == "", (d, out.stdout, out.stderr)
+    inside = f"/var/lib/flatnet/{tag}-node"
+    assert nsexec(pid, "sh", "-c", f"echo node > {inside}; mkdir /etc/netns/{tag}-ns").returncode == 0
+    assert not os.path.exists(inside) and not os.path.exists(f"/etc/netns/{tag}-ns")
+    # Kept across a restart, like the rest of the node's disk; still without the machine's.
+    again = run_module({**lab, **SMALL, "restart": ["node1"]}, tmp_path)
+    new = again["nodes"]["node1"]["pid"]
+    assert new != pid
+    assert nsexec(new, "cat", inside).stdout == "node\n"
+    assert nsexec(new, "ls", "-A", "/etc/netns").stdout.split() == [f"{tag}-ns"]
+    assert nsexec(new, "ls", "-A", "/var/lib/flatnet").stdout.split() == [f"{tag}-node"]
+    with open(host_probe["/var/lib/flatnet"], encoding="ascii") as f:
+        assert f.read() == "machine\n"  # the machine's file is untouched
+
+
+def test_identity_is_recorded_and_rewritten_on_restart(lab, tmp_path):
+    up = run_module({**lab, **SMALL}, tmp_path)
+    pid = up["nodes"]["node1"]["pid"]
+    node_dir = tmp_path / "state" / lab["name"] / "node1"
+    path = node_dir / "identity.json"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert (tmp_path / "state" / lab["name"] / "lab.json").stat().st_mode & 0o077 == 0
+    record = read_record(str(path))
+    assert record["pid"] == pid and record["node"] == "node1" and record["lab"] == lab["name"]
+    assert not mismatches(record, live_identity(pid))
+    assert record["ns"]["net"][1] == os.stat(f"/proc/{pid}/ns/net").st_ino
+    restarted = run_module({**lab, **SMALL, "restart": ["node1"]}, tmp_path)
+    new = restarted["nodes"]["node1"]["pid"]
+    record2 = read_record(str(path))
+    assert record2["pid"] == new and not mismatches(record2, live_identity(new))
+    assert record2["ns"]["net"] != record["ns"]["net"]
+    stopped = run_module({**lab, **SMALL, "nodes": [dict(SMALL["nodes"][0], state="stopped")]}, tmp_path)
+    assert not stopped.get("failed") and not path.exists() and not (node_dir / "pid").exists()
