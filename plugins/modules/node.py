@@ -29,7 +29,7 @@ description:
   - The original value of every sysctl it changes is recorded in C(node.json) (under
     O(state_dir)) B(before) the sysctl is written, so an interrupted run never loses it and a
     rerun never takes the collection's own value for the original.
-  - Ownership is by record: C(node.json) names the bridge the collection made (or adopted).
+  - Ownership is by record. C(node.json) names the bridge the collection made (or adopted).
     A bridge of that name that is neither recorded nor marked with the C(flatnet) ifalias is
     refused before any change, unless O(adopt) is set. An adopted bridge keeps its ifalias;
     its original MAC, MTU, addresses, up state and C(accept_ra) are recorded and put back by

@@ -20,7 +20,7 @@ description:
     onlink), so the kernel never has to resolve anything. The VXLAN device exists only while some
     peer is C(vxlan); it is recreated when its VNI, port, local IP or underlay device differ, and
     its MAC and MTU are fixed in place.
-  - Ownership is by record: C(peers.json) (under O(state_dir)) names the VXLAN device the module
+  - Ownership is by record. C(peers.json) (under O(state_dir)) names the VXLAN device the module
     made, written before the device is made. When the device name, VNI or port changes, the
     old device is deleted (only if it is recorded and still carries ifalias C(flatnet)) before
     the new one is made. A device name that exists without the marker is refused; a link that
