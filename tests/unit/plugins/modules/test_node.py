@@ -136,8 +136,8 @@ def test_retire_deletes_ours_restores_adopted_and_leaves_unmarked():
 
 
 def test_old_bridges_from_record_and_retired():
-    rec = {"bridge": "b", "adopted": None, "retired": [{"bridge": "a", "adopted": None},
-                                                      {"bridge": "b", "adopted": None}]}
+    retired = [{"bridge": "a", "adopted": None}, {"bridge": "b", "adopted": None}]
+    rec = {"bridge": "b", "adopted": None, "retired": retired}
     assert [o["bridge"] for o in m.old_bridges(rec)] == ["a", "b"]
     assert [o["bridge"] for o in m.old_bridges(rec, keep="b")] == ["a"]
     assert m.old_bridges({}) == []
