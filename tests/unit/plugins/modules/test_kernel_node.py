@@ -102,8 +102,14 @@ class Node:
                           (link.get("linkinfo") or {}).get("info_kind"),
                           # bridge timers tick on their own
                           sorted((k, str(v)) for k, v in info.items() if "timer" not in k)))
-        return (links, self.ipj("addr", "show"),
-                self.ipj("route", "show", "table", "all"),
+        # Global addresses and main-table routes: link-local ones come and go on their own
+        # (IPv6 DAD on a fresh link).
+        addrs = sorted((a["ifname"], i["local"], i["prefixlen"]) for a in self.ipj("addr", "show")
+                       for i in a.get("addr_info", []) if i.get("scope") == "global")
+        routes = sorted(json.dumps(r, sort_keys=True)
+                        for family in ("-4", "-6") for r in self.ipj(family, "route", "show", "table", "main")
+                        if not r.get("dst", "").startswith(("fe80", "ff")))
+        return (links, addrs, routes,
                 self.sysctl("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding",
                             f"net.ipv6.conf.{self.underlay}.accept_ra"),
                 self.sh(["ls", "-A", "/run"]).stdout)
