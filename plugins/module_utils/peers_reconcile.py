@@ -292,12 +292,14 @@ class Plan:
         return bool(self.actions)
 
 
-def plan_present(desired, routes, device, dev_addrs, neigh, fdb):
+def plan_present(desired, routes, device, dev_addrs, neigh, fdb, retire=()):
     """Actions that turn the current state into ``desired``.
 
     ``routes`` is what ``parse_routes`` returned; ``device`` is ``parse_device`` of the link
     named like our VXLAN device (None if missing); ``neigh``/``fdb``/``dev_addrs`` are read
-    from that device (empty when it is missing or not ours).
+    from that device (empty when it is missing or not ours). ``retire``: ``parse_device`` of
+    old VXLAN devices under other names (a renamed device) that the caller found recorded as
+    ours and marked; they are deleted first, with whatever routes they carry.
     """
     cur_routes, extra, foreign = routes
     plan = Plan()
@@ -314,6 +316,18 @@ def plan_present(desired, routes, device, dev_addrs, neigh, fdb):
     if device is not None and not device["ours"] and spec is not None:
         raise PeersError(f"link {dev} exists and is not flatnet's (no ifalias {ALIAS}); "
                          "remove it or choose another flatnet_vxlan_device")
+
+    # An old device goes first: it may hold the same VNI and port, which the kernel allows
+    # only once; its routes, neighbour and FDB entries go with it.
+    gone = set()
+    for old in retire:
+        plan.ip_pre.append(["link", "del", old["name"]])
+        plan.actions.append(f"delete old vxlan device {old['name']} (now {dev})"
+                            if spec is not None else f"delete old vxlan device {old['name']}")
+        gone.add(old["name"])
+    if gone:
+        cur_routes = {d: r for d, r in cur_routes.items() if r.dev not in gone}
+        extra = [r for r in extra if r.dev not in gone]
 
     # Whatever lives on a device that is deleted or recreated goes with it.
     device_gone = False
@@ -431,17 +445,30 @@ def _create_device(plan, spec, why=None):
     )
 
 
-def plan_absent(routes, device):
-    """Delete every proto-157 route and our VXLAN device (only if it carries ifalias flatnet)."""
+def plan_absent(routes, devices):
+    """Delete every proto-157 route and the given VXLAN devices (``parse_device`` entries the
+    caller found recorded as ours); a device without ifalias flatnet is never deleted."""
     cur_routes, extra, _foreign = routes
     plan = Plan()
     for route in [r for _d, r in sorted(cur_routes.items())] + extra:
         plan.ip_pre.append(route.delete_argv())
         plan.actions.append(f"delete route {route.text()}")
-    if device is not None and device["ours"]:
-        plan.ip_post.append(["link", "del", device["name"]])
-        plan.actions.append(f"delete vxlan device {device['name']}")
+    if devices is not None and not isinstance(devices, (list, tuple)):
+        devices = [devices]
+    for device in devices or []:
+        if device is not None and device["ours"]:
+            plan.ip_post.append(["link", "del", device["name"]])
+            plan.actions.append(f"delete vxlan device {device['name']}")
     return plan
+
+
+def recorded_devices(record):
+    """Names of the VXLAN devices ``peers.json`` records as made by the module: the current
+    one and any old one a rename left to delete (``retired``)."""
+    names = set(record.get("retired") or [])
+    if record.get("device"):
+        names.add(record["device"])
+    return sorted(n for n in names if isinstance(n, str) and n)
 
 
 def render(routes, device, dev_addrs, neigh, fdb):

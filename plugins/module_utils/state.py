@@ -20,14 +20,45 @@ def state_dir_spec():
     return {"type": "path", "default": STATE_DIR}
 
 
+class StateError(Exception):
+    """A record that exists but cannot be used: the message names the file and the fix."""
+
+
+FIX = ("move it away (the next run rebuilds what it can from the kernel), or run the "
+       "teardown playbook to remove what flatnet.cluster made on this node")
+
+
 def load(path, default=None):
-    """Decoded JSON of ``path``; ``default`` (an empty dict) when it is missing or unreadable."""
+    """The record in ``path`` (a JSON object); ``default`` (an empty dict) when it is missing.
+
+    A record that exists but cannot be read, is not JSON or is not a JSON object raises
+    :class:`StateError`: the records are what make pruning and teardown safe, so guessing
+    "empty" would let a run forget what it owns (or claim what it does not).
+    """
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+            text = f.read()
+    except FileNotFoundError:
         return {} if default is None else default
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StateError(f"state file {path} cannot be read ({exc}): {FIX}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise StateError(f"state file {path} is corrupt (not JSON: {exc}): {FIX}") from None
+    if not isinstance(data, dict):
+        raise StateError(f"state file {path} is corrupt (a JSON {type(data).__name__}, "
+                         f"not an object): {FIX}")
     return data
+
+
+def load_or_fail(module, path):
+    """:func:`load` for a module: a corrupt record fails the task (``fail_json``) before any change."""
+    try:
+        return load(path)
+    except StateError as exc:
+        module.fail_json(msg=str(exc))
+    return {}  # not reached: fail_json exits
 
 
 def save(path, data):
@@ -52,20 +83,40 @@ def write_atomic(path, text):
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            # The data must be on disk before the rename makes it the record; otherwise a
+            # crash can leave a renamed but empty file.
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(directory)
     return True
+
+
+def fsync_dir(directory):
+    """Make a rename or unlink in ``directory`` durable (best effort where a filesystem refuses)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def remove(path):
     try:
         os.unlink(path)
     except FileNotFoundError:
-        pass
+        return
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def remove_dir_if_empty(path):

@@ -173,7 +173,7 @@ def main():
     p = module.params
     nft = Nft(module)
     state_file = os.path.join(p["state_dir"], "firewall.json")
-    record = flatnet_state.load(state_file)
+    record = flatnet_state.load_or_fail(module, state_file)
     result = dict(changed=False, actions=[], forward_drop_chains=[])
 
     before = nft.table_text() if module._diff else None

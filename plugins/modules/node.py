@@ -22,14 +22,28 @@ description:
     C(net.ipv4.conf.all.rp_filter=2) (loose) when it is V(1) (strict drops asymmetric pod
     traffic). Raises the neighbour table limits C(net.ipv4.neigh.default.gc_thresh1/2/3) (and
     IPv6's) to 8192/32768/65536 where they are lower, since every pod's neighbour entries count
-    against one table per kernel. The original values are recorded in
-    C(/var/lib/flatnet/node.json) on first change.
+    against one table per kernel.
+  - With O(ipv6), an O(underlay_interface) that takes router advertisements (C(accept_ra=1))
+    gets C(accept_ra=2) before forwarding is turned on, since a forwarding host ignores them
+    at C(accept_ra=1) and would lose its SLAAC addresses and default route.
+  - The original value of every sysctl it changes is recorded in C(node.json) (under
+    O(state_dir)) B(before) the sysctl is written, so an interrupted run never loses it and a
+    rerun never takes the collection's own value for the original.
+  - Ownership is by record. C(node.json) names the bridge the collection made (or adopted).
+    A bridge of that name that is neither recorded nor marked with the C(flatnet) ifalias is
+    refused before any change, unless O(adopt) is set. An adopted bridge keeps its ifalias;
+    its original MAC, MTU, addresses, up state and C(accept_ra) are recorded and put back by
+    O(state=absent) instead of deleting it. Adopting a bridge that carries addresses other
+    than O(addresses) is refused (they would be taken from whatever uses them).
+  - When O(bridge) changes, the recorded old bridge is deleted if it still carries the
+    C(flatnet) ifalias (its gateway addresses and their routes go with it), or restored if it
+    was adopted, in the same C(ip -batch) that makes the new one.
   - Records the bridge, its addresses and O(pod_cidrs) in C(node.json); the planner reads the pod
-    CIDRs back through M(flatnet.cluster.node_facts).
-  - A bridge of that name without the C(flatnet) ifalias is adopted only when it carries no
-    address other than O(addresses); otherwise the module fails.
-  - O(state=absent) deletes the bridge (only when it carries the C(flatnet) ifalias), restores
-    each recorded sysctl that still has the value this module set, and removes C(node.json).
+    CIDRs back through M(flatnet.cluster.node_facts). A C(node.json) that is not a JSON object
+    fails the task, naming the file, before any change.
+  - O(state=absent) deletes the recorded bridges that carry the C(flatnet) ifalias (a marked
+    bridge without a record is left with a warning), restores adopted ones, restores each
+    recorded sysctl that still has the value this module set, and removes C(node.json).
 author: flatnet maintainers (@flatnet)
 options:
   bridge:
@@ -48,6 +62,18 @@ options:
   ipv6:
     description: Enable IPv6 forwarding. Defaults to V(true) when O(addresses) holds an IPv6 address.
     type: bool
+  adopt:
+    description:
+      - Use an existing bridge of that name that the collection did not make.
+      - Its original MAC, MTU, addresses, up state and C(accept_ra) are recorded first, and
+        O(state=absent) restores them instead of deleting the bridge.
+    type: bool
+    default: false
+  underlay_interface:
+    description:
+      - The node's underlay interface. With O(ipv6), if it has C(accept_ra=1), it is set to
+        V(2) before forwarding is enabled, and restored by O(state=absent).
+    type: str
   pod_cidrs:
     description: Pod CIDRs of this node, recorded for the planner.
     type: list
@@ -66,7 +92,7 @@ attributes:
     description: Reports what would change; changes nothing.
   diff_mode:
     support: full
-    description: Before and after text of the bridge and the sysctls.
+    description: Before and after text of the bridges and the sysctls.
 """
 
 EXAMPLES = r"""
@@ -76,6 +102,13 @@ EXAMPLES = r"""
     addresses: [10.244.0.1/24]
     mtu: 1450
     pod_cidrs: [10.244.0.0/24]
+    underlay_interface: eth0
+
+- name: Use an existing bridge br-pods (teardown restores it)
+  flatnet.cluster.node:
+    bridge: br-pods
+    adopt: true
+    addresses: [10.244.0.1/24]
 
 - name: Undo it
   flatnet.cluster.node:
@@ -140,12 +173,18 @@ def normalise_addresses(addresses):
 # fails. Raised, never lowered; these sysctls only exist in a host's initial namespace.
 NEIGH_THRESH = {"gc_thresh1": 8192, "gc_thresh2": 32768, "gc_thresh3": 65536}
 
+FORWARDING6 = "net.ipv6.conf.all.forwarding"
+
+
+def accept_ra_name(interface):
+    return f"net.ipv6.conf.{interface}.accept_ra"
+
 
 def wanted_sysctls(ipv6, current):
     """Sysctl name -> value wanted, given the current values (``rp_filter`` only from 1)."""
     want = {"net.ipv4.ip_forward": "1"}
     if ipv6:
-        want["net.ipv6.conf.all.forwarding"] = "1"
+        want[FORWARDING6] = "1"
     if current.get("net.ipv4.conf.all.rp_filter") == "1":
         want["net.ipv4.conf.all.rp_filter"] = "2"
     for family in ("ipv4", "ipv6") if ipv6 else ("ipv4",):
@@ -157,10 +196,78 @@ def wanted_sysctls(ipv6, current):
     return want
 
 
-def plan_present(bridge, addresses, mtu, link, link_addrs, accept_ra, sysctls_now, want_sysctls):
+def underlay_ra_sysctls(ipv6, underlay, current, recorded):
+    """``{accept_ra sysctl: "2"}`` for an underlay that uses router advertisements, else {}.
+
+    A host with IPv6 forwarding on ignores RAs at ``accept_ra=1``; at 2 it keeps taking them.
+    The underlay "used" them when it had ``accept_ra=1`` while forwarding was still off (the
+    original forwarding value, if this module changed it). Once recorded, 2 stays wanted, so
+    drift is repaired and a rerun is unchanged."""
+    if not ipv6 or not underlay:
+        return {}
+    name = accept_ra_name(underlay)
+    if current.get(name) is None:
+        return {}
+    if name in recorded:
+        return {name: "2"}
+    fwd = recorded.get(FORWARDING6, {}).get("original", current.get(FORWARDING6))
+    if current.get(name) == "1" and fwd != "1":
+        return {name: "2"}
+    return {}
+
+
+def foreign_bridge_error(bridge, link_addrs, addresses, node_path):
+    foreign = [a for a in link_addrs if a not in addresses]
+    detail = (f"; it already has an IP address different from {', '.join(addresses) or 'none'} "
+              f"({', '.join(foreign)})" if foreign else "")
+    return NodeError(
+        f"bridge {bridge} exists and was not made by flatnet.cluster (not recorded in "
+        f"{node_path}, no ifalias '{ALIAS}'){detail}; nothing was changed. Set flatnet_bridge "
+        f"to another name, or set flatnet_bridge_adopt: true to use this bridge (teardown then "
+        f"restores its MAC, MTU and addresses instead of deleting it)"
+    )
+
+
+def ownership(bridge, link, link_addrs, addresses, record, adopt, node_path, accept_ra):
+    """Pure: whose is the bridge ``bridge``? Returns ``(mark, adopted)``: ``mark`` when the
+    module sets the C(flatnet) ifalias on it (it made it), ``adopted`` the recorded originals
+    of an adopted bridge (or None). Raises NodeError for a bridge it must not touch."""
+    if link is None:
+        return True, None
+    kind = (link.get("linkinfo") or {}).get("info_kind")
+    if kind != "bridge":
+        raise NodeError(f"{bridge} exists and is not a bridge ({kind or 'no kind'}): "
+                        f"delete it or set flatnet_bridge to another name")
+    if record.get("bridge") == bridge and record.get("adopted"):
+        return False, record["adopted"]
+    for old in record.get("retired") or []:
+        if old.get("bridge") == bridge and old.get("adopted"):
+            return False, old["adopted"]
+    if record.get("bridge") == bridge:
+        return True, None  # recorded as made by this module: manage it (and re-mark it)
+    if link.get("ifalias") == ALIAS:
+        # Only this module sets the marker: a marked bridge under the configured name is one
+        # it made, even when its record was lost (moved away after corruption).
+        return True, None
+    if not adopt:
+        raise foreign_bridge_error(bridge, link_addrs, addresses, node_path)
+    foreign = [a for a in link_addrs if a not in addresses]
+    if foreign:
+        raise NodeError(
+            f"bridge {bridge} cannot be adopted: it carries addresses other than the gateway "
+            f"addresses ({', '.join(foreign)}), which would be taken from whatever uses them; "
+            f"remove them first or set flatnet_bridge to another name")
+    return False, {"mac": link.get("address"), "mtu": link.get("mtu"),
+                   "addresses": sorted(link_addrs), "up": is_up(link), "accept_ra": accept_ra}
+
+
+def plan_present(bridge, addresses, mtu, link, link_addrs, accept_ra, sysctls_now, want_sysctls,
+                 mark=True):
     """Pure: what to change. ``link`` is the ``ip -details`` entry of the bridge (or None),
     ``link_addrs`` its global addresses, ``accept_ra`` its current value (str or None).
-    Returns (batch lines, sysctl writes {name: value}, actions)."""
+    ``mark``: set the ``flatnet`` ifalias (False for an adopted bridge).
+    Returns (batch lines, sysctl writes {name: value}, actions); the writes keep the order of
+    ``want_sysctls`` (an underlay's accept_ra comes before forwarding)."""
     lines, writes, actions = [], {}, []
     v6 = any(ipaddress.ip_interface(a).version == 6 for a in addresses)
     mac = bridge_mac(bridge, addresses)
@@ -170,6 +277,7 @@ def plan_present(bridge, addresses, mtu, link, link_addrs, accept_ra, sysctls_no
         lines.append(["addr", "add", addr, "dev", bridge] + extra)
         actions.append(f"{bridge}: add address {addr}")
 
+    bridge_writes = {}
     if link is None:
         actions.append(f"add bridge {bridge} mtu {mtu}")
         lines.append(["link", "add", bridge] + (["address", mac] if mac else [])
@@ -179,23 +287,15 @@ def plan_present(bridge, addresses, mtu, link, link_addrs, accept_ra, sysctls_no
             add_addr(addr)
         lines.append(["link", "set", bridge, "up"])
         if v6:
-            writes[f"net.ipv6.conf.{bridge}.accept_ra"] = "0"
+            bridge_writes[accept_ra_name(bridge)] = "0"
     else:
         kind = (link.get("linkinfo") or {}).get("info_kind")
         if kind != "bridge":
             raise NodeError(f"{bridge} exists and is not a bridge ({kind or 'no kind'}): "
                             f"delete it or set flatnet_bridge to another name")
-        if link.get("ifalias") != ALIAS:
-            foreign = [a for a in link_addrs if a not in addresses]
-            if foreign:
-                raise NodeError(
-                    f"bridge {bridge} already has an IP address different from "
-                    f"{', '.join(addresses) or 'none'} ({', '.join(foreign)}) and was not made by "
-                    f"flatnet.cluster (no ifalias '{ALIAS}'): tear it down or set flatnet_bridge "
-                    f"to another name"
-                )
+        if mark and link.get("ifalias") != ALIAS:
             lines.append(["link", "set", bridge, "alias", ALIAS])
-            actions.append(f"adopt bridge {bridge} (set ifalias {ALIAS})")
+            actions.append(f"{bridge}: set ifalias {ALIAS}")
         if mac and link.get("address") != mac:
             lines.append(["link", "set", bridge, "address", mac])
             actions.append(f"{bridge}: set MAC {mac} (was {link.get('address')})")
@@ -213,20 +313,76 @@ def plan_present(bridge, addresses, mtu, link, link_addrs, accept_ra, sysctls_no
             lines.append(["link", "set", bridge, "up"])
             actions.append(f"{bridge}: set up")
         if v6 and accept_ra not in (None, "0"):
-            writes[f"net.ipv6.conf.{bridge}.accept_ra"] = "0"
+            bridge_writes[accept_ra_name(bridge)] = "0"
+            actions.append(f"set {accept_ra_name(bridge)}=0")
     for name, value in want_sysctls.items():
         if sysctls_now.get(name) != value:
             writes[name] = value
-    for name, value in writes.items():
-        if name in want_sysctls:
             actions.append(f"set {name}={value} (was {sysctls_now.get(name)})")
-        elif link is not None:
-            actions.append(f"set {name}={value}")
+    # The bridge's own accept_ra last: a new bridge has no sysctl directory before the batch.
+    writes.update(bridge_writes)
     return lines, writes, actions
 
 
+def plan_retire(old, link, link_addrs, accept_ra):
+    """Pure: undo an old bridge (``{"bridge", "adopted"}`` from the record): delete one this
+    module made (only while it carries the marker), put an adopted one back as it was.
+    Returns (lines, sysctl writes, actions, warnings)."""
+    name = old["bridge"]
+    if link is None:
+        return [], {}, [], []
+    adopted = old.get("adopted")
+    if not adopted:
+        if link.get("ifalias") != ALIAS:
+            return [], {}, [], [f"bridge {name} is recorded but no longer carries ifalias "
+                                f"'{ALIAS}'; left in place (delete it by hand if it is unused)"]
+        return [["link", "del", name]], {}, [f"delete bridge {name}"], []
+    lines, writes, actions = [], {}, []
+    original = set(adopted.get("addresses") or [])
+    for addr in link_addrs:
+        if addr not in original:
+            lines.append(["addr", "del", addr, "dev", name])
+            actions.append(f"{name}: remove address {addr}")
+    for addr in sorted(original):
+        if addr not in link_addrs:
+            extra = ["nodad"] if ipaddress.ip_interface(addr).version == 6 else []
+            lines.append(["addr", "add", addr, "dev", name] + extra)
+            actions.append(f"{name}: restore address {addr}")
+    if adopted.get("mac") and link.get("address") != adopted["mac"]:
+        lines.append(["link", "set", name, "address", adopted["mac"]])
+        actions.append(f"{name}: restore MAC {adopted['mac']}")
+    if adopted.get("mtu") and link.get("mtu") != adopted["mtu"]:
+        lines.append(["link", "set", name, "mtu", adopted["mtu"]])
+        actions.append(f"{name}: restore mtu {adopted['mtu']}")
+    if not adopted.get("up", True) and is_up(link):
+        lines.append(["link", "set", name, "down"])
+        actions.append(f"{name}: set down (as it was)")
+    elif adopted.get("up") and not is_up(link):
+        lines.append(["link", "set", name, "up"])
+        actions.append(f"{name}: set up (as it was)")
+    if adopted.get("accept_ra") is not None and accept_ra not in (None, adopted["accept_ra"]):
+        writes[accept_ra_name(name)] = adopted["accept_ra"]
+        actions.append(f"restore {accept_ra_name(name)}={adopted['accept_ra']}")
+    return lines, writes, actions, []
+
+
+def old_bridges(record, keep=None):
+    """The recorded bridges other than ``keep``: the record's own and any left from an
+    interrupted rename (``retired``), one entry per name."""
+    olds = {}
+    if record.get("bridge"):
+        olds[record["bridge"]] = {"bridge": record["bridge"], "adopted": record.get("adopted")}
+    for old in record.get("retired") or []:
+        if old.get("bridge"):
+            olds.setdefault(old["bridge"], {"bridge": old["bridge"], "adopted": old.get("adopted")})
+    return [olds[n] for n in sorted(olds) if n != keep]
+
+
 def record_sysctls(record, writes, sysctls_now, want_sysctls):
-    """Record the original value of each managed sysctl the first time it is changed."""
+    """Record the original value of each managed sysctl the first time it is changed.
+
+    Called before the sysctls are written (the record is the intent): a name already recorded
+    keeps its first original, so a rerun never records the collection's own value."""
     recorded = dict(record.get("sysctls", {}))
     for name in want_sysctls:
         if name in writes and name not in recorded:
@@ -235,38 +391,84 @@ def record_sysctls(record, writes, sysctls_now, want_sysctls):
 
 
 def plan_restore(record, sysctls_now):
-    """Pure: sysctls to put back on absent: only those still holding the value we set."""
+    """Pure: sysctls to put back on absent: only those still holding the value we set.
+    Forwarding goes back before an interface's accept_ra (the reverse of the present order)."""
     writes = {}
-    for name, rec in (record.get("sysctls") or {}).items():
+    items = sorted((record.get("sysctls") or {}).items(), key=lambda kv: (kv[0].endswith(".accept_ra"), kv[0]))
+    for name, rec in items:
         if rec.get("original") is not None and sysctls_now.get(name) == rec.get("value"):
             writes[name] = rec["original"]
     return writes
 
 
-MANAGED = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv4.conf.all.rp_filter") + tuple(
+MANAGED = ("net.ipv4.ip_forward", FORWARDING6, "net.ipv4.conf.all.rp_filter") + tuple(
     f"net.{family}.neigh.default.{key}" for family in ("ipv4", "ipv6") for key in NEIGH_THRESH
 )
 
 
-def describe(bridge, link, addrs, mtu_up, sysctls):
+def describe(bridges, sysctls):
+    """``bridges``: [(name, link or None, addrs)]."""
     lines = []
-    if link is None:
-        lines.append(f"bridge {bridge}: absent")
-    else:
-        lines.append(f"bridge {bridge}: addresses {','.join(sorted(addrs)) or '-'}; {mtu_up}")
+    for name, link, addrs in bridges:
+        if link is None:
+            lines.append(f"bridge {name}: absent")
+        else:
+            lines.append(f"bridge {name}: addresses {','.join(sorted(addrs)) or '-'}; "
+                         f"mac {link.get('address')}; mtu {link.get('mtu')}; "
+                         f"{'up' if is_up(link) else 'down'}")
     for name in sorted(sysctls):
         lines.append(f"{name} = {sysctls[name]}")
     return "\n".join(lines) + "\n"
 
 
 def apply(module, ip, lines, writes, actions):
-    """Run the bridge changes in one ``ip -batch``, then write the sysctls."""
+    """Run the bridge changes in one ``ip -batch``, then write the sysctls (in order)."""
     try:
         ip.batch(lines)
         for name, value in writes.items():
             write_sysctl(name, value)
     except (IPError, OSError) as exc:
         module.fail_json(msg=str(exc), actions=actions)
+
+
+def save_record(module, path, record, actions):
+    try:
+        state_file.save(path, record)
+    except OSError as exc:
+        module.fail_json(msg=f"cannot write {path}: {exc}", actions=actions)
+
+
+class Reader:
+    """The kernel state the module needs, read once."""
+
+    def __init__(self, ip):
+        self.ip = ip
+        self.links = ip.links()
+        self._addrs = None
+
+    def addrs(self, name):
+        if name not in self.links:
+            return []
+        if self._addrs is None:
+            self._addrs = {link["ifname"]: global_addrs(link) for link in self.ip.json(["addr", "show"])}
+        return self._addrs.get(name, [])
+
+
+def retire_all(olds, reader):
+    lines, writes, actions, warnings, shown = [], {}, [], [], []
+    for old in olds:
+        name = old["bridge"]
+        link = reader.links.get(name)
+        addrs = reader.addrs(name)
+        ra = read_sysctl(accept_ra_name(name)) if link else None
+        lns, wrs, acts, warns = plan_retire(old, link, addrs, ra)
+        lines += lns
+        writes.update(wrs)
+        actions += acts
+        warnings += warns
+        if link is not None:
+            shown.append((name, link, addrs))
+    return lines, writes, actions, warnings, shown
 
 
 def main():
@@ -276,6 +478,8 @@ def main():
             addresses=dict(type="list", elements="str", default=[]),
             mtu=dict(type="int", default=1500),
             ipv6=dict(type="bool"),
+            adopt=dict(type="bool", default=False),
+            underlay_interface=dict(type="str"),
             pod_cidrs=dict(type="list", elements="str", default=[]),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             state_dir=state_file.state_dir_spec(),
@@ -286,38 +490,48 @@ def main():
     bridge = p["bridge"]
     node_path = os.path.join(p["state_dir"], "node.json")
     ip = IPRoute2(module)
-    record = state_file.load(node_path)
+    # A corrupt record fails here, before anything is read or changed.
+    record = state_file.load_or_fail(module, node_path)
+    recorded_sysctls = record.get("sysctls") or {}
     try:
         addresses = normalise_addresses(p["addresses"])
-        links = ip.links()
-        link = links.get(bridge)
-        addrs = global_addrs(ip.json(["addr", "show", "dev", bridge])[0]) if link else []
+        reader = Reader(ip)
+        link = reader.links.get(bridge)
+        addrs = reader.addrs(bridge)
     except (NodeError, IPError) as exc:
         module.fail_json(msg=str(exc))
     ipv6 = p["ipv6"] if p["ipv6"] is not None else any(
         ipaddress.ip_interface(a).version == 6 for a in addresses)
-    sysctls_now = {name: read_sysctl(name) for name in MANAGED}
-    before_text = describe(bridge, link, addrs,
-                           f"mac {link.get('address')}; mtu {link.get('mtu')}; "
-                           f"{'up' if is_up(link) else 'down'}" if link else "",
-                           {k: v for k, v in sysctls_now.items() if v is not None})
+    names = list(MANAGED) + [n for n in recorded_sysctls if n not in MANAGED]
+    if p["underlay_interface"]:
+        names.append(accept_ra_name(p["underlay_interface"]))
+    sysctls_now = {name: read_sysctl(name) for name in dict.fromkeys(names)}
+    shown_now = {k: v for k, v in sysctls_now.items() if v is not None}
 
     if p["state"] == "absent":
-        lines, actions = [], []
-        if link is not None and link.get("ifalias") == ALIAS:
-            lines.append(["link", "del", bridge])
-            actions.append(f"delete bridge {bridge}")
+        # The recorded bridges (and a marked one of the configured name that is recorded);
+        # a marked bridge without a record is not ours to delete.
+        olds = old_bridges(record)
+        lines, bridge_writes, actions, warnings, shown = retire_all(olds, reader)
+        if link is not None and link.get("ifalias") == ALIAS and bridge not in {o["bridge"] for o in olds}:
+            warnings.append(f"bridge {bridge} carries ifalias '{ALIAS}' but is not recorded in "
+                            f"{node_path}; left in place (run the deploy once to record it, or "
+                            f"delete it by hand)")
+        for w in warnings:
+            module.warn(w)
         writes = plan_restore(record, sysctls_now)
-        actions += [f"restore {n}={v}" for n, v in sorted(writes.items())]
+        actions += [f"restore {n}={v}" for n, v in writes.items()]
+        writes.update(bridge_writes)
         if os.path.exists(node_path):
             actions.append(f"remove {node_path}")
         after = dict(sysctls_now, **writes)
-        after_text = describe(bridge, None if lines else link, addrs, "", {
-            k: v for k, v in after.items() if v is not None})
         result = dict(changed=bool(actions), actions=actions,
-                      sysctls={k: v for k, v in after.items() if v is not None})
+                      sysctls={k: v for k, v in after.items() if v is not None and k in sysctls_now})
         if module._diff:
-            result["diff"] = {"before": before_text, "after": after_text}
+            result["diff"] = {
+                "before": describe(shown, shown_now),
+                "after": describe([(n, None if ["link", "del", n] in lines else lk, a)
+                                   for n, lk, a in shown], result["sysctls"])}
         if module.check_mode or not actions:
             module.exit_json(**result)
         apply(module, ip, lines, writes, actions)
@@ -325,35 +539,65 @@ def main():
         state_file.remove_dir_if_empty(p["state_dir"])
         module.exit_json(**result)
 
-    want_sysctls = wanted_sysctls(ipv6, sysctls_now)
-    accept_ra = read_sysctl(f"net.ipv6.conf.{bridge}.accept_ra") if link else None
+    accept_ra = read_sysctl(accept_ra_name(bridge)) if link else None
     try:
+        mark, adopted = ownership(bridge, link, addrs, addresses, record, p["adopt"], node_path,
+                                  accept_ra)
+        # Underlay accept_ra first: RAs must stay accepted from the moment forwarding is on.
+        want_sysctls = underlay_ra_sysctls(ipv6, p["underlay_interface"], sysctls_now,
+                                           recorded_sysctls)
+        want_sysctls.update(wanted_sysctls(ipv6, sysctls_now))
         lines, writes, actions = plan_present(bridge, addresses, p["mtu"], link, addrs, accept_ra,
-                                              sysctls_now, want_sysctls)
+                                              sysctls_now, want_sysctls, mark=mark)
     except NodeError as exc:
         module.fail_json(msg=str(exc))
+    if adopted and link is not None and record.get("bridge") != bridge:
+        actions.insert(0, f"adopt bridge {bridge} (record its MAC {adopted['mac']}, mtu "
+                          f"{adopted['mtu']}, addresses {','.join(adopted['addresses']) or '-'})")
     if not os.path.isdir("/proc/sys/net/ipv6"):
         writes = {k: v for k, v in writes.items() if not k.startswith("net.ipv6.")}
+    # The recorded old bridges (a renamed flatnet_bridge) go first, in the same batch, so the
+    # gateway addresses are free for the new one.
+    olds = old_bridges(record, keep=bridge)
+    old_lines, old_writes, old_actions, warnings, shown = retire_all(olds, reader)
+    for w in warnings:
+        module.warn(w)
+    lines = old_lines + lines
+    writes = dict(old_writes, **writes)
+    actions = old_actions + actions
     new_record = {
         "bridge": bridge,
+        "adopted": adopted,
         "addresses": addresses,
         "mtu": p["mtu"],
         "pod_cidrs": list(p["pod_cidrs"]),
         "sysctls": record_sysctls(record, writes, sysctls_now, want_sysctls),
     }
+    # What this run will change, recorded before it is changed: the sysctls' originals, an
+    # adopted bridge's originals, and the old bridges still to undo.
+    intent = dict(new_record, retired=[o for o in olds if o["bridge"] in reader.links])
+    if not intent["retired"]:
+        del intent["retired"]
     if new_record != record:
         actions.append(f"record {node_path}")
-    after = dict(sysctls_now, **{k: v for k, v in writes.items() if k in MANAGED})
+    after = dict(sysctls_now, **{k: v for k, v in writes.items() if k in sysctls_now})
     result = dict(changed=bool(actions), actions=actions,
                   sysctls={k: v for k, v in after.items() if v is not None})
     if module._diff:
-        result["diff"] = {"before": before_text, "after": describe(
-            bridge, True, addresses, f"mac {bridge_mac(bridge, addresses)}; mtu {p['mtu']}; up",
-            result["sysctls"])}
+        mac = bridge_mac(bridge, addresses)
+        new_link = {"address": mac or (link or {}).get("address"), "mtu": p["mtu"], "flags": ["UP"]}
+        result["diff"] = {
+            "before": describe(shown + [(bridge, link, addrs)], shown_now),
+            "after": describe([(n, None if ["link", "del", n] in lines else lk, a)
+                               for n, lk, a in shown] + [(bridge, new_link, addresses)],
+                              result["sysctls"])}
     if module.check_mode or not actions:
         module.exit_json(**result)
+    if intent != record:
+        save_record(module, node_path, intent, actions)
     apply(module, ip, lines, writes, actions)
-    state_file.save(node_path, new_record)
+    if intent != new_record:
+        save_record(module, node_path, new_record, actions)
     module.exit_json(**result)
 
 

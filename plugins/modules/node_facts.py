@@ -209,12 +209,13 @@ def main():
                   6: ip.json(["-6", "route", "show", "default"]) if ipv6_enabled() else []}
         underlay = find_underlay(addr_links, routes, module.params["underlay_interface"],
                                  module.params["underlay_ip"])
-    except (IPError, UnderlayError) as exc:
+        recorded = read_recorded(module.params["state_dir"])
+    except (IPError, UnderlayError, state_file.StateError) as exc:
         module.fail_json(msg=str(exc))
     facts = {
         "hostname": socket.gethostname(),
         "underlay": underlay,
-        "recorded": read_recorded(module.params["state_dir"]),
+        "recorded": recorded,
         "kernel": {
             "vxlan": vxlan_available(),
             "nft": module.get_bin_path("nft"),

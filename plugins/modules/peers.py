@@ -20,6 +20,12 @@ description:
     onlink), so the kernel never has to resolve anything. The VXLAN device exists only while some
     peer is C(vxlan); it is recreated when its VNI, port, local IP or underlay device differ, and
     its MAC and MTU are fixed in place.
+  - Ownership is by record. C(peers.json) (under O(state_dir)) names the VXLAN device the module
+    made, written before the device is made. When the device name, VNI or port changes, the
+    old device is deleted (only if it is recorded and still carries ifalias C(flatnet)) before
+    the new one is made. A device name that exists without the marker is refused; a link that
+    is not recorded is never deleted. A C(peers.json) that is not a JSON object fails the
+    task, naming the file, before any change.
   - Every route the module makes carries C(proto 157); routes of any other protocol are never
     replaced or deleted (a peer pod CIDR that already has such a route is an error).
     Routes, neighbour and FDB entries of peers that are no longer declared are deleted.
@@ -101,7 +107,8 @@ options:
   state:
     description:
       - V(present) programs the peers.
-      - V(absent) deletes every C(proto 157) route and the VXLAN device (when it carries ifalias C(flatnet)).
+      - V(absent) deletes every C(proto 157) route and the VXLAN devices recorded in C(peers.json) that
+        carry ifalias C(flatnet) (a marked device without a record is left, with a warning).
     type: str
     choices: [present, absent]
     default: present
@@ -164,7 +171,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPError, IPRoute2
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import ALIAS, IPError, IPRoute2
 from ansible_collections.flatnet.cluster.plugins.module_utils.peers_reconcile import (
     PeersError,
     check_direct_on_link,
@@ -176,6 +183,7 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.peers_reconcile im
     parse_routes,
     plan_absent,
     plan_present,
+    recorded_devices,
     render_current,
     render_desired,
 )
@@ -260,6 +268,9 @@ def main():
     dev = vxlan.get("device") or "flatnet.1"
     state_file = os.path.join(p["state_dir"], "peers.json")
     result = dict(changed=False, actions=[], peers=[], skipped=[])
+    # A corrupt record fails here, before anything is read or changed.
+    record = flatnet_state.load_or_fail(module, state_file)
+    recorded = recorded_devices(record)
 
     try:
         kernel = Kernel(module)
@@ -273,17 +284,33 @@ def main():
             dev_addrs, neigh, fdb = kernel.device_state(dev)
         else:
             dev_addrs, neigh, fdb = [], {}, []
+        # Devices under other names are deleted only when recorded AND marked as ours.
+        retire = []
+        for name in recorded:
+            if name == dev and p["state"] == "present":
+                continue  # the configured device: reconciled below
+            old = parse_device(kernel.device(name))
+            if old is None:
+                continue
+            if old["ours"]:
+                retire.append(old)
+            else:
+                module.warn(f"link {name} is recorded in {state_file} as a VXLAN device but does "
+                            f"not carry ifalias '{ALIAS}'; left in place")
+        if p["state"] == "absent" and link is not None and link["ours"] and dev not in recorded:
+            module.warn(f"link {dev} carries ifalias '{ALIAS}' but is not recorded in {state_file}; "
+                        "left in place (run the deploy once to record it, or delete it by hand)")
 
         if desired is not None:
             check_direct_on_link(desired["direct_gateways"], route_json, p["underlay_interface"])
-            plan = plan_present(desired, routes, link, dev_addrs, neigh, fdb)
+            plan = plan_present(desired, routes, link, dev_addrs, neigh, fdb, retire=retire)
             after = render_desired(desired)
             result["peers"] = summary(p["peers"], desired)
             result["skipped"] = desired["skipped"]
             for message in desired["skipped"]:
                 module.warn(message)
         else:
-            plan = plan_absent(routes, link)
+            plan = plan_absent(routes, retire)
             after = ""
         before = render_current(routes, link, dev_addrs, neigh, fdb)
     except (PeersError, IPError, ValueError) as e:
@@ -292,22 +319,39 @@ def main():
     result["changed"] = plan.changed
     result["actions"] = plan.actions
     if module._diff:
+        before = "".join(f"vxlan {d['name']} (old, ours)\n" for d in retire) + before
         result["diff"] = dict(before=before, after=after,
                               before_header=f"routing ({dev})", after_header=f"routing ({dev})")
 
     if not module.check_mode:
+        if p["state"] == "present":
+            final = {"device": dev if desired["device"] else None,
+                     "peers": [{k: v for k, v in s.items() if k != "routes"} for s in result["peers"]]}
+            # Recorded before the kernel changes: a device about to be made is already ours by
+            # record, and an old one stays recorded until it is gone.
+            intent = dict(final)
+            if retire or (link is not None and link["ours"] and not desired["device"]):
+                intent["retired"] = sorted({d["name"] for d in retire}
+                                           | ({dev} if link is not None and link["ours"] else set()))
+            if plan.changed and record != intent:
+                save_record(module, state_file, intent, result)
         try:
             kernel.apply(plan)
         except IPError as e:
             module.fail_json(msg=str(e), **result)
         if p["state"] == "present":
-            record = {"device": dev if desired["device"] else None,
-                      "peers": [{k: v for k, v in s.items() if k != "routes"} for s in result["peers"]]}
-            if flatnet_state.load(state_file) != record:
-                flatnet_state.save(state_file, record)
+            if flatnet_state.load_or_fail(module, state_file) != final:
+                save_record(module, state_file, final, result)
         else:
             flatnet_state.remove(state_file)
     module.exit_json(**result)
+
+
+def save_record(module, path, record, result):
+    try:
+        flatnet_state.save(path, record)
+    except OSError as e:
+        module.fail_json(msg=f"cannot write {path}: {e}", **result)
 
 
 if __name__ == "__main__":

@@ -702,7 +702,7 @@ def main():
         module.params["prune"] = True
 
     ip = IPRoute2(module)
-    record = state_file.load(pods_path)
+    record = state_file.load_or_fail(module, pods_path)
     record.setdefault("pods", {})
     try:
         observed = observe(ip, desired, record, p["bridge"])

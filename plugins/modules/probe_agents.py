@@ -174,7 +174,7 @@ def run_module():
     run_dir = p["run_dir"]
     agent_path = os.path.join(run_dir, AGENT_FILE)
     record_path = os.path.join(run_dir, RECORD_FILE)
-    record = state.load(record_path)
+    record = state.load_or_fail(module, record_path)
     agents = dict(record.get("agents", {}))
     actions = []
     changed = False

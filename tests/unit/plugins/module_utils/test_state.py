@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from ansible_collections.flatnet.cluster.plugins.module_utils import state
 
 
@@ -13,11 +15,62 @@ def test_save_load_roundtrip_and_no_temp_left(tmp_path):
     assert os.listdir(tmp_path / "d") == ["pods.json"]
 
 
-def test_load_missing_or_broken_is_empty(tmp_path):
+def test_load_missing_is_empty(tmp_path):
     assert state.load(str(tmp_path / "nope.json")) == {}
-    bad = tmp_path / "bad.json"
-    bad.write_text("{half")
-    assert state.load(str(bad)) == {}
+
+
+@pytest.mark.parametrize("text, why", [
+    ("{half", "not JSON"),
+    ("", "not JSON"),
+    ("[1, 2]", "a JSON list, not an object"),
+    ("null", "a JSON NoneType, not an object"),
+    (b"\xff\xfe", "cannot be read"),
+])
+def test_load_corrupt_is_an_error_naming_file_and_fix(tmp_path, text, why):
+    bad = tmp_path / "node.json"
+    if isinstance(text, bytes):
+        bad.write_bytes(text)
+    else:
+        bad.write_text(text)
+    with pytest.raises(state.StateError) as exc:
+        state.load(str(bad))
+    msg = str(exc.value)
+    assert str(bad) in msg and why in msg and "move it away" in msg
+
+
+def test_load_or_fail_fails_the_module(tmp_path):
+    bad = tmp_path / "peers.json"
+    bad.write_text("{")
+
+    class Module:
+        def fail_json(self, **kw):
+            raise RuntimeError(kw["msg"])
+
+    with pytest.raises(RuntimeError, match="peers.json is corrupt"):
+        state.load_or_fail(Module(), str(bad))
+    assert state.load_or_fail(Module(), str(tmp_path / "none.json")) == {}
+
+
+def test_write_atomic_fsyncs_file_before_rename_and_directory_after(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.path.isdir(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(a, b):
+        events.append(("rename", None))
+        return real_replace(a, b)
+
+    monkeypatch.setattr(state.os, "fsync", fsync)
+    monkeypatch.setattr(state.os, "replace", replace)
+    path = str(tmp_path / "node.json")
+    assert state.write_atomic(path, "{}\n") is True
+    assert events == [("fsync", False), ("rename", None), ("fsync", True)]
+    events.clear()
+    assert state.write_atomic(path, "{}\n") is False  # unchanged: not rewritten
+    assert events == []
 
 
 def test_remove_and_remove_dir_if_empty(tmp_path):

@@ -76,15 +76,103 @@ def test_bridge_mac_is_fixed_and_derived():
     assert actions == [f"cni0: set MAC {MAC} (was ce:11:22:33:44:55)"]
 
 
-def test_foreign_bridge_with_other_address_refused():
-    with pytest.raises(m.NodeError, match="already has an IP address different from"):
-        present(link=dict(BR, ifalias=None), addrs=["10.88.0.1/16"])
+def own(link, addrs=(), record=None, adopt=False, accept_ra=None):
+    return m.ownership("cni0", link, list(addrs), ADDRS, record or {}, adopt, "/x/node.json", accept_ra)
 
 
-def test_foreign_bridge_without_address_adopted():
-    lines, _w, actions = present(link=dict(BR, ifalias=None), addrs=[])
-    assert ["link", "set", "cni0", "alias", "flatnet"] in lines
-    assert actions[0].startswith("adopt bridge")
+def test_foreign_bridge_refused_without_adopt():
+    # Not recorded, no marker: refused, whether it has addresses or not.
+    for addrs in ([], ["10.88.0.1/16"]):
+        with pytest.raises(m.NodeError, match="was not made by flatnet.cluster") as exc:
+            own(dict(BR, ifalias=None), addrs)
+        assert "flatnet_bridge_adopt: true" in str(exc.value) and "/x/node.json" in str(exc.value)
+        assert "nothing was changed" in str(exc.value)
+    with pytest.raises(m.NodeError, match=r"IP address different from .*10\.88\.0\.1/16"):
+        own(dict(BR, ifalias=None), ["10.88.0.1/16"])
+
+
+def test_ours_by_marker_or_record_and_adopt_records_originals():
+    assert own(None) == (True, None)
+    assert own(BR) == (True, None)  # marked
+    assert own(dict(BR, ifalias=None), record={"bridge": "cni0"}) == (True, None)  # recorded
+    link = dict(BR, ifalias=None, mtu=9000, address="ce:11:22:33:44:55", flags=["BROADCAST"])
+    mark, adopted = own(link, ["10.244.0.1/24"], adopt=True, accept_ra="1")
+    assert mark is False
+    assert adopted == {"mac": "ce:11:22:33:44:55", "mtu": 9000, "addresses": ["10.244.0.1/24"],
+                       "up": False, "accept_ra": "1"}
+    # Once recorded as adopted it stays adopted (and unmarked), even without the option.
+    assert own(link, record={"bridge": "cni0", "adopted": adopted}) == (False, adopted)
+    # Adopting never takes addresses from whatever uses them.
+    with pytest.raises(m.NodeError, match="cannot be adopted.*10.88.0.1/16"):
+        own(link, ["10.88.0.1/16"], adopt=True)
+
+
+def test_adopted_bridge_is_not_marked():
+    lines, _w, actions = m.plan_present("cni0", ADDRS, 1450, dict(BR, ifalias=None), ADDRS, None,
+                                        FWD, m.wanted_sysctls(False, FWD), mark=False)
+    assert lines == [] and actions == []
+    lines, _w, _a = m.plan_present("cni0", ADDRS, 1450, dict(BR, ifalias=None), ADDRS, None,
+                                   FWD, m.wanted_sysctls(False, FWD), mark=True)
+    assert lines == [["link", "set", "cni0", "alias", "flatnet"]]
+
+
+def test_retire_deletes_ours_restores_adopted_and_leaves_unmarked():
+    old = dict(BR, ifname="br-old")
+    assert m.plan_retire({"bridge": "br-old"}, old, ADDRS, "0") == (
+        [["link", "del", "br-old"]], {}, ["delete bridge br-old"], [])
+    lines, writes, actions, warns = m.plan_retire({"bridge": "br-old"}, dict(old, ifalias=None), ADDRS, "0")
+    assert lines == [] and writes == {} and actions == [] and "left in place" in warns[0]
+    assert m.plan_retire({"bridge": "br-old"}, None, [], None) == ([], {}, [], [])
+    adopted = {"mac": "ce:11:22:33:44:55", "mtu": 9000, "addresses": ["192.0.2.1/24"], "up": False,
+               "accept_ra": "1"}
+    lines, writes, actions, _w = m.plan_retire({"bridge": "br-old", "adopted": adopted},
+                                               dict(old, ifalias=None), ADDRS + ["192.0.2.1/24"], "0")
+    assert lines == [["addr", "del", "10.244.0.1/24", "dev", "br-old"],
+                     ["link", "set", "br-old", "address", "ce:11:22:33:44:55"],
+                     ["link", "set", "br-old", "mtu", 9000],
+                     ["link", "set", "br-old", "down"]]
+    assert writes == {"net.ipv6.conf.br-old.accept_ra": "1"}
+    assert ["link", "del", "br-old"] not in lines
+
+
+def test_old_bridges_from_record_and_retired():
+    retired = [{"bridge": "a", "adopted": None}, {"bridge": "b", "adopted": None}]
+    rec = {"bridge": "b", "adopted": None, "retired": retired}
+    assert [o["bridge"] for o in m.old_bridges(rec)] == ["a", "b"]
+    assert [o["bridge"] for o in m.old_bridges(rec, keep="b")] == ["a"]
+    assert m.old_bridges({}) == []
+
+
+def test_underlay_accept_ra_kept_only_where_it_used_ras():
+    name = "net.ipv6.conf.eth0.accept_ra"
+    now = {name: "1", "net.ipv6.conf.all.forwarding": "0"}
+    assert m.underlay_ra_sysctls(True, "eth0", now, {}) == {name: "2"}
+    assert m.underlay_ra_sysctls(False, "eth0", now, {}) == {}  # no IPv6 in the cluster
+    assert m.underlay_ra_sysctls(True, None, now, {}) == {}
+    assert m.underlay_ra_sysctls(True, "eth0", dict(now, **{name: "0"}), {}) == {}
+    assert m.underlay_ra_sysctls(True, "eth0", dict(now, **{name: "2"}), {}) == {}
+    # Forwarding was already on before us: the host was not using RAs; leave it.
+    assert m.underlay_ra_sysctls(True, "eth0", dict(now, **{"net.ipv6.conf.all.forwarding": "1"}), {}) == {}
+    # Forwarding is on because of us: the original counts, and a recorded 2 stays wanted.
+    fwd = {"net.ipv6.conf.all.forwarding": {"original": "0", "value": "1"}}
+    assert m.underlay_ra_sysctls(True, "eth0", dict(now, **{"net.ipv6.conf.all.forwarding": "1"}), fwd) \
+        == {name: "2"}
+    assert m.underlay_ra_sysctls(True, "eth0", dict(now, **{name: "2"}), {name: {"original": "1"}}) \
+        == {name: "2"}
+    # Written before forwarding: the writes keep the wanted order.
+    want = m.underlay_ra_sysctls(True, "eth0", now, {})
+    want.update(m.wanted_sysctls(True, now))
+    _l, writes, _a = m.plan_present("cni0", ADDRS, 1450, BR, ADDRS, None, now, want)
+    assert list(writes)[:2] == [name, "net.ipv4.ip_forward"]
+    assert writes[name] == "2" and writes["net.ipv6.conf.all.forwarding"] == "1"
+
+
+def test_restore_puts_forwarding_back_before_accept_ra():
+    rec = {"sysctls": {"net.ipv6.conf.eth0.accept_ra": {"original": "1", "value": "2"},
+                       "net.ipv6.conf.all.forwarding": {"original": "0", "value": "1"}}}
+    now = {"net.ipv6.conf.eth0.accept_ra": "2", "net.ipv6.conf.all.forwarding": "1"}
+    assert list(m.plan_restore(rec, now).items()) == [
+        ("net.ipv6.conf.all.forwarding", "0"), ("net.ipv6.conf.eth0.accept_ra", "1")]
 
 
 def test_not_a_bridge_refused():
@@ -102,6 +190,10 @@ def test_record_keeps_first_original_and_restore_only_our_value():
     writes = {"net.ipv4.ip_forward": "1"}
     rec = m.record_sysctls({}, writes, now, {"net.ipv4.ip_forward": "1"})
     assert rec == {"net.ipv4.ip_forward": {"original": "0", "value": "1"}}
+    # The intent record is written before the sysctl: an interrupted run left "0" recorded and
+    # the sysctl at "1" (or still "0"); a rerun never records "1" as the original.
+    assert m.record_sysctls({"sysctls": rec}, writes, {"net.ipv4.ip_forward": "0"},
+                            {"net.ipv4.ip_forward": "1"}) == rec
     # a later run finds "1" and must not overwrite the original
     assert m.record_sysctls({"sysctls": rec}, {}, {"net.ipv4.ip_forward": "1"},
                             {"net.ipv4.ip_forward": "1"}) == rec

@@ -61,3 +61,14 @@ def test_recorded(tmp_path):
     (tmp_path / "pods.json").write_text(json.dumps({"pods": {"a": {"ips": ["10.244.3.2/24"]}}}))
     assert m.read_recorded(str(tmp_path)) == {"pod_cidrs": ["10.244.3.0/24"], "pods": {"a": ["10.244.3.2"]}}
     assert m.read_recorded(str(tmp_path / "none")) == {}
+
+
+def test_recorded_reads_records_and_refuses_a_corrupt_one(tmp_path):
+    from ansible_collections.flatnet.cluster.plugins.module_utils import state
+
+    assert m.read_recorded(str(tmp_path)) == {}
+    (tmp_path / "node.json").write_text('{"pod_cidrs": ["10.244.0.0/24"]}')
+    assert m.read_recorded(str(tmp_path)) == {"pod_cidrs": ["10.244.0.0/24"]}
+    (tmp_path / "pods.json").write_text("[]")
+    with pytest.raises(state.StateError, match="pods.json is corrupt"):
+        m.read_recorded(str(tmp_path))

@@ -343,3 +343,43 @@ def test_module_fails_before_changing_for_off_link_direct_peer(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["failed"] is True and "node3 (192.168.60.13)" in out["msg"]
     assert kernel.writes == []
+
+
+def test_renamed_device_recorded_old_one_goes_first_with_its_routes():
+    # flatnet.1 (recorded, marked) is renamed to flatnet.9 with the same VNI and port: the old
+    # one must be deleted before the new one is made (the kernel allows the VNI once), and the
+    # routes it carried are not deleted separately (they go with it) but re-added on the new one.
+    routes, old, _addrs, _neigh, _fdb = current()
+    desired = pr.desired_state([NODE2, NODE3], "eth0", dict(VXLAN, device="flatnet.9"))
+    p = pr.plan_present(desired, routes, None, [], {}, [], retire=[old])
+    assert p.ip_pre[0] == ["link", "del", "flatnet.1"]
+    assert p.ip_pre[1][:3] == ["link", "add", "flatnet.9"]
+    assert p.actions[0] == "delete old vxlan device flatnet.1 (now flatnet.9)"
+    assert not any(a.startswith("delete route") for a in p.actions), p.actions
+    assert "add route 10.244.2.0/24 via 10.244.2.0 dev flatnet.9 onlink" in p.actions
+    assert ["route", "del", "10.244.2.0/24", "proto", "157"] not in p.ip_pre
+    # Without a vxlan peer, the old device still goes.
+    p = pr.plan_present(pr.desired_state([NODE2], "eth0", dict(VXLAN, device="flatnet.9")),
+                        routes, None, [], {}, [], retire=[old])
+    assert p.actions == ["delete old vxlan device flatnet.1"]
+
+
+def test_changed_vni_or_port_recreates_our_device():
+    for key, value, why in (("vni", 7, "vni 1 -> 7"), ("port", 4789, "port 8472 -> 4789")):
+        p = plan([NODE2, NODE3], vxlan=dict(VXLAN, **{key: value}))
+        assert p.ip_pre[0] == ["link", "del", "flatnet.1"]
+        assert p.actions[0].startswith(f"recreate vxlan device flatnet.1 ({why})"), p.actions
+
+
+def test_absent_deletes_only_the_given_marked_devices():
+    routes, dev = current()[:2]
+    other = dict(dev, name="flatnet.9")
+    p = pr.plan_absent(routes, [dev, other, dict(other, name="x", ours=False)])
+    assert p.ip_post == [["link", "del", "flatnet.1"], ["link", "del", "flatnet.9"]]
+    assert pr.plan_absent(routes, []).ip_post == []
+
+
+def test_recorded_devices():
+    assert pr.recorded_devices({}) == []
+    assert pr.recorded_devices({"device": None, "peers": []}) == []
+    assert pr.recorded_devices({"device": "b", "retired": ["a", "b", None]}) == ["a", "b"]
