@@ -277,7 +277,7 @@ def _check_prefixes(clusters: list[IPNetwork], prefixes: dict[int, int], v: Mapp
         fam = cluster.version
         opt = v["node_prefix"] if fam == 4 else v["node_prefix_v6"]
         bits = 32 if fam == 4 else 128
-        prefix = _integer(prefixes[fam], opt, 0, bits, "a prefix length")
+        prefix = _integer(prefixes[fam], opt, 0, bits, "a prefix length", example=24 if fam == 4 else 64)
         out[fam] = prefix
         if prefix <= cluster.prefixlen:
             raise PlanError(
@@ -329,7 +329,8 @@ def _assign_blocks(
         for raw in _as_list(claim.value):
             soft = claim.kind == "soft"
             try:
-                net = parse_network(raw, f"{v['pod_cidr'] if claim.kind == 'pin' else 'pod CIDR'} of {claim.node} ({claim.source})")
+                net = parse_network(raw, f"{v['pod_cidr']} of {claim.node}" if claim.kind == "pin"
+                                    else f"pod CIDR of {claim.node} ({claim.source})")
             except PlanError:
                 if soft:
                     continue
@@ -456,12 +457,13 @@ def _node_names(nodes) -> list[str]:
 # --------------------------------------------------------------------------- pod addresses
 
 
-def _check_pod_names(node: str, names: list) -> None:
+def _check_pod_names(node: str, names: list, v: Mapping = PLAIN_NAMES) -> None:
     seen = set()
     for name in names:
         if not is_pod_name(name):
+            label = "" if v is PLAIN_NAMES else f" ({v['pods']})"
             raise PlanError(
-                f"pod name {name!r} on {node} is not allowed: it becomes a network namespace and a "
+                f"pod name {name!r} on {node}{label} is not allowed: it becomes a network namespace and a "
                 "file name, so it must be a DNS label (lower-case letters, digits and '-', starting "
                 "and ending with a letter or digit, at most 63 characters), e.g. web-1"
             )
@@ -608,7 +610,19 @@ def pod_ips(node_cidr, pods, existing=None, pins=None) -> dict[str, list[str]]:
 # before it plans anything, so a bad value never reaches a node.
 
 
-def _integer(value, what: str, low: int | None = None, high: int | None = None, kind: str = "an integer") -> int:
+def _type_name(value) -> str:
+    """A YAML-ish name of a value's type for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, Mapping):
+        return "mapping"
+    return {"str": "string", "int": "integer"}.get(type(value).__name__, type(value).__name__)
+
+
+def _integer(value, what: str, low: int | None = None, high: int | None = None, kind: str = "an integer",
+             where: str = "", example=None) -> int:
     """An integer from an int or a string of digits (``-e var=5`` gives "5"); never a bool."""
     number = None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -618,15 +632,16 @@ def _integer(value, what: str, low: int | None = None, high: int | None = None, 
     if number is None:
         rng = f" from {low} to {high}" if low is not None and high is not None else (
             f" of {low} or more" if low is not None else "")
-        raise PlanError(f"{what} {value!r} is not an integer; give {kind}{rng}, e.g. {low if low else 1}")
+        eg = f", e.g. {example}" if example is not None else ""
+        raise PlanError(f"{what} {value!r}{where} is not an integer; give {kind}{rng}{eg}")
     if (low is not None and number < low) or (high is not None and number > high):
         if high is None:
-            raise PlanError(f"{what} {value!r} is out of range; use {kind} of {low} or more")
-        raise PlanError(f"{what} {value!r} is out of range; use {kind} from {low} to {high}")
+            raise PlanError(f"{what} {value!r}{where} is out of range; use {kind} of {low} or more")
+        raise PlanError(f"{what} {value!r}{where} is out of range; use {kind} from {low} to {high}")
     return number
 
 
-def check_bool(value, what: str) -> bool:
+def check_bool(value, what: str, where: str = "") -> bool:
     """A boolean, spelt as Ansible's ``bool`` type accepts it (true/false, yes/no, on/off, 1/0)."""
     if isinstance(value, bool):
         return value
@@ -637,15 +652,15 @@ def check_bool(value, what: str) -> bool:
             return True
         if value.lower() in _BOOL_FALSE:
             return False
-    raise PlanError(f"{what} {value!r} is not a boolean; set it to true or false")
+    raise PlanError(f"{what} {value!r}{where} is not a boolean; set it to true or false")
 
 
-def check_link_name(value, what: str) -> str:
+def check_link_name(value, what: str, where: str = "") -> str:
     """A Linux interface name the collection may make or use in a batch line."""
     problem = link_name_problem(value)
     if problem is not None:
         raise PlanError(
-            f"{what} {value!r} {problem}; choose another name of at most 15 letters, digits, "
+            f"{what} {value!r}{where} {problem}; choose another name of at most 15 letters, digits, "
             "'_', '.' or '-', e.g. cni0 or flatnet.1"
         )
     return value
@@ -680,7 +695,9 @@ def check_command(node: str, pod: str, command, v: Mapping = ROLE_VARS):
         return None
     if isinstance(command, str):
         if "\0" in command:
-            raise PlanError(f"{where} {command!r} holds a NUL character, which no command line can carry; remove it")
+            raise PlanError(
+                f"{where} {command!r} holds a NUL character, which no command line can carry; remove it"
+            )
         try:
             words = shlex.split(command)
         except ValueError as exc:
@@ -698,7 +715,7 @@ def check_command(node: str, pod: str, command, v: Mapping = ROLE_VARS):
         for index, item in enumerate(command):
             if isinstance(item, bool) or not isinstance(item, (str, int)):
                 raise PlanError(
-                    f"{where}: argument {index} {item!r} is a {type(item).__name__}, not a string; "
+                    f"{where}: argument {index} {item!r} is a {_type_name(item)}, not a string; "
                     "write every argument as a string (quote it)"
                 )
             text = str(item)
@@ -709,7 +726,7 @@ def check_command(node: str, pod: str, command, v: Mapping = ROLE_VARS):
             raise PlanError(f"{where}: the program (argument 0) is an empty string; name the program to run")
         return argv
     raise PlanError(
-        f"{where} {command!r} is a {type(command).__name__}; give a list of strings, e.g. [sleep, '3600'], "
+        f"{where} {command!r} is neither a list of strings nor a string; give e.g. [sleep, '3600'] "
         "or one string such as 'sleep 3600'"
     )
 
@@ -738,25 +755,29 @@ def _pod_entries(node: str, request: Mapping, default_per_node, v: Mapping = ROL
             raise PlanError(f"{v['pods']} of {node}: entry {dict(entry)!r} has no name; add name: <pod name>")
         name = entry["name"]
         if not is_pod_name(name):
-            _check_pod_names(node, [name])
+            _check_pod_names(node, [name], v)
         for key in entry:
             if key not in POD_KEYS:
                 close = difflib.get_close_matches(str(key), POD_KEYS, n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 raise PlanError(
-                    f"pod {name} on {node} has an unknown key {key!r}{hint}; a pod entry takes only "
+                    f"pod {name} on {node} ({v['pods']}) has an unknown key {key!r}{hint}; a pod entry takes only "
                     f"{', '.join(POD_KEYS)}"
                 )
         if name in origin:
-            raise PlanError(f"pod {name} is listed twice on {node}; pod names must be unique per node")
+            raise PlanError(
+                f"pod {name} is listed twice on {node} ({v['pods']}); pod names must be unique per node"
+            )
         origin[name] = v["pods"]
         pods.append({
             "name": name,
             "ip": entry.get("ip"),
             "command": check_command(node, name, entry.get("command"), v),
+            "_from": v["pods"],
         })
     per_node = request.get("pods_per_node", default_per_node)
-    count = _integer(0 if per_node is None else per_node, f"{v['pods_per_node']} of {node}", 0, None, "a count")
+    count = _integer(0 if per_node is None else per_node, v["pods_per_node"], 0, None, "a count",
+                     f" on {node}", 3)
     for index in range(1, count + 1):
         name = f"{node}-pod-{index}"
         if not is_pod_name(name):
@@ -770,7 +791,7 @@ def _pod_entries(node: str, request: Mapping, default_per_node, v: Mapping = ROL
                 f"{v['pods_per_node']} {count}; remove it from {v['pods']}"
             )
         origin[name] = v["pods_per_node"]
-        pods.append({"name": name, "ip": None, "command": None})
+        pods.append({"name": name, "ip": None, "command": None, "_from": v["pods_per_node"]})
     return pods
 
 
@@ -784,8 +805,8 @@ def _check_backend(backend, vxlan, v: Mapping = PLAIN_NAMES) -> dict:
     unknown = sorted(set(out) - set(DEFAULT_VXLAN))
     if unknown:
         raise PlanError(f"vxlan has unknown keys {', '.join(map(repr, unknown))}; it takes vni, port and device")
-    out["vni"] = _integer(out["vni"], v["vni"], 1, 16777215)
-    out["port"] = _integer(out["port"], v["port"], 1, 65535, "a UDP port")
+    out["vni"] = _integer(out["vni"], v["vni"], 1, 16777215, example=1)
+    out["port"] = _integer(out["port"], v["port"], 1, 65535, "a UDP port", example=8472)
     check_link_name(out["device"], v["device"])
     return {"vni": out["vni"], "port": out["port"], "device": out["device"]}
 
@@ -828,10 +849,10 @@ def _adjacent(a: dict, b: dict) -> bool:
 
 def _check_link_names(node: str, bridge: str, device: str, underlay: dict, v: Mapping) -> None:
     """The bridge, the VXLAN device and the underlay interface of a node are three links."""
-    check_link_name(bridge, f"{v['bridge']} of {node}")
+    check_link_name(bridge, v["bridge"], f" on {node}")
     if bridge == device:
         raise PlanError(
-            f"{v['bridge']} of {node} and {v['device']} are both {bridge!r}; the bridge and the VXLAN "
+            f"{v['bridge']} and {v['device']} are both {bridge!r} on {node}; the bridge and the VXLAN "
             f"device are two links: give them different names (defaults: {DEFAULT_BRIDGE}, {DEFAULT_VXLAN['device']})"
         )
     iface = underlay.get("interface")
@@ -855,16 +876,19 @@ def _check_link_names(node: str, bridge: str, device: str, underlay: dict, v: Ma
 
 
 def _check_unique_pods(pods_of: Mapping) -> None:
-    """Pod names are unique across the cluster: reports (and later DNS) name pods alone."""
-    seen: dict[str, str] = {}
+    """Pod names are unique across the cluster: reports (and later DNS) name pods alone.
+    ``pods_of``: {node: [(pod name, where it comes from)]}."""
+    seen: dict[str, tuple[str, str]] = {}
     for node in sorted(pods_of):
-        for name in pods_of[node]:
-            if name in seen and seen[name] != node:
+        for name, source in pods_of[node]:
+            if name in seen and seen[name][0] != node:
+                other, other_source = seen[name]
                 raise PlanError(
-                    f"pod {name} is declared on both {seen[name]} and {node}; pod names must be unique "
-                    "across the cluster (reports and DNS name a pod without its node): rename one of them"
+                    f"pod {name} is declared on both {other} ({other_source}) and {node} ({source}); pod names "
+                    "must be unique across the cluster (reports and DNS name a pod without its node): "
+                    "rename one of them"
                 )
-            seen.setdefault(name, node)
+            seen.setdefault(name, (node, source))
 
 
 def build_plan(
@@ -895,7 +919,7 @@ def build_plan(
     v = ROLE_VARS
     vxlan_out = _check_backend(backend, vxlan, v)
     masquerade = check_bool(masquerade, v["masquerade"])
-    given_mtu = None if mtu is None else _integer(mtu, v["mtu"], 1, MAX_MTU, "an MTU")
+    given_mtu = None if mtu is None else _integer(mtu, v["mtu"], 1, MAX_MTU, "an MTU", example=1450)
     clusters = parse_cluster_cidrs(cluster_cidr, v["cluster_cidr"])
     prefixes = _check_prefixes(clusters, {4: node_prefix, 6: node_prefix_v6}, v)
     if isinstance(service_cidr, Mapping):
@@ -919,7 +943,7 @@ def build_plan(
     for name in in_play:
         for key in ("prune", "firewall"):
             if nodes[name].get(key) is not None:
-                check_bool(nodes[name][key], f"{v[key]} of {name}")
+                check_bool(nodes[name][key], v[key], f" on {name}")
         nodes[name]["pods"] = _pod_entries(name, nodes[name], pods_per_node, v)
     inventory = set(str(n) for n in _as_list(inventory_nodes)) | set(in_play)
     cached_nodes = {}
@@ -961,9 +985,10 @@ def build_plan(
         bridges[name] = nodes[name].get("bridge") or bridge
         _check_link_names(name, bridges[name], vxlan_out["device"], underlays[name], v)
 
-    pods_of = {name: [p["name"] for p in nodes[name]["pods"]] for name in in_play}
+    pods_of = {name: [(p["name"], p["_from"]) for p in nodes[name]["pods"]] for name in in_play}
     for name in kept:
-        pods_of[name] = [p["name"] for p in (cached_nodes[name].get("pods") or [])
+        pods_of[name] = [(p["name"], "cached plan; node not in this play")
+                         for p in (cached_nodes[name].get("pods") or [])
                          if isinstance(p, Mapping) and isinstance(p.get("name"), str)]
     _check_unique_pods(pods_of)
 
