@@ -15,10 +15,9 @@ import difflib
 import re
 import shlex
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import (
-    LINK_NAME_RE,
-    POD_NAME_RE,
     derived_mac,
     is_pod_name,
     link_name_problem,
@@ -58,7 +57,7 @@ _BOOL_FALSE = frozenset({"no", "off", "0", "false", "n", "f"})
 
 # How messages name each input. build_plan() names the role variables a user writes in the
 # inventory; the filters (node_cidrs, pod_ips) name their own arguments.
-ROLE_VARS = {
+_ROLE_VARS = {
     "cluster_cidr": "flatnet_cluster_cidr",
     "node_prefix": "flatnet_node_prefix",
     "node_prefix_v6": "flatnet_node_prefix_v6",
@@ -80,8 +79,9 @@ ROLE_VARS = {
     "cluster_name": "flatnet_cluster_name",
     "group": "flatnet_group",
 }
-PLAIN_NAMES = {k: k for k in ROLE_VARS}
-PLAIN_NAMES.update(vni="vxlan vni", port="vxlan port", device="vxlan device")
+ROLE_VARS = MappingProxyType(_ROLE_VARS)
+PLAIN_NAMES = MappingProxyType(dict({k: k for k in _ROLE_VARS}, vni="vxlan vni", port="vxlan port",
+                                    device="vxlan device"))
 
 # Ranges that can never carry pods: a cluster, service, reserved or pinned CIDR overlapping
 # one of them is refused (IPv4 first, then IPv6).
