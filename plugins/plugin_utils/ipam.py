@@ -869,9 +869,12 @@ def _check_link_names(node: str, bridge: str, device: str, underlay: dict, v: Ma
         )
     for label, name in ((v["bridge"], bridge), (v["device"], device)):
         if name == iface:
+            fix = f"choose another {label}"
+            if chosen == "interface":
+                fix += f", or set {v['underlay_interface']} to the link that carries node-to-node traffic"
             raise PlanError(
                 f"{label} {name!r} is the underlay interface of {node} ({how}); the collection would take "
-                f"over the link that carries node-to-node traffic: choose another {label}"
+                f"over the link that carries node-to-node traffic: {fix}"
             )
 
 
@@ -975,15 +978,17 @@ def build_plan(
             "all nodes must reach each other over one family: set flatnet_underlay_ip accordingly"
         )
 
-    disjoint = [(v["service_cidr"], s) for s in services]
-    disjoint += [(f"the underlay network of {n}", underlays[n]["_net"]) for n in all_nodes]
-    disjoint += [(f"{v['reserved_cidrs']} entry", r) for r in reserved]
-    _check_disjoint(clusters, disjoint, v)
-
+    # Before the CIDR checks: an underlay interface that is the bridge (a flatnet_underlay_interface
+    # pointing at cni0) is best told as such, not as the bridge's network overlapping the cluster.
     bridges = {}
     for name in in_play:
         bridges[name] = nodes[name].get("bridge") or bridge
         _check_link_names(name, bridges[name], vxlan_out["device"], underlays[name], v)
+
+    disjoint = [(v["service_cidr"], s) for s in services]
+    disjoint += [(f"the underlay network of {n}", underlays[n]["_net"]) for n in all_nodes]
+    disjoint += [(f"{v['reserved_cidrs']} entry", r) for r in reserved]
+    _check_disjoint(clusters, disjoint, v)
 
     pods_of = {name: [(p["name"], p["_from"]) for p in nodes[name]["pods"]] for name in in_play}
     for name in kept:

@@ -86,7 +86,13 @@ BAD = [
      ["flatnet_vxlan_device 'eth0' is the underlay interface of node1"]),
     ("bridge-equals-set-underlay", {"bridge": "ens3"},
      {"node2": {"underlay": {"interface": "ens3", "chosen_by": "interface"}}}, None,
-     ["flatnet_bridge 'ens3' is the underlay interface of node2 (set by flatnet_underlay_interface)"]),
+     ["flatnet_bridge 'ens3' is the underlay interface of node2 (set by flatnet_underlay_interface)",
+      "or set flatnet_underlay_interface to the link that carries node-to-node traffic"]),
+    # flatnet_underlay_interface: cni0 makes the bridge (and its pod network) the underlay: told as such,
+    # not as the bridge's network overlapping the cluster CIDR
+    ("underlay-is-the-bridge", {}, {"node1": {"underlay": {"interface": "cni0", "ip": "10.244.0.1",
+                                                           "network": "10.244.0.0/24", "chosen_by": "interface"}}},
+     None, ["flatnet_bridge 'cni0' is the underlay interface of node1 (set by flatnet_underlay_interface)"]),
     ("underlay-interface-bad-name", {}, {"node1": {"underlay": {"interface": "eth#0", "chosen_by": "interface"}}},
      None, ["underlay interface 'eth#0' of node1", "flatnet_underlay_interface"]),
     # ------------------------------------------------------------------ numbers
