@@ -830,7 +830,7 @@ def _underlay(node: str, data) -> dict:
             f"underlay network {data.get('network')!r} of {node} is not a CIDR; re-gather facts with "
             "flatnet.cluster.node_facts"
         ) from None
-    mtu = _integer(data.get("mtu") or 1500, f"underlay MTU of {node}", 68, MAX_MTU, "an MTU")
+    mtu = _integer(data.get("mtu") or 1500, f"underlay MTU of {node}", 68, None, "an MTU")
     return {
         "interface": data.get("interface"),
         "ip": str(ip),
@@ -1103,6 +1103,11 @@ def build_plan(
         raise PlanError(
             f"pod MTU {pod_mtu} ({origin}) is too small: {why}; raise the underlay MTU or set "
             f"{v['mtu']} to {floor} or more"
+        )
+    if pod_mtu > MAX_MTU:
+        raise PlanError(
+            f"pod MTU {pod_mtu} ({origin}) is larger than {MAX_MTU}; set {v['mtu']} to a real link MTU "
+            "such as 1500 or 9000"
         )
     if mtu is not None:
         # An explicit MTU must fit every node's underlay, less the encapsulation where the

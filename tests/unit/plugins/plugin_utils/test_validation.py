@@ -296,6 +296,13 @@ def test_mtu_only_tunnelling_nodes_pay_the_overhead():
     assert plan({"backend": "auto", "mtu": 1450}, nodes=nodes)["mtu"] == 1450
 
 
+def test_mtu_computed_from_a_huge_underlay_is_capped():
+    nodes = {"node1": _node("192.168.50.11", mtu=65536), "node2": _node("192.168.50.12", mtu=65536)}
+    with pytest.raises(PlanError, match=r"pod MTU 65536 \(computed from the underlay MTU 65536\) is larger than 65535"):
+        plan(nodes=nodes)
+    assert plan({"mtu": 9000}, nodes=nodes)["mtu"] == 9000
+
+
 def test_mtu_floor_edges():
     assert plan({"mtu": 576})["mtu"] == 576
     assert plan({"mtu": "1400"})["mtu"] == 1400  # -e flatnet_mtu=1400 gives a string
