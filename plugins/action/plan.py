@@ -15,7 +15,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.flatnet.cluster.plugins.module_utils.state import write_atomic
 
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import (
-    BACKENDS,
+    DEFAULT_BRIDGE,
     DEFAULT_CLUSTER_CIDR,
     DEFAULT_NODE_PREFIX,
     DEFAULT_NODE_PREFIX_V6,
@@ -23,30 +23,57 @@ from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import (
     DEFAULT_VXLAN,
     PlanError,
     build_plan,
+    check_cluster_name,
+    check_group,
 )
 
+# Options whose values the planner checks itself are "raw" here: its messages name the role
+# variable (flatnet_*) the value came from, and a type conversion here would hide what was
+# written (True as 1, "1e3" as an error naming the option instead of the variable).
 ARGUMENT_SPEC = {
     "nodes": {"type": "dict", "required": True},
     "cluster_cidr": {"type": "raw", "default": DEFAULT_CLUSTER_CIDR},
-    "node_prefix": {"type": "int", "default": DEFAULT_NODE_PREFIX},
-    "node_prefix_v6": {"type": "int", "default": DEFAULT_NODE_PREFIX_V6},
+    "node_prefix": {"type": "raw", "default": DEFAULT_NODE_PREFIX},
+    "node_prefix_v6": {"type": "raw", "default": DEFAULT_NODE_PREFIX_V6},
     "service_cidr": {"type": "raw", "default": DEFAULT_SERVICE_CIDR},
-    "reserved_cidrs": {"type": "list", "elements": "str", "default": []},
-    "backend": {"type": "str", "default": "host-gw", "choices": list(BACKENDS)},
-    "mtu": {"type": "int"},
+    "reserved_cidrs": {"type": "raw", "default": []},
+    "backend": {"type": "raw", "default": "host-gw"},
+    "mtu": {"type": "raw"},
     "vxlan": {
         "type": "dict",
         "default": {},
         "options": {
-            "vni": {"type": "int", "default": DEFAULT_VXLAN["vni"]},
-            "port": {"type": "int", "default": DEFAULT_VXLAN["port"]},
-            "device": {"type": "str", "default": DEFAULT_VXLAN["device"]},
+            "vni": {"type": "raw", "default": DEFAULT_VXLAN["vni"]},
+            "port": {"type": "raw", "default": DEFAULT_VXLAN["port"]},
+            "device": {"type": "raw", "default": DEFAULT_VXLAN["device"]},
         },
     },
-    "masquerade": {"type": "bool", "default": True},
-    "plan_file": {"type": "path"},
+    "masquerade": {"type": "raw", "default": True},
+    "bridge": {"type": "raw", "default": DEFAULT_BRIDGE},
+    "pods_per_node": {"type": "raw", "default": 0},
+    "cluster_name": {"type": "raw"},
+    "group": {"type": "raw"},
+    "plan_file": {"type": "raw"},
     "inventory_nodes": {"type": "list", "elements": "str"},
 }
+
+
+def check_plan_file(path) -> str | None:
+    """The plan file path: None, or a string that can name a file (``~`` expanded)."""
+    if path is None or path == "":
+        return None
+    if not isinstance(path, str) or "\0" in path or "\n" in path:
+        raise PlanError(
+            f"flatnet_plan_file {path!r} is not a usable file path (it must be a string without NUL "
+            "or newline characters); set it to a path such as ~/cluster/.flatnet/flatnet-plan.json, or null"
+        )
+    path = os.path.expanduser(os.path.expandvars(path))
+    if path.endswith(os.sep) or os.path.isdir(path):
+        raise PlanError(
+            f"flatnet_plan_file {path} is a directory; give the path of a file in it, e.g. "
+            f"{os.path.join(path, 'flatnet-plan.json')}"
+        )
+    return path
 
 
 def read_plan_file(path: str | None) -> dict | None:
@@ -73,7 +100,7 @@ def write_plan_file(path: str, plan: dict) -> bool:
 
 def _plain(value):
     """Drop templating wrappers (tagged str/dict types) so the plan is plain JSON data."""
-    return json.loads(json.dumps(value))
+    return json.loads(json.dumps(value, default=str))
 
 
 class ActionModule(ActionBase):
@@ -88,20 +115,27 @@ class ActionModule(ActionBase):
         args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         plan_file = args["plan_file"]
         try:
+            if args["cluster_name"] is not None:
+                check_cluster_name(_plain(args["cluster_name"]))
+            if args["group"] is not None:
+                check_group(_plain(args["group"]))
+            plan_file = check_plan_file(_plain(plan_file))
             cached = read_plan_file(plan_file)
             plan = build_plan(
                 _plain(args["nodes"]),
                 cluster_cidr=_plain(args["cluster_cidr"]),
-                node_prefix=args["node_prefix"],
-                node_prefix_v6=args["node_prefix_v6"],
+                node_prefix=_plain(args["node_prefix"]),
+                node_prefix_v6=_plain(args["node_prefix_v6"]),
                 service_cidr=_plain(args["service_cidr"]),
                 reserved_cidrs=_plain(args["reserved_cidrs"]),
-                backend=args["backend"],
-                mtu=args["mtu"],
+                backend=_plain(args["backend"]),
+                mtu=_plain(args["mtu"]),
                 vxlan=_plain(args["vxlan"]),
-                masquerade=args["masquerade"],
+                masquerade=_plain(args["masquerade"]),
                 inventory_nodes=_plain(args["inventory_nodes"]),
                 cached=cached,
+                bridge=_plain(args["bridge"]),
+                pods_per_node=_plain(args["pods_per_node"]),
             )
         except PlanError as exc:
             result.update(failed=True, changed=False, msg=str(exc))

@@ -22,7 +22,19 @@ description:
     keep their block and underlay data, so peers keep their routes to them. Nodes that are not
     in the inventory any more are dropped and their block is freed.
   - Everything is validated before anything is planned; a problem fails the task with one
-    message that names the bad value and the fix, and nothing is written.
+    message that names the bad value and the fix, and nothing is written. Messages name the
+    role variable that feeds each option (for example C(flatnet_cluster_cidr) for O(cluster_cidr),
+    C(flatnet_vxlan_port) for O(vxlan.port)), since that is what a user of the
+    C(flatnet.cluster.plan) role writes.
+  - "What is refused: names that are not exact (pod names are DNS labels, link names at most 15
+    bytes of letters, digits, C(_), C(.), C(-), never with a trailing newline); a bridge equal to the
+    VXLAN device, or either equal to a node's underlay interface; counts below 0; ports outside 1-65535,
+    VNIs outside 1-16777215; booleans other than Ansible's spellings of true and false; an O(mtu) larger
+    than a node's underlay MTU (less 50 or 70 bytes on nodes that tunnel); CIDRs with host bits set or
+    overlapping ranges that can never carry pods (loopback, link-local, multicast, unspecified,
+    240.0.0.0/4, IPv4-mapped); pinned pod addresses that are the network, gateway or broadcast address;
+    pod names used twice in the cluster; unknown keys in a pod entry; a pod C(command) that is not a
+    list of strings or a string that splits cleanly."
   - See the C(docs/addressing.md) page of the collection for the full rules.
 options:
   nodes:
@@ -32,10 +44,13 @@ options:
         C(flatnet_node) - C(ip) is required, C(network), C(prefix), C(mtu), C(interface) are used when present);
         C(recorded) (the C(recorded) dictionary from C(flatnet_node): C(pod_cidrs) and C(pods));
         C(pod_cidr) (V(null), a CIDR, or a list of one CIDR per family: a pinned block);
-        C(pods) (a list of C({name, ip, command}); C(ip) is V(null), an address, or a list of one address
-        per family; C(command) is passed through unchanged)."
-      - Pod names must be DNS labels (C(^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$)) because each
-        becomes a network namespace name; they must be unique per node.
+        C(pods) (a list of pod names or C({name, ip, command}) mappings, no other key; C(ip) is V(null), an address,
+        or a list of one address per family; C(command) is V(null), a non-empty list of strings, integers
+        being turned into strings, or a string that splits like a shell command line, kept as it is);
+        C(pods_per_node) (also make this many pods named C(<node>-pod-<i>); default O(pods_per_node));
+        C(bridge) (the node's bridge name; default O(bridge)); C(prune) and C(firewall) (booleans, only checked)."
+      - Pod names must be DNS labels (C([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?), matched exactly) because each
+        becomes a network namespace name; they must be unique across the cluster, nodes outside the play included.
     type: dict
     required: true
   cluster_cidr:
@@ -78,6 +93,8 @@ options:
       - Pod MTU (bridge, veths, VXLAN device). V(null) computes it - the smallest underlay MTU,
         minus 50 (IPv4 underlay) or 70 (IPv6 underlay) when any peer uses VXLAN.
       - At least 576, and at least 1280 when the cluster has an IPv6 range.
+      - At most each node's underlay MTU (C(underlay.mtu) of O(nodes)), less 50 (IPv4 underlay) or 70 (IPv6)
+        on a node that has a VXLAN peer.
     type: int
   vxlan:
     description: VXLAN settings, used by peers in mode C(vxlan).
@@ -100,6 +117,33 @@ options:
     description: Passed to the plan for the firewall; masquerade pod traffic leaving the cluster.
     type: bool
     default: true
+  bridge:
+    description:
+      - The node bridge name, for nodes whose request has no C(bridge). A link name (at most 15 bytes
+        of letters, digits, C(_), C(.), C(-)) that differs from O(vxlan.device) and from each node's
+        underlay interface. Each node's bridge is returned as C(bridge) in its plan entry.
+    type: str
+    default: cni0
+    version_added: 0.2.0
+  pods_per_node:
+    description:
+      - Make this many pods named C(<node>-pod-<i>) (i from 1) on every node whose request has no
+        C(pods_per_node), besides the pods it lists. An integer, 0 or more.
+    type: int
+    default: 0
+    version_added: 0.2.0
+  cluster_name:
+    description:
+      - The cluster's name, only checked here (it is part of the default O(plan_file) name); 1-63
+        letters, digits, C(_), C(.), C(-), starting with a letter or digit. V(null) skips the check.
+    type: str
+    version_added: 0.2.0
+  group:
+    description:
+      - The inventory group of the cluster, only checked here (the playbooks use it as a host
+        pattern); a group name of letters, digits, C(_), C(.), C(-). V(null) skips the check.
+    type: str
+    version_added: 0.2.0
   plan_file:
     description:
       - Path on the controller of the cached plan (JSON). It is read first and written after a
@@ -182,7 +226,7 @@ ansible_facts:
         - The plan; its structure is the contract in C(docs/design.md).
         - "Keys: C(cluster_cidrs) (one per family, IPv4 first), C(service_cidr), C(backend), C(mtu),
           C(masquerade), C(vxlan) ({vni, port, device}) and C(nodes): per node C(pod_cidrs),
-          C(gateways) (bridge addresses with prefix), C(vtep_ips), C(vtep_mac), C(underlay),
+          C(gateways) (bridge addresses with prefix), C(vtep_ips), C(vtep_mac), C(underlay), C(bridge),
           C(pods) (sorted by name: C({name, ips, command})) and C(peers) (every other node, sorted:
           C({name, mode, underlay_ip, pod_cidrs, vtep_ips, vtep_mac}), C(mode) is C(direct) or C(vxlan))."
       type: dict
@@ -201,6 +245,7 @@ ansible_facts:
             vtep_ips: [10.244.0.0]
             vtep_mac: "0e:85:ef:bc:8c:cc"
             underlay: {interface: eth0, ip: 192.168.50.11, prefix: 24, network: 192.168.50.0/24, mtu: 1500}
+            bridge: cni0
             pods:
               - {name: node1-pod-1, ips: [10.244.0.2/24], command: null}
             peers:

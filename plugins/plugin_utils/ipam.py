@@ -11,10 +11,17 @@ with one message that names the bad value and the fix.
 
 from __future__ import annotations
 
+import difflib
 import re
+import shlex
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
-from ansible_collections.flatnet.cluster.plugins.module_utils.names import derived_mac
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import (
+    derived_mac,
+    is_pod_name,
+    link_name_problem,
+)
 
 try:
     from netaddr import AddrFormatError, IPAddress, IPNetwork
@@ -35,10 +42,61 @@ BACKENDS = ("host-gw", "vxlan", "auto")
 VXLAN_OVERHEAD = {4: 50, 6: 70}
 MIN_MTU = 576
 MIN_MTU_V6 = 1280
+MAX_MTU = 65535
 # kube-controller-manager's limit: it keeps the number of v6 blocks enumerable.
 MAX_V6_PREFIX_DELTA = 16
-POD_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-LINK_NAME_RE = re.compile(r"^[^\s/:]{1,15}$")
+DEFAULT_BRIDGE = "cni0"
+# The keys a pod entry may have; anything else is a typo and is refused by name.
+POD_KEYS = ("name", "ip", "command")
+# The cluster name ends up in the plan file's name; the group is used as a host pattern.
+CLUSTER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+GROUP_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}\Z")
+# The spellings Ansible's ``bool`` type accepts (-e gives strings such as "false").
+_BOOL_TRUE = frozenset({"yes", "on", "1", "true", "y", "t"})
+_BOOL_FALSE = frozenset({"no", "off", "0", "false", "n", "f"})
+
+# How messages name each input. build_plan() names the role variables a user writes in the
+# inventory; the filters (node_cidrs, pod_ips) name their own arguments.
+_ROLE_VARS = {
+    "cluster_cidr": "flatnet_cluster_cidr",
+    "node_prefix": "flatnet_node_prefix",
+    "node_prefix_v6": "flatnet_node_prefix_v6",
+    "service_cidr": "flatnet_service_cidr",
+    "reserved_cidrs": "flatnet_reserved_cidrs",
+    "pod_cidr": "flatnet_pod_cidr",
+    "pods": "flatnet_pods",
+    "pods_per_node": "flatnet_pods_per_node",
+    "backend": "flatnet_backend",
+    "mtu": "flatnet_mtu",
+    "masquerade": "flatnet_masquerade",
+    "vni": "flatnet_vxlan_vni",
+    "port": "flatnet_vxlan_port",
+    "device": "flatnet_vxlan_device",
+    "bridge": "flatnet_bridge",
+    "prune": "flatnet_prune",
+    "firewall": "flatnet_firewall",
+    "underlay_interface": "flatnet_underlay_interface",
+    "cluster_name": "flatnet_cluster_name",
+    "group": "flatnet_group",
+}
+ROLE_VARS = MappingProxyType(_ROLE_VARS)
+PLAIN_NAMES = MappingProxyType(dict({k: k for k in _ROLE_VARS}, vni="vxlan vni", port="vxlan port",
+                                    device="vxlan device"))
+
+# Ranges that can never carry pods: a cluster, service, reserved or pinned CIDR overlapping
+# one of them is refused (IPv4 first, then IPv6).
+UNUSABLE_RANGES = (
+    ("0.0.0.0/8", "unspecified ('this network')"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved, with the broadcast address 255.255.255.255"),
+    ("::/128", "the unspecified address"),
+    ("::1/128", "loopback"),
+    ("::ffff:0:0/96", "IPv4-mapped"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+)
 
 _FAMILY_NAME = {4: "IPv4", 6: "IPv6"}
 
@@ -70,8 +128,22 @@ def _as_list(value) -> list:
     return [value]
 
 
-def parse_network(value, what: str) -> IPNetwork:
-    """Parse a CIDR that must be a network (not a host address inside one)."""
+def unusable_range(net: IPNetwork) -> str | None:
+    """Why ``net`` can never carry pods (it overlaps loopback, multicast, ...), or None."""
+    require_netaddr()
+    for cidr, label in UNUSABLE_RANGES:
+        bad = IPNetwork(cidr)
+        if _overlaps(net, bad):
+            return f"overlaps {cidr} ({label})"
+    return None
+
+
+def parse_network(value, what: str, usable: bool = True) -> IPNetwork:
+    """Parse a CIDR that must be a network (not a host address inside one).
+
+    With ``usable`` (the default) a range that overlaps one that can never carry pods
+    (loopback, multicast, link-local, unspecified, reserved, IPv4-mapped) is refused too.
+    """
     require_netaddr()
     if not isinstance(value, str) or "/" not in value:
         raise PlanError(
@@ -84,8 +156,16 @@ def parse_network(value, what: str) -> IPNetwork:
         raise PlanError(f"{what} {value!r} is not a valid CIDR ({exc}); write e.g. 10.244.0.0/16") from None
     if net.ip != net.network:
         raise PlanError(
-            f"{what} {value} is a host address, not a network; did you mean {net.cidr}?"
+            f"{what} {value.strip()} is a host address, not a network; did you mean {net.cidr}?"
         )
+    if usable:
+        why = unusable_range(net)
+        if why is not None:
+            example = "10.244.0.0/16" if net.version == 4 else "fd00:10:244::/56"
+            raise PlanError(
+                f"{what} {net} {why}, which can never carry pods; use a private unicast range "
+                f"such as {example}"
+            )
     return net
 
 
@@ -112,12 +192,14 @@ def _by_family(nets: list[IPNetwork], what: str) -> list[IPNetwork]:
     return [seen[f] for f in (4, 6) if f in seen]
 
 
-def parse_cluster_cidrs(value) -> list[IPNetwork]:
+def parse_cluster_cidrs(value, what: str = "cluster_cidr") -> list[IPNetwork]:
     """Parse ``cluster_cidr``: a string or a list of one IPv4 and/or one IPv6 CIDR (v4 first)."""
+    if isinstance(value, Mapping):
+        raise PlanError(f"{what} {value!r} is not a CIDR or a list of CIDRs; write e.g. 10.244.0.0/16")
     items = _as_list(value)
     if not items:
-        raise PlanError("cluster_cidr is empty; set it, e.g. 10.244.0.0/16 or [10.244.0.0/16, fd00:10:244::/56]")
-    return _by_family([parse_network(v, "cluster_cidr") for v in items], "cluster_cidr")
+        raise PlanError(f"{what} is empty; set it, e.g. 10.244.0.0/16 or [10.244.0.0/16, fd00:10:244::/56]")
+    return _by_family([parse_network(v, what) for v in items], what)
 
 
 # --------------------------------------------------------------------------- small rules
@@ -188,23 +270,24 @@ class _Claim:
         self.kind = kind  # "pin" | "hard" (recorded, out-of-play cache) | "soft" (cache)
 
 
-def _check_prefixes(clusters: list[IPNetwork], prefixes: dict[int, int]) -> None:
+def _check_prefixes(clusters: list[IPNetwork], prefixes: dict[int, int], v: Mapping = PLAIN_NAMES) -> dict[int, int]:
+    """Check the node prefix of each cluster family; return them as integers."""
+    out = dict(prefixes)
     for cluster in clusters:
         fam = cluster.version
-        prefix = prefixes[fam]
-        opt = "node_prefix" if fam == 4 else "node_prefix_v6"
+        opt = v["node_prefix"] if fam == 4 else v["node_prefix_v6"]
         bits = 32 if fam == 4 else 128
-        if isinstance(prefix, bool) or not isinstance(prefix, int) or not 0 <= prefix <= bits:
-            raise PlanError(f"{opt} {prefix!r} is not a prefix length between 0 and {bits}")
+        prefix = _integer(prefixes[fam], opt, 0, bits, "a prefix length", example=24 if fam == 4 else 64)
+        out[fam] = prefix
         if prefix <= cluster.prefixlen:
             raise PlanError(
-                f"{opt} /{prefix} is not longer than cluster_cidr {cluster}; node blocks must be "
+                f"{opt} /{prefix} is not longer than {v['cluster_cidr']} {cluster}; node blocks must be "
                 f"smaller than the cluster range: set {opt} to at least {cluster.prefixlen + 1}"
             )
         if fam == 6 and prefix - cluster.prefixlen > MAX_V6_PREFIX_DELTA:
             raise PlanError(
-                f"node_prefix_v6 /{prefix} is {prefix - cluster.prefixlen} bits longer than cluster_cidr "
-                f"{cluster}; at most {MAX_V6_PREFIX_DELTA} bits are allowed: set node_prefix_v6 to "
+                f"{opt} /{prefix} is {prefix - cluster.prefixlen} bits longer than {v['cluster_cidr']} "
+                f"{cluster}; at most {MAX_V6_PREFIX_DELTA} bits are allowed: set {v['node_prefix_v6']} to "
                 f"{cluster.prefixlen + MAX_V6_PREFIX_DELTA} or less, or use a longer IPv6 cluster prefix"
             )
         if usable_pod_count(f"{cluster.network}/{prefix}") < 1:
@@ -213,15 +296,17 @@ def _check_prefixes(clusters: list[IPNetwork], prefixes: dict[int, int]) -> None
                 f"{opt} /{prefix} leaves no address for pods (network, gateway"
                 f"{' and broadcast' if fam == 4 else ''} are reserved); use /{longest} or shorter"
             )
+    return out
 
 
-def _check_disjoint(clusters: list[IPNetwork], others: list[tuple[str, IPNetwork]]) -> None:
+def _check_disjoint(clusters: list[IPNetwork], others: list[tuple[str, IPNetwork]],
+                    v: Mapping = PLAIN_NAMES) -> None:
     for cluster in clusters:
         for label, other in others:
             if _overlaps(cluster, other):
                 raise PlanError(
-                    f"cluster_cidr {cluster} overlaps {label} {other}; pods would shadow those "
-                    f"addresses: choose a cluster_cidr that does not contain or sit inside {other}"
+                    f"{v['cluster_cidr']} {cluster} overlaps {label} {other}; pods would shadow those "
+                    f"addresses: choose a {v['cluster_cidr']} that does not contain or sit inside {other}"
                 )
 
 
@@ -230,6 +315,7 @@ def _assign_blocks(
     prefixes: dict[int, int],
     nodes: list[str],
     claims: list[_Claim],
+    v: Mapping = PLAIN_NAMES,
 ) -> dict[str, dict[int, IPNetwork]]:
     """Give each node one block per cluster family; claims are in priority order."""
     cluster_of = {c.version: c for c in clusters}
@@ -243,7 +329,8 @@ def _assign_blocks(
         for raw in _as_list(claim.value):
             soft = claim.kind == "soft"
             try:
-                net = parse_network(raw, f"pod_cidr of {claim.node} ({claim.source})")
+                net = parse_network(raw, f"{v['pod_cidr']} of {claim.node}" if claim.kind == "pin"
+                                    else f"pod CIDR of {claim.node} ({claim.source})")
             except PlanError:
                 if soft:
                     continue
@@ -253,7 +340,7 @@ def _assign_blocks(
                 key = (claim.node, fam)
                 if key in pinned_family:
                     raise PlanError(
-                        f"pod_cidr of {claim.node} pins two {_FAMILY_NAME[fam]} blocks "
+                        f"{v['pod_cidr']} of {claim.node} pins two {_FAMILY_NAME[fam]} blocks "
                         f"({pinned_family[key]} and {net}); pin one block per family"
                     )
                 pinned_family[key] = str(net)
@@ -265,34 +352,34 @@ def _assign_blocks(
                     continue
                 if claim.kind == "pin":
                     raise PlanError(
-                        f"pod_cidr {net} of {claim.node} is {_FAMILY_NAME[fam]} but cluster_cidr has no "
-                        f"{_FAMILY_NAME[fam]} range; add one to cluster_cidr or drop the pin"
+                        f"{v['pod_cidr']} {net} of {claim.node} is {_FAMILY_NAME[fam]} but {v['cluster_cidr']} has no "
+                        f"{_FAMILY_NAME[fam]} range; add one to {v['cluster_cidr']} or drop the pin"
                     )
                 raise PlanError(
-                    f"{claim.node} uses {net} ({claim.source}) but cluster_cidr no longer has an "
-                    f"{_FAMILY_NAME[fam]} range; changing cluster_cidr needs a teardown of the node "
-                    "first (playbooks/teardown.yml), or restore the old cluster_cidr"
+                    f"{claim.node} uses {net} ({claim.source}) but {v['cluster_cidr']} no longer has an "
+                    f"{_FAMILY_NAME[fam]} range; changing {v['cluster_cidr']} needs a teardown of the node "
+                    f"first (playbooks/teardown.yml), or restore the old {v['cluster_cidr']}"
                 )
             if not (cluster.first <= net.first and net.last <= cluster.last):
                 if soft:
                     continue
                 if claim.kind == "pin":
                     raise PlanError(
-                        f"pod_cidr {net} pinned for {claim.node} is outside cluster_cidr {cluster}; "
+                        f"{v['pod_cidr']} {net} pinned for {claim.node} is outside {v['cluster_cidr']} {cluster}; "
                         f"pin a /{prefixes[fam]} inside {cluster}"
                     )
                 raise PlanError(
-                    f"{claim.node} uses {net} ({claim.source}), which is outside cluster_cidr {cluster}; "
-                    "changing cluster_cidr needs a teardown of the node first (playbooks/teardown.yml), "
-                    "or restore the old cluster_cidr"
+                    f"{claim.node} uses {net} ({claim.source}), which is outside {v['cluster_cidr']} {cluster}; "
+                    f"changing {v['cluster_cidr']} needs a teardown of the node first (playbooks/teardown.yml), "
+                    f"or restore the old {v['cluster_cidr']}"
                 )
             if net.prefixlen != prefixes[fam]:
-                opt = "node_prefix" if fam == 4 else "node_prefix_v6"
+                opt = v["node_prefix"] if fam == 4 else v["node_prefix_v6"]
                 if soft:
                     continue
                 if claim.kind == "pin":
                     raise PlanError(
-                        f"pod_cidr {net} pinned for {claim.node} is a /{net.prefixlen} but {opt} is "
+                        f"{v['pod_cidr']} {net} pinned for {claim.node} is a /{net.prefixlen} but {opt} is "
                         f"/{prefixes[fam]}; pin a /{prefixes[fam]} or change {opt}"
                     )
                 raise PlanError(
@@ -316,10 +403,10 @@ def _assign_blocks(
         total = 1 << (prefix - cluster.prefixlen)
         missing = [n for n in sorted(nodes) if fam not in blocks[n]]
         if len(missing) > total - len(taken[fam]):
-            opt = "node_prefix" if fam == 4 else "node_prefix_v6"
+            opt = v["node_prefix"] if fam == 4 else v["node_prefix_v6"]
             raise PlanError(
-                f"cluster_cidr {cluster} holds {total} /{prefix} node blocks but {len(nodes)} nodes need "
-                f"one; set a longer {opt} (smaller blocks) or a larger cluster_cidr"
+                f"{v['cluster_cidr']} {cluster} holds {total} /{prefix} node blocks but {len(nodes)} nodes need "
+                f"one; set a longer {opt} (smaller blocks) or a larger {v['cluster_cidr']}"
             )
         size = 1 << ((32 if fam == 4 else 128) - prefix)
         index = 0
@@ -349,8 +436,7 @@ def node_cidrs(
     """
     require_netaddr()
     clusters = parse_cluster_cidrs(cluster_cidr)
-    prefixes = {4: prefix, 6: prefix_v6}
-    _check_prefixes(clusters, prefixes)
+    prefixes = _check_prefixes(clusters, {4: prefix, 6: prefix_v6})
     others = [("reserved range", parse_network(r, "reserved_cidrs entry")) for r in _as_list(reserved)]
     _check_disjoint(clusters, others)
     names = _node_names(nodes)
@@ -371,12 +457,13 @@ def _node_names(nodes) -> list[str]:
 # --------------------------------------------------------------------------- pod addresses
 
 
-def _check_pod_names(node: str, names: list) -> None:
+def _check_pod_names(node: str, names: list, v: Mapping = PLAIN_NAMES) -> None:
     seen = set()
     for name in names:
-        if not isinstance(name, str) or not POD_NAME_RE.match(name):
+        if not is_pod_name(name):
+            label = "" if v is PLAIN_NAMES else f" ({v['pods']})"
             raise PlanError(
-                f"pod name {name!r} on {node} is not allowed: it becomes a network namespace and a "
+                f"pod name {name!r} on {node}{label} is not allowed: it becomes a network namespace and a "
                 "file name, so it must be a DNS label (lower-case letters, digits and '-', starting "
                 "and ending with a letter or digit, at most 63 characters), e.g. web-1"
             )
@@ -391,13 +478,14 @@ def _assign_pod_ips(
     pods: list[str],
     pins: Mapping,
     claims: list[tuple[str, Mapping]],
+    v: Mapping = PLAIN_NAMES,
 ) -> dict[str, list[str]]:
     """Give each pod one address per node block. ``claims``: [(source, {pod: ips})], soft."""
     by_family = {b.version: b for b in blocks}
     for block in blocks:
         usable = usable_pod_count(block)
         if len(pods) > usable:
-            opt = "node_prefix" if block.version == 4 else "node_prefix_v6"
+            opt = v["node_prefix"] if block.version == 4 else v["node_prefix_v6"]
             raise PlanError(
                 f"{node} has {len(pods)} pods but its block {block} holds only {usable} pod addresses; "
                 f"run fewer pods on {node} or set {opt} to {_min_prefix_for(block.version, len(pods))} "
@@ -412,7 +500,7 @@ def _assign_pod_ips(
             continue
         seen_fam: set[int] = set()
         for raw in _as_list(pins[pod]):
-            what = f"ip of pod {pod} on {node}"
+            what = f"ip of pod {pod} on {node}" if v is PLAIN_NAMES else f"{v['pods']} of {node}: ip of pod {pod}"
             text = raw
             if isinstance(raw, str) and "/" in raw:
                 addr_text, plen = raw.split("/", 1)
@@ -436,7 +524,7 @@ def _assign_pod_ips(
             if block is None:
                 raise PlanError(
                     f"{what} {ip} is {_FAMILY_NAME[fam]} but {node} has no {_FAMILY_NAME[fam]} pod block; "
-                    "pin an address of the node's block or add that family to cluster_cidr"
+                    f"pin an address of the node's block or add that family to {v['cluster_cidr']}"
                 )
             if not block.first <= int(ip) <= block.last:
                 raise PlanError(
@@ -516,23 +604,210 @@ def pod_ips(node_cidr, pods, existing=None, pins=None) -> dict[str, list[str]]:
     return _assign_pod_ips("the node", blocks, names, pins or {}, [("existing", existing or {})])
 
 
-# --------------------------------------------------------------------------- the plan
+# --------------------------------------------------------------------------- input checks
+# One rule per kind of input. Every check raises PlanError with one message that names the
+# variable as the user wrote it, the bad value and the fix; the plan action runs them all
+# before it plans anything, so a bad value never reaches a node.
 
 
-def _check_backend(backend, vxlan) -> dict:
-    if backend not in BACKENDS:
-        raise PlanError(f"backend {backend!r} is not supported; use one of: {', '.join(BACKENDS)}")
-    out = dict(DEFAULT_VXLAN)
-    out.update({k: v for k, v in (vxlan or {}).items() if v is not None})
-    for key, low, high in (("vni", 1, 16777215), ("port", 1, 65535)):
-        val = out[key]
-        if isinstance(val, bool) or not isinstance(val, int) or not low <= val <= high:
-            raise PlanError(f"vxlan {key} {val!r} is out of range; use an integer from {low} to {high}")
-    if not isinstance(out["device"], str) or not LINK_NAME_RE.match(out["device"]):
+def _type_name(value) -> str:
+    """A YAML-ish name of a value's type for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, Mapping):
+        return "mapping"
+    return {"str": "string", "int": "integer"}.get(type(value).__name__, type(value).__name__)
+
+
+def _integer(value, what: str, low: int | None = None, high: int | None = None, kind: str = "an integer",
+             where: str = "", example=None) -> int:
+    """An integer from an int or a string of digits (``-e var=5`` gives "5"); never a bool."""
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value):
+        number = int(value)
+    if number is None:
+        rng = f" from {low} to {high}" if low is not None and high is not None else (
+            f" of {low} or more" if low is not None else "")
+        eg = f", e.g. {example}" if example is not None else ""
+        raise PlanError(f"{what} {value!r}{where} is not an integer; give {kind}{rng}{eg}")
+    if (low is not None and number < low) or (high is not None and number > high):
+        if high is None:
+            raise PlanError(f"{what} {value!r}{where} is out of range; use {kind} of {low} or more")
+        raise PlanError(f"{what} {value!r}{where} is out of range; use {kind} from {low} to {high}")
+    return number
+
+
+def check_bool(value, what: str, where: str = "") -> bool:
+    """A boolean, spelt as Ansible's ``bool`` type accepts it (true/false, yes/no, on/off, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        if value.lower() in _BOOL_TRUE:
+            return True
+        if value.lower() in _BOOL_FALSE:
+            return False
+    raise PlanError(f"{what} {value!r}{where} is not a boolean; set it to true or false")
+
+
+def check_link_name(value, what: str, where: str = "") -> str:
+    """A Linux interface name the collection may make or use in a batch line."""
+    problem = link_name_problem(value)
+    if problem is not None:
         raise PlanError(
-            f"vxlan device {out['device']!r} is not a valid link name; use 1-15 characters "
-            "without spaces, '/' or ':', e.g. flatnet.1"
+            f"{what} {value!r}{where} {problem}; choose another name of at most 15 letters, digits, "
+            "'_', '.' or '-', e.g. cni0 or flatnet.1"
         )
+    return value
+
+
+def check_cluster_name(value, what: str = ROLE_VARS["cluster_name"]) -> str:
+    """The cluster name: part of the plan file's name, so no '/', spaces or dots first."""
+    if not isinstance(value, str) or not CLUSTER_NAME_RE.match(value):
+        raise PlanError(
+            f"{what} {value!r} is not allowed: it becomes part of a file name, so use 1-63 letters, "
+            "digits, '_', '.' or '-' starting with a letter or digit, e.g. flatnet or lab-1"
+        )
+    return value
+
+
+def check_group(value, what: str = ROLE_VARS["group"]) -> str:
+    """The inventory group of the cluster: a plain group name, never a host pattern."""
+    if not isinstance(value, str) or not GROUP_NAME_RE.match(value):
+        raise PlanError(
+            f"{what} {value!r} is not an inventory group name: it is used as a host pattern, so use "
+            "letters, digits, '_', '.' and '-' only (no ':', ',', '!', '&', '*' or spaces), e.g. flatnet_nodes"
+        )
+    return value
+
+
+def check_command(node: str, pod: str, command, v: Mapping = ROLE_VARS):
+    """A pod's ``command``: None, a non-empty list of strings (integers become strings; other
+    types, floats included, are refused, since str() would not give back what was written), or
+    a string that shlex splits into at least one word. Returns what the plan keeps."""
+    where = f"command of pod {pod} on {node} ({v['pods']})"
+    if command is None:
+        return None
+    if isinstance(command, str):
+        if "\0" in command:
+            raise PlanError(
+                f"{where} {command!r} holds a NUL character, which no command line can carry; remove it"
+            )
+        try:
+            words = shlex.split(command)
+        except ValueError as exc:
+            raise PlanError(
+                f"{where} {command!r} does not split into arguments ({exc}): close the quote, or give "
+                "the command as a list of strings"
+            ) from None
+        if not words:
+            raise PlanError(f"{where} {command!r} is empty; give the program to run, or leave command out")
+        return command
+    if isinstance(command, (list, tuple)):
+        if not command:
+            raise PlanError(f"{where} [] is empty; give the program to run, or leave command out")
+        argv = []
+        for index, item in enumerate(command):
+            if isinstance(item, bool) or not isinstance(item, (str, int)):
+                raise PlanError(
+                    f"{where}: argument {index} {item!r} is a {_type_name(item)}, not a string; "
+                    "write every argument as a string (quote it)"
+                )
+            text = str(item)
+            if "\0" in text:
+                raise PlanError(f"{where}: argument {index} {text!r} holds a NUL character; remove it")
+            argv.append(text)
+        if not argv[0]:
+            raise PlanError(f"{where}: the program (argument 0) is an empty string; name the program to run")
+        return argv
+    raise PlanError(
+        f"{where} {command!r} is neither a list of strings nor a string; give e.g. [sleep, '3600'] "
+        "or one string such as 'sleep 3600'"
+    )
+
+
+def _pod_entries(node: str, request: Mapping, default_per_node, v: Mapping = ROLE_VARS) -> list[dict]:
+    """The pods of one node request as ``[{name, ip, command}]``: explicit entries (a name
+    or a mapping of the keys in POD_KEYS), then ``pods_per_node`` generated ones."""
+    raw = request.get("pods")
+    if raw is None:
+        raw = []
+    if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, Iterable):
+        raise PlanError(
+            f"{v['pods']} of {node} {raw!r} is not a list; write a list of pod names or "
+            "{name, ip, command} entries, e.g. [web, {name: db, command: 'sleep 3600'}]"
+        )
+    pods = []
+    origin: dict[str, str] = {}
+    for entry in raw:
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        elif not isinstance(entry, Mapping):
+            raise PlanError(
+                f"{v['pods']} of {node}: entry {entry!r} is not a pod name or a {{name, ip, command}} mapping"
+            )
+        if "name" not in entry:
+            raise PlanError(f"{v['pods']} of {node}: entry {dict(entry)!r} has no name; add name: <pod name>")
+        name = entry["name"]
+        if not is_pod_name(name):
+            _check_pod_names(node, [name], v)
+        for key in entry:
+            if key not in POD_KEYS:
+                close = difflib.get_close_matches(str(key), POD_KEYS, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise PlanError(
+                    f"pod {name} on {node} ({v['pods']}) has an unknown key {key!r}{hint}; a pod entry takes only "
+                    f"{', '.join(POD_KEYS)}"
+                )
+        if name in origin:
+            raise PlanError(
+                f"pod {name} is listed twice on {node} ({v['pods']}); pod names must be unique per node"
+            )
+        origin[name] = v["pods"]
+        pods.append({
+            "name": name,
+            "ip": entry.get("ip"),
+            "command": check_command(node, name, entry.get("command"), v),
+            "_from": v["pods"],
+        })
+    per_node = request.get("pods_per_node", default_per_node)
+    count = _integer(0 if per_node is None else per_node, v["pods_per_node"], 0, None, "a count",
+                     f" on {node}", 3)
+    for index in range(1, count + 1):
+        name = f"{node}-pod-{index}"
+        if not is_pod_name(name):
+            raise PlanError(
+                f"{v['pods_per_node']} of {node} makes pods named like {name!r}, which is not a DNS label "
+                f"because the node name {node!r} is not one; list the pods in {v['pods']} instead"
+            )
+        if name in origin:
+            raise PlanError(
+                f"pod {name} is listed twice on {node}: in {origin[name]} and made by "
+                f"{v['pods_per_node']} {count}; remove it from {v['pods']}"
+            )
+        origin[name] = v["pods_per_node"]
+        pods.append({"name": name, "ip": None, "command": None, "_from": v["pods_per_node"]})
+    return pods
+
+
+def _check_backend(backend, vxlan, v: Mapping = PLAIN_NAMES) -> dict:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise PlanError(f"{v['backend']} {backend!r} is not supported; use one of: {', '.join(BACKENDS)}")
+    if vxlan is not None and not isinstance(vxlan, Mapping):
+        raise PlanError(f"vxlan {vxlan!r} is not a mapping of vni, port and device")
+    out = dict(DEFAULT_VXLAN)
+    out.update({k: val for k, val in (vxlan or {}).items() if val is not None})
+    unknown = sorted(set(out) - set(DEFAULT_VXLAN))
+    if unknown:
+        raise PlanError(f"vxlan has unknown keys {', '.join(map(repr, unknown))}; it takes vni, port and device")
+    out["vni"] = _integer(out["vni"], v["vni"], 1, 16777215, example=1)
+    out["port"] = _integer(out["port"], v["port"], 1, 65535, "a UDP port", example=8472)
+    check_link_name(out["device"], v["device"])
     return {"vni": out["vni"], "port": out["port"], "device": out["device"]}
 
 
@@ -555,15 +830,16 @@ def _underlay(node: str, data) -> dict:
             f"underlay network {data.get('network')!r} of {node} is not a CIDR; re-gather facts with "
             "flatnet.cluster.node_facts"
         ) from None
-    mtu = data.get("mtu") or 1500
+    mtu = _integer(data.get("mtu") or 1500, f"underlay MTU of {node}", 68, None, "an MTU")
     return {
         "interface": data.get("interface"),
         "ip": str(ip),
         "prefix": network.prefixlen,
         "network": str(network),
-        "mtu": int(mtu),
+        "mtu": mtu,
         "_ip": ip,
         "_net": network,
+        "_chosen_by": data.get("chosen_by"),
     }
 
 
@@ -571,14 +847,51 @@ def _adjacent(a: dict, b: dict) -> bool:
     return a["_ip"].version == b["_ip"].version and a["_ip"] in b["_net"] and b["_ip"] in a["_net"]
 
 
-def _normalize_request(request):
-    """A bare pod name is short for ``{name: NAME}`` (what ``flatnet_pods_per_node`` generates)."""
-    if not isinstance(request, Mapping):
-        return request
-    pods = request.get("pods")
-    if not pods:
-        return request
-    return dict(request, pods=[{"name": p} if isinstance(p, str) else p for p in _as_list(pods)])
+def _check_link_names(node: str, bridge: str, device: str, underlay: dict, v: Mapping) -> None:
+    """The bridge, the VXLAN device and the underlay interface of a node are three links."""
+    check_link_name(bridge, v["bridge"], f" on {node}")
+    if bridge == device:
+        raise PlanError(
+            f"{v['bridge']} and {v['device']} are both {bridge!r} on {node}; the bridge and the VXLAN "
+            f"device are two links: give them different names (defaults: {DEFAULT_BRIDGE}, {DEFAULT_VXLAN['device']})"
+        )
+    iface = underlay.get("interface")
+    if iface is None:
+        return
+    chosen = underlay.get("_chosen_by")
+    how = f"set by {v['underlay_interface']}" if chosen == "interface" else (
+        f"found from the {chosen.replace('-', ' ')}" if isinstance(chosen, str) else "found by node_facts")
+    problem = link_name_problem(iface)
+    if problem is not None:
+        raise PlanError(
+            f"the underlay interface {iface!r} of {node} ({how}) {problem}; the collection names it in "
+            f"ip commands: set {v['underlay_interface']} (or flatnet_underlay_ip) to another interface"
+        )
+    for label, name in ((v["bridge"], bridge), (v["device"], device)):
+        if name == iface:
+            fix = f"choose another {label}"
+            if chosen == "interface":
+                fix += f", or set {v['underlay_interface']} to the link that carries node-to-node traffic"
+            raise PlanError(
+                f"{label} {name!r} is the underlay interface of {node} ({how}); the collection would take "
+                f"over the link that carries node-to-node traffic: {fix}"
+            )
+
+
+def _check_unique_pods(pods_of: Mapping) -> None:
+    """Pod names are unique across the cluster: reports (and later DNS) name pods alone.
+    ``pods_of``: {node: [(pod name, where it comes from)]}."""
+    seen: dict[str, tuple[str, str]] = {}
+    for node in sorted(pods_of):
+        for name, source in pods_of[node]:
+            if name in seen and seen[name][0] != node:
+                other, other_source = seen[name]
+                raise PlanError(
+                    f"pod {name} is declared on both {other} ({other_source}) and {node} ({source}); pod names "
+                    "must be unique across the cluster (reports and DNS name a pod without its node): "
+                    "rename one of them"
+                )
+            seen.setdefault(name, (node, source))
 
 
 def build_plan(
@@ -594,28 +907,51 @@ def build_plan(
     masquerade: bool = True,
     inventory_nodes=None,
     cached=None,
+    bridge: str = DEFAULT_BRIDGE,
+    pods_per_node=0,
 ) -> dict:
     """Build ``flatnet_plan`` (see docs/design.md) for the nodes of this play.
 
-    ``nodes``: {name: {underlay, recorded, pod_cidr, pods}}; ``cached``: an earlier plan
-    (or None); ``inventory_nodes``: every node of the cluster, in or out of this play.
+    ``nodes``: {name: {underlay, recorded, pod_cidr, pods, pods_per_node, bridge, prune,
+    firewall}}; ``cached``: an earlier plan (or None); ``inventory_nodes``: every node of the
+    cluster, in or out of this play. ``bridge`` and ``pods_per_node`` apply to nodes whose
+    request has no value of its own. Every input is checked first; messages name the role
+    variables (``flatnet_*``) that feed each one.
     """
     require_netaddr()
-    vxlan_out = _check_backend(backend, vxlan)
-    clusters = parse_cluster_cidrs(cluster_cidr)
-    prefixes = {4: node_prefix, 6: node_prefix_v6}
-    _check_prefixes(clusters, prefixes)
+    v = ROLE_VARS
+    vxlan_out = _check_backend(backend, vxlan, v)
+    masquerade = check_bool(masquerade, v["masquerade"])
+    given_mtu = None if mtu is None else _integer(mtu, v["mtu"], 1, MAX_MTU, "an MTU", example=1450)
+    clusters = parse_cluster_cidrs(cluster_cidr, v["cluster_cidr"])
+    prefixes = _check_prefixes(clusters, {4: node_prefix, 6: node_prefix_v6}, v)
+    if isinstance(service_cidr, Mapping):
+        raise PlanError(f"{v['service_cidr']} {service_cidr!r} is not a CIDR; write e.g. 10.96.0.0/12")
     services = _by_family(
-        [parse_network(s, "service_cidr") for s in _as_list(service_cidr)], "service_cidr"
+        [parse_network(s, v["service_cidr"]) for s in _as_list(service_cidr)], v["service_cidr"]
     )
-    reserved = [parse_network(r, "reserved_cidrs entry") for r in _as_list(reserved_cidrs)]
+    if isinstance(reserved_cidrs, (str, Mapping)):
+        raise PlanError(f"{v['reserved_cidrs']} {reserved_cidrs!r} is not a list; write e.g. [172.16.0.0/12]")
+    reserved = [parse_network(r, f"{v['reserved_cidrs']} entry") for r in _as_list(reserved_cidrs)]
 
-    nodes = {name: _normalize_request(req) for name, req in dict(nodes or {}).items()}
+    if not isinstance(nodes or {}, Mapping):
+        raise PlanError(f"nodes {nodes!r} is not a mapping of node name to its request")
+    requests = {}
+    for name, req in (nodes or {}).items():
+        if req is not None and not isinstance(req, Mapping):
+            raise PlanError(f"the request of node {name} {req!r} is not a mapping")
+        requests[name] = dict(req or {})
+    nodes = requests
     in_play = _node_names(nodes)
+    for name in in_play:
+        for key in ("prune", "firewall"):
+            if nodes[name].get(key) is not None:
+                check_bool(nodes[name][key], v[key], f" on {name}")
+        nodes[name]["pods"] = _pod_entries(name, nodes[name], pods_per_node, v)
     inventory = set(str(n) for n in _as_list(inventory_nodes)) | set(in_play)
     cached_nodes = {}
     if isinstance(cached, Mapping) and isinstance(cached.get("nodes"), Mapping):
-        cached_nodes = {str(k): v for k, v in cached["nodes"].items() if isinstance(v, Mapping)}
+        cached_nodes = {str(k): val for k, val in cached["nodes"].items() if isinstance(val, Mapping)}
     kept = sorted(n for n in cached_nodes if n in inventory and n not in nodes)
     all_nodes = sorted(in_play + kept)
 
@@ -642,24 +978,31 @@ def build_plan(
             "all nodes must reach each other over one family: set flatnet_underlay_ip accordingly"
         )
 
-    disjoint = [("service_cidr", s) for s in services]
-    disjoint += [(f"the underlay network of {n}", underlays[n]["_net"]) for n in all_nodes]
-    disjoint += [("reserved range", r) for r in reserved]
-    _check_disjoint(clusters, disjoint)
-
+    # Before the CIDR checks: an underlay interface that is the bridge (a flatnet_underlay_interface
+    # pointing at cni0) is best told as such, not as the bridge's network overlapping the cluster.
+    bridges = {}
     for name in in_play:
-        pods = (nodes[name] or {}).get("pods") or []
-        for pod in pods:
-            if not isinstance(pod, Mapping) or "name" not in pod:
-                raise PlanError(f"pods of {name} must be a list of {{name, ip, command}} mappings; got {pod!r}")
-        _check_pod_names(name, [p["name"] for p in pods])
+        bridges[name] = nodes[name].get("bridge") or bridge
+        _check_link_names(name, bridges[name], vxlan_out["device"], underlays[name], v)
+
+    disjoint = [(v["service_cidr"], s) for s in services]
+    disjoint += [(f"the underlay network of {n}", underlays[n]["_net"]) for n in all_nodes]
+    disjoint += [(f"{v['reserved_cidrs']} entry", r) for r in reserved]
+    _check_disjoint(clusters, disjoint, v)
+
+    pods_of = {name: [(p["name"], p["_from"]) for p in nodes[name]["pods"]] for name in in_play}
+    for name in kept:
+        pods_of[name] = [(p["name"], "cached plan; node not in this play")
+                         for p in (cached_nodes[name].get("pods") or [])
+                         if isinstance(p, Mapping) and isinstance(p.get("name"), str)]
+    _check_unique_pods(pods_of)
 
     # Node blocks: pins, then recorded on the node, then the cached plan.
     claims = []
     for name in in_play:
         pin = (nodes[name] or {}).get("pod_cidr")
         if pin:
-            claims.append(_Claim(name, pin, "pinned with flatnet_pod_cidr", "pin"))
+            claims.append(_Claim(name, pin, f"pinned with {v['pod_cidr']}", "pin"))
     for name in in_play:
         recorded = ((nodes[name] or {}).get("recorded") or {}).get("pod_cidrs")
         if recorded:
@@ -670,7 +1013,7 @@ def build_plan(
     for name in in_play:
         if name in cached_nodes:
             claims.append(_Claim(name, cached_nodes[name].get("pod_cidrs"), "cached plan", "soft"))
-    blocks = _assign_blocks(clusters, prefixes, all_nodes, claims)
+    blocks = _assign_blocks(clusters, prefixes, all_nodes, claims, v)
 
     out_nodes = {}
     for name in all_nodes:
@@ -690,12 +1033,13 @@ def build_plan(
                 [p["name"] for p in pod_reqs],
                 {p["name"]: p.get("ip") for p in pod_reqs if p.get("ip")},
                 [("recorded", recorded_pods), ("cached", cached_pods)],
+                v,
             )
             commands = {p["name"]: p.get("command") for p in pod_reqs}
             pods_out = [{"name": p, "ips": ips[p], "command": commands[p]} for p in sorted(ips)]
         else:
             pods_out = [dict(p) for p in (cached_nodes[name].get("pods") or []) if isinstance(p, Mapping)]
-        underlay = {k: v for k, v in underlays[name].items() if not k.startswith("_")}
+        underlay = {k: val for k, val in underlays[name].items() if not k.startswith("_")}
         out_nodes[name] = {
             "pod_cidrs": [str(b) for b in node_blocks],
             "gateways": [gateway(b) for b in node_blocks],
@@ -704,6 +1048,10 @@ def build_plan(
             "underlay": underlay,
             "pods": pods_out,
         }
+        if name in bridges:
+            out_nodes[name]["bridge"] = bridges[name]
+        elif isinstance(cached_nodes.get(name, {}).get("bridge"), str):
+            out_nodes[name]["bridge"] = cached_nodes[name]["bridge"]
 
     any_vxlan = False
     for name in all_nodes:
@@ -746,19 +1094,35 @@ def build_plan(
         pod_mtu = lowest - VXLAN_OVERHEAD[family] if any_vxlan else lowest
         origin = f"computed from the underlay MTU {lowest}" + (" minus VXLAN overhead" if any_vxlan else "")
     else:
-        if isinstance(mtu, bool) or not isinstance(mtu, int):
-            raise PlanError(f"mtu {mtu!r} is not an integer; give a number such as 1450, or null for automatic")
-        pod_mtu = mtu
+        pod_mtu = given_mtu
         origin = "given"
     dual_or_v6 = any(c.version == 6 for c in clusters)
     floor = MIN_MTU_V6 if dual_or_v6 else MIN_MTU
     if pod_mtu < floor:
         why = "IPv6 needs at least 1280" if dual_or_v6 else "IPv4 needs at least 576"
         raise PlanError(
-            f"pod MTU {pod_mtu} ({origin}) is too small: {why}; raise the underlay MTU or set mtu to {floor} or more"
+            f"pod MTU {pod_mtu} ({origin}) is too small: {why}; raise the underlay MTU or set "
+            f"{v['mtu']} to {floor} or more"
         )
-    if pod_mtu > 65535:
-        raise PlanError(f"mtu {pod_mtu} is larger than 65535; give a real link MTU such as 1500 or 9000")
+    if pod_mtu > MAX_MTU:
+        raise PlanError(
+            f"pod MTU {pod_mtu} ({origin}) is larger than {MAX_MTU}; set {v['mtu']} to a real link MTU "
+            "such as 1500 or 9000"
+        )
+    if mtu is not None:
+        # An explicit MTU must fit every node's underlay, less the encapsulation where the
+        # node tunnels (underlay MTUs are measured on each node by node_facts).
+        for name in all_nodes:
+            tunnels = any(p["mode"] == "vxlan" for p in out_nodes[name]["peers"])
+            overhead = VXLAN_OVERHEAD[underlays[name]["_ip"].version] if tunnels else 0
+            limit = underlays[name]["mtu"] - overhead
+            if pod_mtu > limit:
+                why = (f", less {overhead} bytes of VXLAN encapsulation for its tunnelled peers" if tunnels else "")
+                raise PlanError(
+                    f"{v['mtu']} {pod_mtu} is larger than {name} can carry: its underlay MTU is "
+                    f"{underlays[name]['mtu']}{why}, so at most {limit}; set {v['mtu']} to {limit} or less, "
+                    "or leave it unset (null) to compute it"
+                )
 
     service_out = [str(s) for s in services]
     return {
@@ -766,7 +1130,7 @@ def build_plan(
         "service_cidr": service_out[0] if len(service_out) == 1 else service_out,
         "backend": backend,
         "mtu": pod_mtu,
-        "masquerade": bool(masquerade),
+        "masquerade": masquerade,
         "vxlan": vxlan_out,
         "nodes": out_nodes,
     }

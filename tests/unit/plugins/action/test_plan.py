@@ -95,7 +95,8 @@ def test_plan_error_is_one_message_and_nothing_written(tmp_path):
     result = run_action({"nodes": NODES, "cluster_cidr": "10.244.1.5/16", "plan_file": str(path)})
     assert result["failed"] is True
     assert result["changed"] is False
-    assert result["msg"] == "cluster_cidr 10.244.1.5/16 is a host address, not a network; did you mean 10.244.0.0/16?"
+    assert result["msg"] == ("flatnet_cluster_cidr 10.244.1.5/16 is a host address, not a network; "
+                             "did you mean 10.244.0.0/16?")
     assert "ansible_facts" not in result
     assert not path.exists()
 
@@ -119,17 +120,65 @@ def test_unwritable_plan_file(tmp_path):
 
 @pytest.mark.parametrize("args,msg", [
     ({}, "missing required arguments: nodes"),
-    ({"nodes": NODES, "backend": "flannel"}, "value of backend must be one of: host-gw, vxlan, auto"),
     ({"nodes": NODES, "bogus": 1}, "bogus"),
-    ({"nodes": NODES, "node_prefix": "big"}, "node_prefix"),
 ])
 def test_option_validation(args, msg):
     with pytest.raises(AnsibleActionFail, match=msg):
         run_action(args)
 
 
+# The planner checks these values itself, so that the message names the role variable.
+@pytest.mark.parametrize("args,msg", [
+    ({"backend": "flannel"}, "flatnet_backend 'flannel' is not supported; use one of: host-gw, vxlan, auto"),
+    ({"node_prefix": "big"}, "flatnet_node_prefix 'big' is not an integer"),
+    ({"node_prefix": True}, "flatnet_node_prefix True is not an integer"),
+    ({"masquerade": "maybe"}, "flatnet_masquerade 'maybe' is not a boolean; set it to true or false"),
+    ({"mtu": "1400.5"}, "flatnet_mtu '1400.5' is not an integer"),
+    ({"pods_per_node": -1}, "flatnet_pods_per_node -1 on node1 is out of range; use a count of 0 or more"),
+    ({"bridge": "flatnet.1"}, "flatnet_bridge and flatnet_vxlan_device are both 'flatnet.1' on node1"),
+    ({"cluster_name": "../etc"}, "flatnet_cluster_name '../etc' is not allowed: it becomes part of a file name"),
+    ({"group": "all:!node1"}, "flatnet_group 'all:!node1' is not an inventory group name"),
+    ({"plan_file": "/tmp/x\0y"}, "flatnet_plan_file '/tmp/x\\x00y' is not a usable file path"),
+])
+def test_checked_by_the_planner(args, msg):
+    result = run_action(dict({"nodes": NODES}, **args))
+    assert result["failed"] is True and result["changed"] is False
+    assert msg in result["msg"]
+    assert "ansible_facts" not in result
+
+
+def test_plan_file_that_is_a_directory(tmp_path):
+    result = run_action({"nodes": NODES, "plan_file": str(tmp_path)})
+    assert result["failed"] is True
+    assert f"flatnet_plan_file {tmp_path} is a directory" in result["msg"]
+
+
+@pytest.mark.parametrize("text,value", [("yes", True), ("false", False), ("on", True), ("0", False)])
+def test_boolean_spellings_of_extra_vars(text, value):
+    # -e flatnet_masquerade=false gives the string "false": it must mean False, not a truthy string
+    plan = run_action({"nodes": NODES, "masquerade": text})["ansible_facts"]["flatnet_plan"]
+    assert plan["masquerade"] is value
+
+
+def test_numbers_from_extra_vars_are_strings():
+    nodes = {"node1": dict(NODES["node1"], pods_per_node="2"), "node2": NODES["node2"]}
+    plan = run_action({"nodes": nodes, "mtu": "1400", "node_prefix": "25", "vxlan": {"port": "4789"},
+                       "pods_per_node": "1"})["ansible_facts"]["flatnet_plan"]
+    assert plan["mtu"] == 1400 and plan["vxlan"]["port"] == 4789
+    assert plan["nodes"]["node1"]["pod_cidrs"] == ["10.244.0.0/25"]
+    assert [p["name"] for p in plan["nodes"]["node1"]["pods"]] == ["node1-pod-1", "node1-pod-2", "web"]
+    assert [p["name"] for p in plan["nodes"]["node2"]["pods"]] == ["node2-pod-1"]
+
+
+def test_bridge_in_the_plan():
+    nodes = {"node1": dict(NODES["node1"], bridge="br-pods"), "node2": NODES["node2"]}
+    plan = run_action({"nodes": nodes, "bridge": "cni0"})["ansible_facts"]["flatnet_plan"]
+    assert plan["nodes"]["node1"]["bridge"] == "br-pods"
+    assert plan["nodes"]["node2"]["bridge"] == "cni0"
+
+
 def test_vxlan_suboptions_and_range():
     plan = run_action({"nodes": NODES, "vxlan": {"vni": 42}})["ansible_facts"]["flatnet_plan"]
     assert plan["vxlan"] == {"vni": 42, "port": 8472, "device": "flatnet.1"}
     result = run_action({"nodes": NODES, "vxlan": {"port": 0}})
-    assert result["failed"] is True and "vxlan port 0 is out of range" in result["msg"]
+    assert result["failed"] is True and "flatnet_vxlan_port 0 is out of range" in result["msg"]

@@ -338,15 +338,16 @@ class TestBuildPlan:
 
     @pytest.mark.parametrize("kw,msg", [
         ({"backend": "calico"}, "backend 'calico' is not supported; use one of: host-gw, vxlan, auto"),
-        ({"vxlan": {"vni": 0}}, "vxlan vni 0 is out of range; use an integer from 1 to 16777215"),
-        ({"vxlan": {"vni": 16777216}}, "vxlan vni 16777216 is out of range"),
-        ({"vxlan": {"port": 65536}}, "vxlan port 65536 is out of range; use an integer from 1 to 65535"),
-        ({"vxlan": {"device": "a/b"}}, "not a valid link name"),
-        ({"vxlan": {"device": "x" * 16}}, "not a valid link name"),
-        ({"service_cidr": "10.244.0.0/20"}, r"cluster_cidr 10\.244\.0\.0/16 overlaps service_cidr 10\.244\.0\.0/20"),
-        ({"cluster_cidr": "10.0.0.0/8"}, "overlaps service_cidr 10.96.0.0/12"),
+        ({"vxlan": {"vni": 0}}, "flatnet_vxlan_vni 0 is out of range; use an integer from 1 to 16777215"),
+        ({"vxlan": {"vni": 16777216}}, "flatnet_vxlan_vni 16777216 is out of range"),
+        ({"vxlan": {"port": 65536}}, "flatnet_vxlan_port 65536 is out of range; use a UDP port from 1 to 65535"),
+        ({"vxlan": {"device": "a/b"}}, "flatnet_vxlan_device 'a/b' may only hold letters"),
+        ({"vxlan": {"device": "x" * 16}}, "is 16 bytes long; Linux interface names have at most 15"),
+        ({"service_cidr": "10.244.0.0/20"},
+         r"flatnet_cluster_cidr 10\.244\.0\.0/16 overlaps flatnet_service_cidr 10\.244\.0\.0/20"),
+        ({"cluster_cidr": "10.0.0.0/8"}, "overlaps flatnet_service_cidr 10.96.0.0/12"),
         ({"cluster_cidr": "192.168.0.0/16"}, r"overlaps the underlay network of node1 192\.168\.50\.0/24"),
-        ({"reserved_cidrs": ["10.244.200.0/24"]}, "overlaps reserved range 10.244.200.0/24"),
+        ({"reserved_cidrs": ["10.244.200.0/24"]}, "overlaps flatnet_reserved_cidrs entry 10.244.200.0/24"),
         ({"reserved_cidrs": ["nope"]}, "reserved_cidrs entry 'nope'"),
         ({"service_cidr": "10.96.0.1/12"}, "did you mean 10.96.0.0/12"),
     ])
@@ -381,7 +382,8 @@ class TestBuildPlan:
             ipam.build_plan(nodes)
 
     def test_too_many_pods(self):
-        nodes = three_nodes(pods=[pod(f"p{i}") for i in range(6)])
+        nodes = three_nodes()
+        nodes["node1"]["pods"] = [pod(f"p{i}") for i in range(6)]
         with pytest.raises(PlanError, match=r"node1 has 6 pods but its block 10\.244\.0\.0/29 holds only 5"):
             ipam.build_plan(nodes, node_prefix=29)
 
@@ -421,13 +423,14 @@ class TestBuildPlan:
         nodes = three_nodes()
         nodes["node1"]["recorded"] = {"pod_cidrs": ["10.244.0.0/24"]}
         with pytest.raises(PlanError, match=r"node1 uses 10\.244\.0\.0/24 \(recorded on node1\), which is outside "
-                                            r"cluster_cidr 10\.250\.0\.0/16; changing cluster_cidr needs a teardown"):
+                                            r"flatnet_cluster_cidr 10\.250\.0\.0/16; changing flatnet_cluster_cidr "
+                                            r"needs a teardown"):
             ipam.build_plan(nodes, cluster_cidr="10.250.0.0/16")
 
     def test_recorded_v6_when_v6_removed(self):
         nodes = three_nodes()
         nodes["node1"]["recorded"] = {"pod_cidrs": ["10.244.0.0/24", "fd00::/64"]}
-        with pytest.raises(PlanError, match="no longer has an IPv6 range; changing cluster_cidr needs a teardown"):
+        with pytest.raises(PlanError, match="no longer has an IPv6 range; changing flatnet_cluster_cidr needs a teardown"):
             ipam.build_plan(nodes)
 
     def test_adding_v6_family_keeps_v4(self):
@@ -550,7 +553,8 @@ def v4_setup(draw):
 
 
 def _underlay_node(i, pods):
-    return node(f"192.168.50.{10 + i}", pods=[pod(f"p{j}") for j in range(pods)])
+    # pod names are unique across the cluster
+    return node(f"192.168.50.{10 + i}", pods=[pod(f"n{i}-p{j}") for j in range(pods)])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -560,6 +564,8 @@ def test_property_v4_plan_valid_or_error(setup):
     nodes = {n: _underlay_node(i, pods[n]) for i, n in enumerate(names)}
     forbidden = [IPNetwork(service), IPNetwork("192.168.50.0/24")] + [IPNetwork(r) for r in reserved]
     overlap = any(cluster.first <= f.last and f.first <= cluster.last for f in forbidden)
+    # ranges that can never carry pods are refused, wherever they are given
+    overlap = overlap or any(ipam.unusable_range(n) for n in [cluster, IPNetwork(service)] + forbidden[2:])
     too_many_nodes = len(names) > 2 ** (node_prefix - cluster.prefixlen)
     too_many_pods = max(pods.values()) > 2 ** (32 - node_prefix) - 3
     kw = dict(cluster_cidr=str(cluster), node_prefix=node_prefix, service_cidr=service, reserved_cidrs=reserved)
@@ -610,7 +616,8 @@ def test_property_churn_never_moves_existing(params):
         play = sorted((limit & inventory) or inventory)
         nodes = {}
         for n in play:
-            entry = node(f"192.168.50.{10 + NAMES.index(n)}", pods=[pod(p) for p in sorted(pod_sets.get(n, ()))])
+            entry = node(f"192.168.50.{10 + NAMES.index(n)}",
+                         pods=[pod(f"{n}-{p}") for p in sorted(pod_sets.get(n, ()))])
             entry["recorded"] = records.get(n, {})
             nodes[n] = entry
         plan = ipam.build_plan(nodes, inventory_nodes=sorted(inventory), cached=cache, **kw)
