@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Print, as sorted JSON, everything a flatnet run could change on this node: links,
+"""Print, as a JSON list of lines, everything a flatnet run could change on this node: links,
 addresses, routes, permanent neighbours, static FDB entries, namespaces and what is in
 them, the nftables ruleset, processes, sysctls and the state files.
 
-Left out on purpose: what changes by itself (counters, address lifetimes, learned FDB and
-ARP entries, and the processes of this very snapshot and of the Ansible task running it).
+Left out on purpose: what changes by itself (counters, bridge timers, address lifetimes,
+learned FDB and ARP entries, and the processes of this very snapshot and of the Ansible task running it).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def run(*argv):
 
 def scrub(value):
     if isinstance(value, dict):
-        return {k: scrub(v) for k, v in value.items() if k not in VOLATILE}
+        return {k: scrub(v) for k, v in value.items() if k not in VOLATILE and not k.endswith("_timer")}
     if isinstance(value, list):
         return [scrub(v) for v in value]
     return value
@@ -122,7 +122,15 @@ def main():
         "state_files": files("/var/lib/flatnet"),
         "etc_netns": files("/etc/netns"),
     }
-    print(json.dumps(snapshot, indent=1, sort_keys=True))
+    # One line per object, so that a difference shows as the lines that differ.
+    lines = []
+    for section, value in sorted(snapshot.items()):
+        items = sorted(value.items()) if isinstance(value, dict) else value
+        if isinstance(items, str):
+            items = items.splitlines()
+        for item in items:
+            lines.append(f"{section}: {json.dumps(item, sort_keys=True)}")
+    print(json.dumps(lines, indent=0))
 
 
 if __name__ == "__main__":
