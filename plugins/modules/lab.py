@@ -270,9 +270,9 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.lab_identity impor
     write_record,
 )
 
-LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$")
-NODE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-SUBNET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?\Z")
+NODE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+SUBNET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 OUTSIDE_DIR = "_outside"  # not a DNS label, so never a node's directory
 # The lab's own record in <state_dir>/<name>: which lab made the directory, and which named
 # namespaces (dev, inode, boot id) it made. Written before anything else is created.

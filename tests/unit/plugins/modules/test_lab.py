@@ -81,6 +81,11 @@ def test_link_names_fit():
     ({"subnets": [{"name": "a", "cidr": "192.168.50.0/24"}], "restart": ["ghost"]}, "not in nodes"),
     ({"subnets": [{"name": "a", "cidr": "192.168.50.0/24"}], "state_dir": "/var/lib/flatnet-lab"}, "must not be under"),
     ({"state": "present"}, "subnets is required"),
+    # A trailing newline never passes a name pattern ("$" would let it).
+    ({"name": "lab\n", "subnets": [{"name": "a", "cidr": "192.168.50.0/24"}]}, "lab name"),
+    ({"subnets": [{"name": "a\n", "cidr": "192.168.50.0/24"}]}, "subnet name"),
+    ({"subnets": [{"name": "a", "cidr": "192.168.50.0/24"}], "nodes": [{"name": "n1\n", "ip": "192.168.50.5"}]},
+     "node name"),
 ])
 def test_invalid_requests_fail_before_touching_anything(args, message, tmp_path):
     name = "t" + secrets.token_hex(3)
