@@ -373,3 +373,11 @@ def describe(pids, proc=procs.PROC):
         st = procs.stat(pid, proc)
         parts.append(f"{pid} {st['comm']}" if st else str(pid))
     return ", ".join(parts)
+
+
+def stop_procs(found, grace=GRACE):
+    """Stop exactly the processes ``found`` (``procs.snapshot`` entries: PID and start time)."""
+    keys = {(p["pid"], p["start_time"]) for p in found}
+    if not keys:
+        return [], []
+    return terminate(lambda: [p for p in procs.snapshot() if (p["pid"], p["start_time"]) in keys], grace)
