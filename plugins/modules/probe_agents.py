@@ -34,7 +34,7 @@ options:
     default: []
   state:
     description:
-      - V(started) makes sure exactly one agent runs in each pod of O(pods): it first stops stale
+      - V(started) makes sure exactly one agent runs in each pod of O(pods). It first stops stale
         agents in those pods (marked agents that are not the recorded one, left by an interrupted
         run), then restarts the recorded agent when the ports, the lifetime or the agent code
         changed or when less than half of its lifetime is left, and starts the missing ones.
