@@ -433,9 +433,9 @@ def test_workload_shapes_exactly_once(node):
         assert sessions(node, pids) == {ident["sid"]}, name
         trees[name] = pids
     # two reruns: nothing starts again, whatever the command exec'd or forked
-    for _ in range(2):
+    for rerun in (1, 2):
         again = node.module("pods", args)
-        assert not again["changed"] and again["actions"] == [], again
+        assert not again["changed"] and again["actions"] == [], (rerun, again)
         assert {name: netns_pids(node, name) for name in want} == trees
 
     # the leader of a forking shell dies, its child lives on: still the same workload
