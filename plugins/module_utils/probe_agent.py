@@ -13,8 +13,10 @@ IPv4-mapped IPv6 addresses (``::ffff:10.244.0.2``, seen on a dual-stack socket) 
 reported as plain IPv4, so the caller can compare them with its pod IP.
 
 Run as a script: ``python3 probe_agent.py --name POD --http-port 8083 --udp-port 8081
-[--bind ADDR]``. Without ``--bind`` it listens on every address of both families when the
-namespace has IPv6, else on every IPv4 address.
+[--bind ADDR] [--lifetime SECONDS]``. Without ``--bind`` it listens on every address of both
+families when the namespace has IPv6, else on every IPv4 address. With ``--lifetime`` it exits
+by itself that many seconds after it started, so an agent whose verification was interrupted
+(Ctrl-C, a killed ansible-playbook: the role's cleanup never ran) does not listen forever.
 
 This file is also imported by the ``probe_agents`` module, which writes ``agent_source()``
 to the node: keep it free of any import outside the standard library.
@@ -162,6 +164,8 @@ def main(argv=None):
     parser.add_argument("--http-port", type=int, default=8083)
     parser.add_argument("--udp-port", type=int, default=8081)
     parser.add_argument("--bind", default=None, help="address to listen on (default: all)")
+    parser.add_argument("--lifetime", type=float, default=0,
+                        help="exit after this many seconds (default 0: never)")
     args = parser.parse_args(argv)
 
     httpd = make_http_server(args.name, args.http_port, args.bind)
@@ -172,6 +176,10 @@ def main(argv=None):
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, _term)
+    if args.lifetime > 0:
+        # SIGALRM interrupts serve_forever's select in this (the main) thread.
+        signal.signal(signal.SIGALRM, _term)
+        signal.setitimer(signal.ITIMER_REAL, args.lifetime)
     sys.stdout.write(f"probe agent {args.name}: http {args.http_port}, udp {args.udp_port}\n")
     sys.stdout.flush()
     try:

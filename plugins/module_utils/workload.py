@@ -2,8 +2,24 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Processes that run inside a pod's network namespace (pod workloads, probe agents).
 
-A process is only ever treated as ours when its PID, its command line and its network
-namespace all match what was recorded, so a recycled PID is never signalled.
+A workload is the process *tree* that ``launch`` started, whatever it execs or forks. Its
+identity, recorded as soon as it starts::
+
+    {"sid": PID of the leader = its session id, "start_time": the leader's start time
+     (/proc/PID/stat field 22), "boot_id": the kernel's boot id, "netns_inode": the pod's
+     network namespace, "token": a random value put in the tree's environment}
+
+Its members are the live processes in that network namespace that are either in the
+session (when the leader is gone, or is still the recorded one, by start time) or carry the
+token in their environment (``FLATNET_WORKLOAD_ID``). Linux never hands out a PID that is
+still in use as a session id, so the session finds the tree after the leader exec'd,
+forked or exited; the token finds processes that left the session (``setsid`` after a
+fork) as long as they keep their environment. A daemon that does both (a new session and
+a scrubbed environment) escapes: run commands in the foreground.
+
+The 0.1 record (PID + command line + netns inode, ``running_in``) is still understood, to
+adopt a workload started by 0.1 once; ``spawn``/``start``/``alive``/``stop`` keep their
+0.1 behaviour for the lab and its tests.
 """
 
 from __future__ import annotations
@@ -14,7 +30,12 @@ import signal
 import subprocess
 import time
 
+from ansible_collections.flatnet.cluster.plugins.module_utils import procs
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import netns_inode
+
+TOKEN_ENV = "FLATNET_WORKLOAD_ID"
+# Seconds between TERM and KILL, and again for KILL to take effect.
+GRACE = 3.0
 
 
 def argv_of(command):
@@ -176,3 +197,187 @@ def _reap(pid):
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+# --- process trees (0.2) ---------------------------------------------------------
+
+
+def launch(ip_bin, netns, argv, log_path, env=None):
+    """Start ``argv`` detached in its own session inside the named netns; return its identity.
+
+    ``Popen`` returns only after the child called ``setsid`` and exec'd ``ip``, so the
+    leader's PID and start time are final here, before it runs the command.
+    """
+    os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
+    token = os.urandom(16).hex()
+    full_env = dict(os.environ, LC_ALL="C")
+    full_env.update(env or {})
+    full_env[TOKEN_ENV] = token
+    proc = spawn([ip_bin, "netns", "exec", netns] + list(argv), log_path, env=full_env)
+    st = procs.stat(proc.pid)
+    return {
+        "sid": proc.pid,
+        "start_time": st["start_time"] if st else None,
+        "boot_id": procs.boot_id(),
+        "netns_inode": netns_inode(netns),
+        "token": token,
+    }
+
+
+def legacy_identity(pid, argv, ns_inode, proc=procs.PROC):
+    """The identity of a workload recorded by 0.1 (PID, command, netns inode), when that
+    process still runs; None otherwise. 0.1 also started each workload in its own session."""
+    if not running_in(pid, argv, ns_inode):
+        return None
+    st = procs.stat(pid, proc)
+    if st is None or st["session"] != pid:
+        return None
+    return {"sid": pid, "start_time": st["start_time"], "boot_id": procs.boot_id(proc),
+            "netns_inode": ns_inode, "token": None}
+
+
+def _member_procs(ident, snap=None, proc=procs.PROC):
+    """The live processes of the tree ``ident`` (``procs.snapshot`` entries)."""
+    if not ident or not ident.get("sid") or not ident.get("netns_inode"):
+        return []
+    if ident.get("boot_id") and procs.boot_id(proc) not in (None, ident["boot_id"]):
+        return []  # another boot: start times and PIDs mean nothing any more
+    sid, t0, ns, token = ident["sid"], ident.get("start_time"), ident["netns_inode"], ident.get("token")
+    leader = procs.stat(sid, proc)
+    # A leader with another start time is a newer process under a recycled PID: its session
+    # is not ours. Members of our session all started at or after our leader.
+    session_ok = t0 is not None and (leader is None or leader["start_time"] == t0)
+    snap = procs.snapshot(proc) if snap is None else snap
+    found = []
+    for p in snap:
+        if p["netns"] != ns:
+            continue
+        if session_ok and p["session"] == sid and p["start_time"] >= t0:
+            found.append(p)
+        elif token and (procs.environ(p["pid"], proc) or {}).get(TOKEN_ENV) == token:
+            found.append(p)
+    return found
+
+
+def members(ident, snap=None, proc=procs.PROC):
+    """PIDs of the live processes of the tree ``ident`` (sorted)."""
+    return sorted(p["pid"] for p in _member_procs(ident, snap, proc))
+
+
+def in_netns(ns_inode, snap=None, proc=procs.PROC):
+    """Live processes (``procs.snapshot`` entries) whose network namespace is ``ns_inode``."""
+    snap = procs.snapshot(proc) if snap is None else snap
+    return [p for p in snap if ns_inode and p["netns"] == ns_inode]
+
+
+def wait_tree(ident, timeout=2.0):
+    """Wait until a just-launched tree runs in its netns; False when it died at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if members(ident):
+            return True
+        st = procs.stat(ident["sid"])
+        if st is None or st["state"] in procs.GONE:
+            _reap(ident["sid"])
+            # The leader may have left children behind (``cmd &``) a moment ago.
+            return bool(members(ident))
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
+def _send(p, sig):
+    """Signal one process of a scan, only if it is still that process (same start time).
+
+    A pidfd pins the process before the check, so a PID recycled in between is never
+    signalled; without pidfds (Python < 3.9, Linux < 5.3) the window is a few microseconds.
+    """
+    pid = p["pid"]
+    if pid in (0, 1, os.getpid(), os.getppid()):
+        return False
+    fd = None
+    if hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal"):
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            fd = None
+    try:
+        st = procs.stat(pid)
+        if st is None or st["start_time"] != p["start_time"] or st["state"] in procs.GONE:
+            return False
+        if fd is not None:
+            signal.pidfd_send_signal(fd, sig)
+        else:
+            os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def terminate(scan, grace=GRACE):
+    """TERM every process ``scan()`` returns, wait up to ``grace`` seconds for them all to
+    go, then KILL whatever a new scan finds (children forked meanwhile too) and wait again.
+
+    Returns (PIDs signalled, PIDs still there at the end).
+    """
+    signalled = set()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        current = scan()
+        if not current:
+            break
+        for p in current:
+            if _send(p, sig):
+                signalled.add(p["pid"])
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            for pid in signalled:
+                _reap(pid)
+            if not scan():
+                return sorted(signalled), []
+            time.sleep(0.03)
+    for pid in signalled:
+        _reap(pid)
+    return sorted(signalled), sorted(p["pid"] for p in scan())
+
+
+def stop_tree(ident, grace=GRACE):
+    """Stop the tree ``ident``: TERM, then KILL after ``grace``. Returns (signalled, left)."""
+    if not ident:
+        return [], []
+    return terminate(lambda: _member_procs(ident), grace)
+
+
+def own_netns_inode():
+    return procs.netns_inode("self")
+
+
+def stop_netns(ns_inode, grace=GRACE):
+    """Stop every process of the network namespace ``ns_inode`` (a pod being deleted).
+
+    Never the caller's own namespace: a pod namespace is never the node's.
+    """
+    if not ns_inode or ns_inode == own_netns_inode():
+        return [], []
+    return terminate(lambda: in_netns(ns_inode), grace)
+
+
+def describe(pids, proc=procs.PROC):
+    """``PID name`` for each PID, for action lines."""
+    parts = []
+    for pid in pids:
+        st = procs.stat(pid, proc)
+        parts.append(f"{pid} {st['comm']}" if st else str(pid))
+    return ", ".join(parts)
+
+
+def stop_procs(found, grace=GRACE):
+    """Stop exactly the processes ``found`` (``procs.snapshot`` entries: PID and start time)."""
+    keys = {(p["pid"], p["start_time"]) for p in found}
+    if not keys:
+        return [], []
+    return terminate(lambda: [p for p in procs.snapshot() if (p["pid"], p["start_time"]) in keys], grace)

@@ -65,12 +65,24 @@ options:
       command:
         description:
           - Workload started inside the pod, detached, as a list of arguments or a string split
-            like shell words (never run by a shell). It is restarted when dead or changed and
-            stopped when the pod is removed or the command is unset.
+            like shell words (never run by a shell).
+          - It runs in a session of its own and its environment carries C(FLATNET_WORKLOAD_ID), a
+            random token. Its identity (session id, start time of its first process, boot id, the
+            pod's network namespace, the token) is recorded as soon as it starts, so whatever it
+            execs or forks stays one workload. It is started again when none of its processes is
+            left (reported as C(restart workload ... (was dead))), replaced when the command
+            changes, and stopped when the pod is removed or the command is unset; stopping sends
+            TERM to every process of the tree, then KILL to what is left after 3 seconds.
+          - A command that both starts a new session and clears its environment (a classic
+            daemon) leaves the tree and cannot be tracked; run it in the foreground.
           - Its output goes to C(<state_dir>/logs/<name>.log).
         type: raw
   prune:
-    description: Remove recorded pods that are not in O(pods).
+    description:
+      - Remove recorded pods that are not in O(pods).
+      - Removing a pod (here or with O(state=absent)) stops its workload tree and then every other
+        process still running in the pod's network namespace (a shell opened there, a probe agent),
+        since they would keep the namespace and its veth alive; each is named in RV(actions).
     type: bool
     default: true
   state:
@@ -130,13 +142,14 @@ diff:
 
 import ipaddress
 import os
-import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.flatnet.cluster.plugins.module_utils import procs
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as state_file
 from ansible_collections.flatnet.cluster.plugins.module_utils import workload
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import is_pod_name
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
     IPError,
     IPRoute2,
@@ -150,7 +163,6 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
     veth_name,
 )
 
-POD_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class PodsError(Exception):
@@ -169,7 +181,7 @@ def desired_pods(pods):
     result = {}
     for pod in pods or []:
         name = pod.get("name")
-        if not isinstance(name, str) or not POD_NAME_RE.match(name):
+        if not is_pod_name(name):
             raise PodsError(f"pod name {name!r} is not a DNS label (lowercase letters, digits, '-')")
         if name in result:
             raise PodsError(f"pod {name} is declared twice")
@@ -182,7 +194,12 @@ def desired_pods(pods):
             except ValueError as exc:
                 raise PodsError(f"pod {name}: {exc}") from None
             ips.append(str(iface))
-        argv = workload.argv_of(pod.get("command"))
+        try:
+            argv = workload.argv_of(pod.get("command"))
+        except ValueError as exc:
+            raise PodsError(f"pod {name}: command {pod.get('command')!r} does not split into arguments ({exc})") from None
+        if argv and any("\0" in a for a in argv):
+            raise PodsError(f"pod {name}: command {pod.get('command')!r} holds a NUL character")
         result[name] = {"ips": ips, "argv": argv or None}
     return result
 
@@ -247,15 +264,22 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
     ``observed``: ``netns`` {name: inode or None for a dead file}, ``links`` (node links by
     name, ``ip -details``), ``pods`` {name: {"links": {ifname: link with addr_info},
     "routes": {4: [...], 6: [...]}}} for the live namespaces that were read, ``workloads``
-    {name: True when the recorded workload runs in the recorded namespace}.
+    {name: True when a process of the recorded workload tree still runs}, ``identities``
+    {name: the recorded tree identity (see module_utils/workload.py) or None}, ``trees``
+    {name: PIDs of that tree}, ``others`` {name: [(pid, comm)] of the other processes in
+    the pod's live namespace}.
     Returns a dict of steps (see ``apply``); ``actions`` lists them for humans.
     """
     rec_pods = record.get("pods", {})
     links = observed["links"]
+    identities = observed.get("identities") or {}
+    trees = observed.get("trees") or {}
+    others = observed.get("others") or {}
     steps = {
         "actions": [],
         "errors": [],
-        "stop": [],  # (name, pid, argv, ns_inode)
+        "stop": [],  # (name, workload identity)
+        "sweep": [],  # (name, netns inode): pods being removed, every process in them stops
         "pre_pod": {},  # name -> lines, run before the node batch
         "netns_del": [],
         "netns_add": [],
@@ -293,14 +317,21 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
     for name in sorted(rec_pods):
         if name in desired or not prune:
             continue
-        rec = rec_pods[name]
         act(f"remove pod {name}")
         if observed["workloads"].get(name):
-            steps["stop"].append((name, rec.get("pid"), rec.get("command"), rec.get("netns_inode")))
-            act(f"{name}: stop workload pid {rec.get('pid')}")
+            steps["stop"].append((name, identities.get(name)))
+            act(f"{name}: stop workload ({_pids(trees.get(name))})")
         host = links.get(veth_name(name))
         host_ours = host is not None and host.get("ifalias") == _pod_alias(name)
         if name in observed["netns"]:
+            # The namespace is the pod: whatever else runs in it (a shell someone opened
+            # there, a probe agent, copies left by 0.1) goes with it, or it would keep the
+            # namespace and its veth alive after the name is gone.
+            if observed["netns"][name] is not None:
+                steps["sweep"].append((name, observed["netns"][name]))
+                if others.get(name):
+                    act(f"{name}: stop {len(others[name])} other process(es) in the pod "
+                        f"({', '.join(f'{pid} {comm}' for pid, comm in others[name])})")
             steps["netns_del"].append(name)
             if host_ours:
                 steps["wait_gone"].append(veth_name(name))
@@ -436,22 +467,32 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
         if lines:
             steps["pod"][name] = lines
 
-        # Workload
+        # Workload: the recorded process tree, whatever it exec'd or forked since.
         argv = want["argv"]
         rec_argv = (rec or {}).get("command")
         running = observed["workloads"].get(name, False)
-        same_ns = rec is not None and ino not in ("missing", None) and ino == rec.get("netns_inode")
+        ident = identities.get(name) or {}
+        same_ns = ino not in ("missing", None) and ino == ident.get("netns_inode")
         ok = running and same_ns and argv == rec_argv
         if running and not ok:
-            steps["stop"].append((name, rec.get("pid"), rec_argv, rec.get("netns_inode")))
+            steps["stop"].append((name, identities.get(name)))
             why = "command changed" if argv != rec_argv else "netns replaced"
             if argv is None:
                 why = "command removed"
-            act(f"{name}: stop workload pid {rec.get('pid')} ({why})")
+            act(f"{name}: stop workload ({_pids(trees.get(name))}; {why})")
         if argv and not ok:
             steps["start"].append(name)
-            act(f"{name}: start workload {' '.join(argv)}"
-                + ("" if rec is None or not rec_argv or running else " (was dead)"))
+            if rec_argv and not running and argv == rec_argv:
+                act(f"{name}: restart workload {' '.join(argv)} (was dead)")
+                if others.get(name):
+                    steps["warnings"].append(
+                        f"pod {name}: its workload is gone, but other processes run in its network "
+                        f"namespace ({', '.join(f'{pid} {comm}' for pid, comm in others[name])}). A "
+                        f"command that starts a new session and clears its environment (a daemon) "
+                        f"cannot be tracked and is started again on every run: run it in the "
+                        f"foreground")
+            else:
+                act(f"{name}: start workload {' '.join(argv)}")
 
     if not prune:
         for name, rec in rec_pods.items():
@@ -469,6 +510,13 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
             steps["node"].append(["neigh", "del", addr, "dev", bridge])
             act(f"remove static neighbour {addr} from {bridge}")
     return steps
+
+
+def _pids(pids):
+    pids = list(pids or [])
+    if not pids:
+        return "no process left"
+    return ("pid " if len(pids) == 1 else "pids ") + " ".join(str(p) for p in pids)
 
 
 def needs_change(steps):
@@ -579,11 +627,49 @@ def observe(ip, desired, record, bridge):
             pod["neigh"] = docs[2]
         else:
             pod["routes"][6] = docs[0]
-    for name, rec in record.get("pods", {}).items():
-        observed["workloads"][name] = workload.running_in(
-            rec.get("pid"), rec.get("command"), rec.get("netns_inode")
-        )
+    observe_workloads(observed, desired, record)
     return observed
+
+
+def record_identity(rec):
+    """The workload identity of a pod record; a 0.1 record (pid, command, netns_inode, no
+    ``workload``) is matched the old way, once: the caller rewrites it."""
+    if "workload" in rec:
+        return rec["workload"]
+    if rec.get("pid") and rec.get("command"):
+        return workload.legacy_identity(rec["pid"], rec["command"], rec.get("netns_inode"))
+    return None
+
+
+def observe_workloads(observed, desired, record, snap=None):
+    """Fill ``identities``, ``trees``, ``workloads`` and ``others`` of ``observed`` from
+    one scan of /proc."""
+    snap = procs.snapshot() if snap is None else snap
+    observed.update(identities={}, trees={}, others={})
+    for name, rec in record.get("pods", {}).items():
+        ident = record_identity(rec)
+        tree = workload.members(ident, snap)
+        observed["identities"][name] = ident
+        observed["trees"][name] = tree
+        observed["workloads"][name] = bool(tree)
+    for name in sorted(set(desired) | set(record.get("pods", {}))):
+        ino = observed["netns"].get(name)
+        if ino is None:
+            continue
+        tree = set(observed["trees"].get(name) or [])
+        observed["others"][name] = [(p["pid"], p["comm"]) for p in workload.in_netns(ino, snap)
+                                    if p["pid"] not in tree]
+
+
+def upgraded_record(record, observed):
+    """``record`` with every 0.1 pod entry rewritten with its workload identity."""
+    pods = {}
+    for name, rec in record.get("pods", {}).items():
+        if "workload" not in rec:
+            ident = (observed.get("identities") or {}).get(name)
+            rec = dict(rec, workload=ident, pid=ident["sid"] if ident else None)
+        pods[name] = rec
+    return dict(record, pods=pods)
 
 
 def wait_links_gone(ip, names, timeout=3.0):
@@ -599,7 +685,7 @@ def wait_links_gone(ip, names, timeout=3.0):
         ip.batch([["link", "del", n] for n in sorted(left)], force=True)
 
 
-def apply(module, ip, steps, desired, record, state_dir):
+def apply(module, ip, steps, desired, record, state_dir):  # noqa: C901 (one ordered sequence)
     pods_path = os.path.join(state_dir, "pods.json")
     rec_pods = dict(record.get("pods", {}))
     # Record intent first: a run interrupted after `netns add` leaves namespaces that the
@@ -611,12 +697,27 @@ def apply(module, ip, steps, desired, record, state_dir):
         intent["pods"][name].setdefault("command", None)
         intent["pods"][name].setdefault("pid", None)
         intent["pods"][name].setdefault("netns_inode", None)
+        intent["pods"][name].setdefault("workload", None)
     if intent != {"pods": rec_pods}:
         state_file.save(pods_path, intent)
 
-    for name, pid, argv, ino in steps["stop"]:
-        workload.stop(pid, argv, ns_inode=ino)
+    for name, ident in steps["stop"]:
+        _signalled, left = workload.stop_tree(ident)
+        if left:
+            # Still there after KILL (uninterruptible sleep): keep the identity, the next run retries.
+            steps["late_warnings"].append(
+                f"pod {name}: workload processes {workload.describe(left)} did not stop")
+            continue
         intent["pods"][name]["pid"] = None
+        intent["pods"][name]["workload"] = None
+    for name, ino in steps["sweep"]:
+        # Only the namespace the name still points at (that bind mount keeps its inode ours).
+        if netns_inode(name) == ino:
+            _signalled, left = workload.stop_netns(ino)
+            if left:
+                steps["late_warnings"].append(
+                    f"pod {name}: processes {workload.describe(left)} did not stop and keep "
+                    f"its network namespace alive")
     for name, lines in steps["pre_pod"].items():
         ip.batch(lines, netns=name)
     if steps["stale"]:
@@ -648,19 +749,24 @@ def apply(module, ip, steps, desired, record, state_dir):
     if not module.params["prune"]:
         for name, rec in rec_pods.items():
             final["pods"].setdefault(name, rec)
+    for name in desired:
+        if not desired[name]["argv"] or name in steps["start"]:
+            final["pods"][name]["pid"] = None
+            final["pods"][name]["workload"] = None
     log_dir = os.path.join(state_dir, "logs")
     for name in steps["start"]:
         argv = desired[name]["argv"]
-        pid = workload.start(ip.ip, name, argv, os.path.join(log_dir, f"{name}.log"))
-        if not workload.wait_started(pid, argv, name):
+        ident = workload.launch(ip.ip, name, argv, os.path.join(log_dir, f"{name}.log"))
+        final["pods"][name]["workload"] = ident
+        final["pods"][name]["pid"] = ident["sid"]
+        # Recorded before the next one starts: an interrupted run knows all it started.
+        state_file.save(pods_path, final)
+        if not workload.wait_tree(ident):
             final["pods"][name]["pid"] = None
+            final["pods"][name]["workload"] = None
             state_file.save(pods_path, final)
             module.fail_json(msg=f"pod {name}: workload {' '.join(argv)} exited at once; "
                                  f"see {os.path.join(log_dir, name + '.log')}")
-        final["pods"][name]["pid"] = pid
-    for name in desired:
-        if not desired[name]["argv"]:
-            final["pods"][name]["pid"] = None
     return final
 
 
@@ -702,12 +808,13 @@ def main():
         module.params["prune"] = True
 
     ip = IPRoute2(module)
-    record = state_file.load_or_fail(module, pods_path)
-    record.setdefault("pods", {})
+    loaded = state_file.load_or_fail(module, pods_path)
+    loaded.setdefault("pods", {})
     try:
-        observed = observe(ip, desired, record, p["bridge"])
+        observed = observe(ip, desired, loaded, p["bridge"])
     except IPError as exc:
         module.fail_json(msg=str(exc))
+    record = upgraded_record(loaded, observed)
     steps = plan(desired, observed, record, p["bridge"], p["mtu"], gateways, prune=p["prune"])
     if absent:
         # An absent run never needs the bridge.
@@ -729,13 +836,19 @@ def main():
             "after": describe_desired(desired, p["bridge"], p["mtu"], gateways),
         }
     if module.check_mode or not changed:
+        if record != loaded and not module.check_mode:
+            # A 0.1 record: rewritten with the identities found, nothing on the node changes.
+            state_file.save(pods_path, record)
         result["pods"] = result_pods(desired, record["pods"])
         module.exit_json(**result)
 
+    steps["late_warnings"] = []
     try:
         final = apply(module, ip, steps, desired, record, state_dir)
     except (IPError, OSError) as exc:
         module.fail_json(msg=str(exc), actions=steps["actions"])
+    if steps["late_warnings"]:
+        result["warnings"] = result.get("warnings", []) + steps["late_warnings"]
     log_dir = os.path.join(state_dir, "logs")
     for name in set(record["pods"]) - set(final["pods"]):
         state_file.remove(os.path.join(log_dir, f"{name}.log"))
@@ -743,7 +856,7 @@ def main():
         state_file.remove(pods_path)
         state_file.remove_dir_if_empty(log_dir)
         state_file.remove_dir_if_empty(state_dir)
-    elif final != record:
+    elif final != loaded:
         state_file.save(pods_path, final)
     result["pods"] = result_pods(desired, final["pods"])
     module.exit_json(**result)

@@ -16,8 +16,13 @@ description:
     to the node and starts one agent inside the network namespace of every given pod.
   - The agent answers C(GET /hostname) with the pod name, C(GET /clientip) with the caller's
     address (C(IP:PORT)), and any UDP datagram with C(NAME CLIENT_IP).
-  - Started agents are recorded (PID and command line) in O(run_dir); only recorded agents
-    whose PID, command line and network namespace still match are ever stopped.
+  - Each agent runs in a session of its own with C(FLATNET_PROBE_AGENT=<agent file>) and a random
+    C(FLATNET_WORKLOAD_ID) in its environment. Its identity (session id, start time, boot id, the
+    pod's network namespace, the token) is recorded in O(run_dir) as soon as it starts; only
+    recorded agents, and processes carrying the C(FLATNET_PROBE_AGENT) mark of this O(run_dir),
+    are ever stopped (TERM, then KILL after 3 seconds).
+  - Each agent exits by itself after O(lifetime) seconds, so agents of an interrupted verification
+    (Ctrl-C, a killed C(ansible-playbook)) do not listen for ever.
   - The module waits until every agent listens on both ports before it returns.
 options:
   pods:
@@ -29,10 +34,13 @@ options:
     default: []
   state:
     description:
-      - V(started) makes sure an agent runs in each pod of O(pods) (restarting it when the
-        ports or the agent code changed). Agents of other pods are left alone.
-      - V(stopped) stops the recorded agents of O(pods) (all recorded agents when O(pods) is
-        empty) and removes the agent files when none is left.
+      - V(started) makes sure exactly one agent runs in each pod of O(pods). It first stops stale
+        agents in those pods (marked agents that are not the recorded one, left by an interrupted
+        run), then restarts the recorded agent when the ports, the lifetime or the agent code
+        changed or when less than half of its lifetime is left, and starts the missing ones.
+        Agents of other pods are left alone.
+      - V(stopped) stops the recorded and the marked agents of O(pods) (every one of this
+        O(run_dir) when O(pods) is empty) and removes the agent files when none is left.
     type: str
     choices: [started, stopped]
     default: started
@@ -48,6 +56,13 @@ options:
     description: Seconds to wait for each agent to listen on both ports.
     type: float
     default: 10
+  lifetime:
+    description:
+      - Seconds after which each agent exits by itself; V(0) means never.
+      - The C(flatnet.cluster.verify) role derives it from the number of probes and
+        C(flatnet_verify_timeout).
+    type: float
+    default: 600
   run_dir:
     description:
       - Directory of the agent file, its record and the agents' logs. For tests.
@@ -79,7 +94,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 agents:
-  description: Running agents after the call, pod name → PID (empty after O(state=stopped) of all).
+  description: Running agents after the call, pod name → PID of the agent (its session id; empty after O(state=stopped) of all).
   returned: always
   type: dict
   sample: {node1-pod-1: 4242}
@@ -88,7 +103,7 @@ actions:
   returned: always
   type: list
   elements: str
-  sample: ["start probe agent in pod node1-pod-1"]
+  sample: ["stop stale probe agent in pod node1-pod-1 (pid 4240)", "start probe agent in pod node1-pod-1"]
 """
 
 import hashlib
@@ -98,11 +113,13 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import probe_agent, state, workload
+from ansible_collections.flatnet.cluster.plugins.module_utils import probe_agent, procs, state, workload
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import netns_inode
 
 AGENT_FILE = "agent.py"
 RECORD_FILE = "agents.json"
+# Set in every agent's environment: an agent of this run_dir, even one that is not recorded.
+MARK_ENV = "FLATNET_PROBE_AGENT"
 
 TCP_LISTEN = "0A"
 
@@ -153,11 +170,61 @@ def _log_tail(path, lines=5):
         return ""
 
 
-def agent_argv(python, agent_path, pod, http_port, udp_port):
-    return [python, agent_path, "--name", pod, "--http-port", str(http_port), "--udp-port", str(udp_port)]
+def agent_argv(python, agent_path, pod, http_port, udp_port, lifetime=0):
+    argv = [python, agent_path, "--name", pod, "--http-port", str(http_port), "--udp-port", str(udp_port)]
+    if lifetime:
+        argv += ["--lifetime", f"{lifetime:g}"]
+    return argv
 
 
-def run_module():
+def identity(entry, pod):
+    """The tree identity of a recorded agent; a 0.1 entry (pid and argv only) is matched the
+    old way (PID, command line, the pod's namespace), once: the record is rewritten."""
+    if "workload" in entry:
+        return entry["workload"]
+    pid, argv = entry.get("pid"), entry.get("argv")
+    ino = netns_inode(pod) or workload.ns_inode_of(pid)
+    return workload.legacy_identity(pid, argv, ino) if pid and argv else None
+
+
+def marked_agents(agent_path, snap, netns=None):
+    """Processes carrying this run_dir's agent mark (only in the namespaces ``netns``, if given)."""
+    found = []
+    for p in snap:
+        if netns is not None and p["netns"] not in netns:
+            continue
+        cmd = procs.cmdline(p["pid"])
+        if not cmd or agent_path not in cmd:
+            continue
+        if (procs.environ(p["pid"]) or {}).get(MARK_ENV) == agent_path:
+            found.append(dict(p, pod=_name_arg(cmd)))
+    return found
+
+
+def _name_arg(cmd):
+    try:
+        return cmd[cmd.index("--name") + 1]
+    except (ValueError, IndexError):
+        return "?"
+
+
+def remaining_lifetime(ident, argv):
+    """Seconds the agent ``ident`` still has to live (None: no limit)."""
+    try:
+        lifetime = float(argv[argv.index("--lifetime") + 1])
+    except (ValueError, IndexError):
+        return None
+    up = procs.uptime()
+    if up is None or not ident or ident.get("start_time") is None:
+        return 0.0
+    return lifetime - (up - ident["start_time"] / procs.clock_ticks())
+
+
+def _pids(found):
+    return ", ".join(str(p["pid"]) for p in found)
+
+
+def run_module():  # noqa: C901 (one decision per pod, in order)
     module = AnsibleModule(
         argument_spec=dict(
             pods=dict(type="list", elements="str", default=[]),
@@ -165,11 +232,14 @@ def run_module():
             http_port=dict(type="int", default=8083),
             udp_port=dict(type="int", default=8081),
             wait_timeout=dict(type="float", default=10.0),
+            lifetime=dict(type="float", default=600.0),
             run_dir=dict(type="path", default="/run/flatnet/probe"),
         ),
         supports_check_mode=True,
     )
     p = module.params
+    if p["lifetime"] < 0:
+        module.fail_json(msg=f"lifetime must be 0 (no limit) or a number of seconds, not {p['lifetime']:g}")
     ip_bin = module.get_bin_path("ip", required=True)
     run_dir = p["run_dir"]
     agent_path = os.path.join(run_dir, AGENT_FILE)
@@ -181,22 +251,40 @@ def run_module():
 
     source = probe_agent.agent_source()
     digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
+    snap = procs.snapshot()
+    idents = {pod: identity(entry, pod) for pod, entry in agents.items()}
+    trees = {pod: workload.members(ident, snap) for pod, ident in idents.items()}
+
+    def result():
+        return dict(changed=changed, actions=actions, agents={k: v["pid"] for k, v in agents.items()})
 
     if p["state"] == "stopped":
         names = p["pods"] or sorted(agents)
         for pod in names:
-            entry = agents.get(pod)
-            if entry is None:
+            if pod not in agents:
                 continue
-            # The pod may be gone already: then only the command line can tell it is ours.
-            netns = pod if netns_inode(pod) is not None else None
-            if _running(entry, netns):
-                actions.append(f"stop probe agent in pod {pod} (pid {entry['pid']})")
+            if trees.get(pod):
+                actions.append(f"stop probe agent in pod {pod} (pid {' '.join(map(str, trees[pod]))})")
                 changed = True
+                if not module.check_mode:
+                    workload.stop_tree(idents[pod])
             if not module.check_mode:
-                workload.stop(entry["pid"], entry["argv"], netns)
                 _remove(os.path.join(run_dir, f"{pod}.log"))
             agents.pop(pod)
+        # Agents not (or no longer) recorded, e.g. started by a run interrupted before it
+        # saved its record: their mark says they are ours.
+        scope = None if not p["pods"] else {netns_inode(pod) for pod in p["pods"]} - {None}
+        tracked = {pid for pids in trees.values() for pid in pids}
+        stale = [a for a in marked_agents(agent_path, snap, scope) if a["pid"] not in tracked]
+        for pod in sorted({a["pod"] for a in stale}):
+            mine = [a for a in stale if a["pod"] == pod]
+            actions.append(f"stop stale probe agent in pod {pod} (pid {_pids(mine)})")
+        if stale:
+            changed = True
+            if not module.check_mode:
+                workload.stop_procs(stale)
+                for pod in {a["pod"] for a in stale} - set(agents):
+                    _remove(os.path.join(run_dir, f"{os.path.basename(pod)}.log"))
         leftovers = [f for f in (agent_path, record_path) if os.path.exists(f)]
         if not agents and leftovers:
             actions.append(f"remove {', '.join(leftovers)}")
@@ -207,9 +295,10 @@ def run_module():
                 state.remove_dir_if_empty(run_dir)
         elif agents != record.get("agents", {}) and not module.check_mode:
             state.save(record_path, {"source_sha256": digest, "agents": agents})
-        module.exit_json(changed=changed, actions=actions, agents={k: v["pid"] for k, v in agents.items()})
+        module.exit_json(**result())
 
-    missing = [pod for pod in p["pods"] if netns_inode(pod) is None]
+    pod_ns = {pod: netns_inode(pod) for pod in p["pods"]}
+    missing = [pod for pod, ino in pod_ns.items() if ino is None]
     if missing:
         module.fail_json(msg=f"pods without a network namespace on this node: {', '.join(missing)}",
                          missing=missing)
@@ -227,16 +316,40 @@ def run_module():
                 f.write(source)
             os.replace(tmp, agent_path)
 
+    # Stale agents first: marked agents in these pods that are not the recorded one. They would
+    # hold the ports, and a pod must end up with exactly one agent.
+    tracked = {pid for pids in trees.values() for pid in pids}
+    stale = [a for a in marked_agents(agent_path, snap, set(pod_ns.values())) if a["pid"] not in tracked]
+    for pod in sorted({a["pod"] for a in stale}):
+        mine = [a for a in stale if a["pod"] == pod]
+        actions.append(f"stop stale probe agent in pod {pod} (pid {_pids(mine)})")
+        changed = True
+    if stale and not module.check_mode:
+        workload.stop_procs(stale)
+
     to_start = []
     for pod in p["pods"]:
-        argv = agent_argv(python, agent_path, pod, p["http_port"], p["udp_port"])
+        argv = agent_argv(python, agent_path, pod, p["http_port"], p["udp_port"], p["lifetime"])
         entry = agents.get(pod)
-        if entry and workload.alive(entry["pid"], entry["argv"], pod):
-            if entry["argv"] == argv and not stale_code:
+        ident = idents.get(pod) or {}
+        if trees.get(pod):
+            left = remaining_lifetime(ident, entry["argv"])
+            why = None
+            if entry["argv"] != argv:
+                why = "new ports or lifetime"
+            elif stale_code:
+                why = "new agent code"
+            elif ident.get("netns_inode") != pod_ns[pod]:
+                why = "the pod's namespace was replaced"
+            elif left is not None and left < p["lifetime"] / 2:
+                why = f"{max(left, 0):.0f} s of its lifetime left"
+            if why is None:
+                if "workload" not in entry:
+                    agents[pod] = dict(entry, workload=ident)  # a 0.1 entry, rewritten
                 continue
-            actions.append(f"restart probe agent in pod {pod} (pid {entry['pid']})")
+            actions.append(f"restart probe agent in pod {pod} (pid {entry['pid']}: {why})")
             if not module.check_mode:
-                workload.stop(entry["pid"], entry["argv"], pod)
+                workload.stop_tree(ident)
         else:
             actions.append(f"start probe agent in pod {pod}")
         changed = True
@@ -247,32 +360,21 @@ def run_module():
         started = []
         for pod, argv in to_start:
             log = os.path.join(run_dir, f"{pod}.log")
-            pid = workload.start(ip_bin, pod, argv, log)
-            agents[pod] = {"pid": pid, "argv": argv}
-            started.append((pod, pid, argv, log))
-        # Record before waiting, so a later state=stopped finds even an agent that failed to listen.
-        state.save(record_path, {"source_sha256": digest, "agents": agents})
+            ident = workload.launch(ip_bin, pod, argv, log, env={MARK_ENV: agent_path})
+            agents[pod] = {"pid": ident["sid"], "argv": argv, "workload": ident}
+            # Recorded before the next one starts, so a later run finds all that were started.
+            state.save(record_path, {"source_sha256": digest, "agents": agents})
+            started.append((pod, ident["sid"], argv, log))
         for pod, pid, argv, log in started:
             if not wait_listening(pid, argv, pod, p["http_port"], p["udp_port"], p["wait_timeout"]):
                 failed.append(f"{pod} (pid {pid}): {_log_tail(log) or 'not listening'}")
-    elif not module.check_mode and record.get("source_sha256") != digest and agents:
+    elif not module.check_mode and (record.get("source_sha256") != digest or agents != record.get("agents", {})) \
+            and agents:
         state.save(record_path, {"source_sha256": digest, "agents": agents})
 
-    result = dict(changed=changed, actions=actions, agents={k: v["pid"] for k, v in agents.items()})
     if failed:
-        module.fail_json(msg="probe agents did not start listening: " + "; ".join(failed), **result)
-    module.exit_json(**result)
-
-
-def _running(entry, netns):
-    if netns is not None:
-        return workload.alive(entry["pid"], entry["argv"], netns)
-    try:
-        with open(f"/proc/{entry['pid']}/cmdline", "rb") as f:
-            cmdline = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return False
-    return cmdline[-len(entry["argv"]):] == entry["argv"]
+        module.fail_json(msg="probe agents did not start listening: " + "; ".join(failed), **result())
+    module.exit_json(**result())
 
 
 def _read(path):

@@ -393,3 +393,123 @@ def test_module_exits_while_workloads_keep_running(node):
         assert not target.startswith("pipe:"), f"workload holds {target}"
     node.module("pods", {"state": "absent"})
     assert not node.running(pid)
+
+
+# The four command shapes of issue 13: plain, a shell that forks its last command, a program
+# that execs another, a shell that forks and waits. Each must stay exactly one process tree.
+SHAPES = {
+    "plain": (["sleep", "600"], 1),
+    "bashc": (["bash", "-c", "sleep 600; true"], 2),
+    "env": (["env", "A=1", "sleep", "600"], 1),
+    "forkwait": (["sh", "-c", "sleep 600 & wait"], 2),
+}
+
+
+def netns_pids(node, pod):
+    """Live processes in the pod's network namespace (``ip netns pids`` skips zombies)."""
+    res = node.sh(["ip", "netns", "pids", pod], check=False)
+    return sorted(int(p) for p in res.stdout.split()) if res.returncode == 0 else []
+
+
+def sessions(node, pids):
+    return {int(node.sh(["cat", f"/proc/{pid}/stat"]).stdout.rsplit(")", 1)[1].split()[3]) for pid in pids}
+
+
+def test_workload_shapes_exactly_once(node):
+    node.module("node", node_args(node))
+    pods = [{"name": f"{node.prefix}-{shape}", "ips": [f"10.77.0.{i + 2}/24"], "command": argv}
+            for i, (shape, (argv, _n)) in enumerate(sorted(SHAPES.items()))]
+    want = {p["name"]: SHAPES[p["name"].rsplit("-", 1)[1]][1] for p in pods}
+    args = pod_args(node, pods, gateways=["10.77.0.1"])
+    r = node.module("pods", args)
+    assert r["changed"]
+    rec = node.pods_record()["pods"]
+    trees = {}
+    for name, count in want.items():
+        pids = netns_pids(node, name)
+        assert len(pids) == count, (name, pids)
+        ident = rec[name]["workload"]
+        assert ident["sid"] == rec[name]["pid"] and ident["start_time"] and ident["boot_id"] and ident["token"]
+        assert sessions(node, pids) == {ident["sid"]}, name
+        trees[name] = pids
+    # two reruns: nothing starts again, whatever the command exec'd or forked
+    for rerun in (1, 2):
+        again = node.module("pods", args)
+        assert not again["changed"] and again["actions"] == [], (rerun, again)
+        assert {name: netns_pids(node, name) for name in want} == trees
+
+    # the leader of a forking shell dies, its child lives on: still the same workload
+    forkwait = f"{node.prefix}-forkwait"
+    leader = rec[forkwait]["pid"]
+    node.sh(["kill", "-KILL", str(leader)])
+    again = node.module("pods", args)
+    assert not again["changed"], again
+    assert netns_pids(node, forkwait) == [p for p in trees[forkwait] if p != leader]
+
+    # the whole tree killed: check mode says so and starts nothing; the run restarts it once
+    bashc = f"{node.prefix}-bashc"
+    node.sh(["kill", "-KILL"] + [str(p) for p in trees[bashc] + netns_pids(node, forkwait)])
+    check = node.module("pods", args, check_mode=True)
+    assert check["changed"] and sorted(check["actions"]) == [
+        f"{bashc}: restart workload bash -c sleep 600; true (was dead)",
+        f"{forkwait}: restart workload sh -c sleep 600 & wait (was dead)"], check
+    assert "(dead)" in check["diff"]["before"]
+    assert netns_pids(node, bashc) == [] and netns_pids(node, forkwait) == []
+    r = node.module("pods", args)
+    assert r["changed"] and sorted(r["actions"]) == sorted(check["actions"])
+    assert len(netns_pids(node, bashc)) == 2 and len(netns_pids(node, forkwait)) == 2
+    assert not node.module("pods", args)["changed"]
+
+    # a 0.1 record (pid, command, netns inode only) is matched the old way once, then rewritten
+    plain = f"{node.prefix}-plain"
+    record = node.pods_record()
+    old = record["pods"][plain]
+    record["pods"][plain] = {k: v for k, v in old.items() if k != "workload"}
+    node.sh(["sh", "-c", f"cat > {node.state_dir}/pods.json"], data=json.dumps(record))
+    again = node.module("pods", args)
+    assert not again["changed"], again
+    upgraded = node.pods_record()["pods"][plain]["workload"]
+    assert upgraded["sid"] == old["pid"] and upgraded["start_time"] == old["workload"]["start_time"]
+    assert upgraded["token"] is None
+    assert netns_pids(node, plain) == trees[plain]
+    assert not node.module("pods", args)["changed"]
+
+    # a changed command: the old tree stops, the new one starts
+    env = f"{node.prefix}-env"
+    changed_pods = [dict(p, command=["sh", "-c", "sleep 601 & wait"]) if p["name"] == env else p for p in pods]
+    args = pod_args(node, changed_pods, gateways=["10.77.0.1"])
+    r = node.module("pods", args)
+    assert f"{env}: stop workload (pid {trees[env][0]}; command changed)" in r["actions"], r["actions"]
+    assert not node.running(trees[env][0])
+    new_env = netns_pids(node, env)
+    assert len(new_env) == 2 and not set(new_env) & set(trees[env])
+    assert not node.module("pods", args)["changed"]
+
+    # prune two pods; something else runs in one of them (a shell someone opened there):
+    # every process goes, and the namespaces with them
+    gone = {bashc: netns_pids(node, bashc), forkwait: netns_pids(node, forkwait)}
+    node.sh(["sh", "-c", f"ip netns exec {bashc} setsid sleep 700 </dev/null >/dev/null 2>&1 &"])
+    deadline = time.monotonic() + 5
+    while len(netns_pids(node, bashc)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    intruder = [p for p in netns_pids(node, bashc) if p not in gone[bashc]]
+    assert len(intruder) == 1
+    keep = [p for p in changed_pods if p["name"] not in gone]
+    args = pod_args(node, keep, gateways=["10.77.0.1"])
+    check = node.module("pods", args, check_mode=True)
+    assert f"{bashc}: stop 1 other process(es) in the pod ({intruder[0]} sleep)" in check["actions"], check
+    r = node.module("pods", args)
+    assert r["changed"]
+    for name, pids in gone.items():
+        assert name not in node.netns()
+        assert not any(node.running(p) for p in pids + intruder), name
+        assert veth_name(name) not in node.ip("-br", "link")
+    assert not node.module("pods", args)["changed"]
+
+    # teardown (state: absent): no process of any tree is left, no namespace either
+    left = {name: netns_pids(node, name) for name in (plain, env)}
+    assert all(left.values())
+    r = node.module("pods", {"state": "absent"})
+    assert r["changed"] and node.netns() == []
+    assert not any(node.running(p) for pids in left.values() for p in pids)
+    assert "veth" not in node.ip("-br", "link")

@@ -35,7 +35,17 @@ BRIDGE_NEIGH = {"10.244.0.2": {"dst": "10.244.0.2", "lladdr": m.pod_mac("web"),
 GW = {4: "10.244.0.1"}
 WANT = {"web": {"ips": ["10.244.0.2/24"], "argv": None}}
 RECORD = {"pods": {"web": {"ips": ["10.244.0.2/24"], "veth": VETH, "command": None, "pid": None,
-                           "netns_inode": 4026532613}}}
+                           "netns_inode": 4026532613, "workload": None}}}
+# The identity of a workload tree started in web's namespace (module_utils/workload.py).
+IDENT = {"sid": 1234, "start_time": 5000, "boot_id": "b", "netns_inode": 4026532613, "token": "t"}
+
+
+def running(obs, ident=None, pids=(1234,)):
+    """``obs`` with web's workload tree alive."""
+    obs["workloads"]["web"] = True
+    obs["identities"] = {"web": ident or IDENT}
+    obs["trees"] = {"web": list(pids)}
+    return obs
 
 
 def observed_in_sync():
@@ -63,8 +73,7 @@ def test_in_sync_means_no_action():
 
 
 def test_in_sync_workload_running_no_action():
-    obs = observed_in_sync()
-    obs["workloads"]["web"] = True
+    obs = running(observed_in_sync())
     rec = copy.deepcopy(RECORD)
     rec["pods"]["web"].update(command=["sleep", "100"], pid=1234)
     steps = run(obs, {"web": {"ips": ["10.244.0.2/24"], "argv": ["sleep", "100"]}}, rec)
@@ -147,14 +156,15 @@ def test_netns_removed_by_hand_keeps_stale_host_veth_and_workload():
     obs = observed_in_sync()
     del obs["netns"]["web"]
     del obs["pods"]["web"]
-    obs["workloads"]["web"] = True
+    running(obs)
     rec = copy.deepcopy(RECORD)
     rec["pods"]["web"].update(command=["sleep", "100"], pid=1234)
     steps = run(obs, {"web": {"ips": ["10.244.0.2/24"], "argv": ["sleep", "100"]}}, rec)
     assert steps["netns_add"] == ["web"]
     assert steps["stale"] == [VETH]
-    assert steps["stop"] == [("web", 1234, ["sleep", "100"], 4026532613)]
+    assert steps["stop"] == [("web", IDENT)]
     assert steps["start"] == ["web"]
+    assert steps["sweep"] == [], "a pod that stays is never swept"
 
 
 def test_dead_netns_file_is_replaced():
@@ -195,15 +205,30 @@ def test_foreign_link_with_veth_name_is_refused():
 
 
 def test_prune_removes_recorded_undeclared_pod():
-    obs = observed_in_sync()
-    obs["workloads"]["web"] = True
+    obs = running(observed_in_sync(), pids=(1234, 1240))
+    obs["others"] = {"web": [(1300, "bash")]}
     rec = copy.deepcopy(RECORD)
-    rec["pods"]["web"].update(command=["sleep", "1"], pid=99)
+    rec["pods"]["web"].update(command=["sleep", "1"], pid=1234, workload=IDENT)
     steps = run(obs, desired={}, record=rec)
     assert steps["netns_del"] == ["web"]
     assert steps["wait_gone"] == [VETH]
-    assert steps["stop"] == [("web", 99, ["sleep", "1"], 4026532613)]
+    assert steps["stop"] == [("web", IDENT)]
+    # Whatever else runs in the pod goes with it, named in the actions.
+    assert steps["sweep"] == [("web", 4026532613)]
+    assert steps["actions"][:3] == ["remove pod web", "web: stop workload (pids 1234 1240)",
+                                    "web: stop 1 other process(es) in the pod (1300 bash)"]
     assert run(obs, desired={}, record=rec, prune=False)["actions"] == []
+
+
+def test_prune_of_a_pod_whose_netns_is_gone_sweeps_nothing():
+    obs = running(observed_in_sync())
+    del obs["netns"]["web"]
+    del obs["pods"]["web"]
+    rec = copy.deepcopy(RECORD)
+    rec["pods"]["web"].update(command=["sleep", "1"], pid=1234, workload=IDENT)
+    steps = run(obs, desired={}, record=rec)
+    # The workload holds the old namespace: it is stopped by its identity; nothing is swept.
+    assert steps["stop"] == [("web", IDENT)] and steps["sweep"] == []
 
 
 def test_unrecorded_netns_never_pruned():
@@ -215,16 +240,71 @@ def test_unrecorded_netns_never_pruned():
 
 def test_workload_dead_restart_and_command_change():
     obs = observed_in_sync()
+    obs["identities"] = {"web": IDENT}
+    obs["trees"] = {"web": []}
     rec = copy.deepcopy(RECORD)
-    rec["pods"]["web"].update(command=["sleep", "100"], pid=1234)
+    rec["pods"]["web"].update(command=["sleep", "100"], pid=1234, workload=IDENT)
     want = {"web": {"ips": ["10.244.0.2/24"], "argv": ["sleep", "100"]}}
     steps = run(obs, want, rec)  # workload not running
     assert steps["start"] == ["web"] and steps["stop"] == []
-    obs["workloads"]["web"] = True
+    assert steps["actions"] == ["web: restart workload sleep 100 (was dead)"]
+    assert steps["warnings"] == []
+    # Something else runs in the pod while the tree is gone: said, since a daemon that left the
+    # tree would be started again on every run.
+    obs["others"] = {"web": [(77, "nginx")]}
+    steps = run(obs, want, rec)
+    assert "77 nginx" in steps["warnings"][0] and "foreground" in steps["warnings"][0]
+    obs["others"] = {}
+    running(obs)
     steps = run(obs, {"web": {"ips": ["10.244.0.2/24"], "argv": ["sleep", "200"]}}, rec)
-    assert steps["stop"] and steps["start"] == ["web"]
+    assert steps["stop"] == [("web", IDENT)] and steps["start"] == ["web"]
+    assert steps["actions"] == ["web: stop workload (pid 1234; command changed)", "web: start workload sleep 200"]
     steps = run(obs, WANT, rec)
     assert steps["stop"] and steps["start"] == []
+    assert steps["actions"] == ["web: stop workload (pid 1234; command removed)"]
+    # A tree running in another namespace than the pod's (the pod's netns was replaced)
+    running(obs, ident=dict(IDENT, netns_inode=42))
+    steps = run(obs, want, rec)
+    assert steps["stop"] and steps["start"] == ["web"]
+    assert "web: stop workload (pid 1234; netns replaced)" in steps["actions"]
+
+
+def test_a_0_1_record_is_read_the_old_way_once_and_rewritten(monkeypatch):
+    legacy = {"ips": ["10.244.0.2/24"], "veth": VETH, "command": ["sleep", "100"], "pid": 1234,
+              "netns_inode": 4026532613}
+    seen = []
+
+    def fake_legacy(pid, argv, ino):
+        seen.append((pid, argv, ino))
+        return dict(IDENT, token=None)
+
+    monkeypatch.setattr(m.workload, "legacy_identity", fake_legacy)
+    assert m.record_identity(legacy) == dict(IDENT, token=None)
+    assert seen == [(1234, ["sleep", "100"], 4026532613)]
+    # a 0.2 record never goes the old way, even with a dead (null) workload
+    assert m.record_identity(dict(legacy, workload=None)) is None
+    assert m.record_identity(dict(legacy, workload=IDENT)) == IDENT
+    assert len(seen) == 1
+    obs = {"identities": {"web": dict(IDENT, token=None), "db": None}}
+    record = {"pods": {"web": legacy, "db": dict(legacy, command=None, pid=None)}}
+    up = m.upgraded_record(record, obs)
+    assert up["pods"]["web"] == dict(legacy, workload=dict(IDENT, token=None), pid=1234)
+    assert up["pods"]["db"]["workload"] is None and up["pods"]["db"]["pid"] is None
+    assert m.upgraded_record(up, obs) == up
+
+
+def test_observe_workloads_from_one_scan(monkeypatch):
+    snap = [
+        {"pid": 1234, "comm": "sleep", "session": 1234, "start_time": 5000, "netns": 4026532613},
+        {"pid": 1300, "comm": "bash", "session": 1300, "start_time": 6000, "netns": 4026532613},
+        {"pid": 1400, "comm": "sleep", "session": 1234, "start_time": 5001, "netns": 99},
+    ]
+    monkeypatch.setattr(m.workload, "members", lambda ident, s: [1234] if ident else [])
+    obs = {"netns": {"web": 4026532613}, "workloads": {}}
+    record = {"pods": {"web": dict(RECORD["pods"]["web"], command=["sleep", "1"], pid=1234, workload=IDENT)}}
+    m.observe_workloads(obs, {}, record, snap)
+    assert obs["workloads"] == {"web": True} and obs["trees"] == {"web": [1234]}
+    assert obs["others"] == {"web": [(1300, "bash")]}
 
 
 def test_missing_bridge_is_an_error():
@@ -238,6 +318,9 @@ def test_missing_bridge_is_an_error():
     ([{"name": "a.b", "ips": []}], "DNS label"),
     ([{"name": "a", "ips": ["10.0.0.2"]}], "no prefix"),
     ([{"name": "a"}, {"name": "a"}], "twice"),
+    ([{"name": "web\n", "ips": []}], "DNS label"),
+    ([{"name": "a", "command": "sh -c 'sleep 1"}], "does not split"),
+    ([{"name": "a", "command": ["sleep", "1\x00"]}], "NUL"),
 ])
 def test_bad_requests(pods, msg):
     with pytest.raises(m.PodsError, match=msg):

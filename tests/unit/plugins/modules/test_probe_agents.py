@@ -16,6 +16,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -262,3 +263,122 @@ def test_verify_role_on_two_local_nodes(lab):
     assert any(f["check"] == "pod-pod" and f["dst"] == b and f["dst_ip"] == lab["pods"][b][0].split("/")[0]
                for f in report["failures"])
     assert not (lab["tmp"] / "tb" / "agents.json").exists()
+
+
+def _agents_in(pod, run_dir):
+    """PIDs of live processes in ``pod``'s namespace that run this run_dir's agent (not zombies)."""
+    res = ip("netns", "pids", pod, check=False)
+    found = []
+    for pid in res.stdout.split():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+        except OSError:
+            continue
+        if os.path.join(run_dir, "agent.py").encode() in cmd:
+            found.append(int(pid))
+    return sorted(found)
+
+
+def _wait_gone(pids, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(_alive(pid) for pid in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_stale_agents_are_stopped_and_each_pod_keeps_exactly_one(lab):
+    run_dir = str(lab["tmp"] / "probe")
+    pods = [lab["a"], lab["b"]]
+    ports = {"run_dir": run_dir, "http_port": HTTP + 2, "udp_port": UDP + 2}
+
+    def task(name, args, **kw):
+        return dict(name=name, **{"flatnet.cluster.probe_agents": args}, **kw)
+
+    # An interrupted verify: the agents run, their record is gone (or never written).
+    first = run_tasks(lab["tmp"], "stale1", [task("start", dict(pods=pods, **ports))])["start"]
+    assert not first.get("failed"), first
+    os.unlink(os.path.join(run_dir, "agents.json"))
+    assert all(len(_agents_in(pod, run_dir)) == 1 for pod in pods)
+
+    res = run_tasks(lab["tmp"], "stale2", [
+        task("check mode", dict(pods=pods, **ports), check_mode=True),
+        task("start", dict(pods=pods, **ports)),
+        task("start again", dict(pods=pods, **ports)),
+    ])
+    assert not any(r.get("failed") for r in res.values()), json.dumps(res, indent=1)[-4000:]
+    for name in ("check mode", "start"):
+        for pod in pods:
+            assert f"stop stale probe agent in pod {pod} (pid {first['agents'][pod]})" in res[name]["actions"], res[name]
+            assert f"start probe agent in pod {pod}" in res[name]["actions"]
+    assert res["start again"]["changed"] is False
+    for pod in pods:
+        assert _agents_in(pod, run_dir) == [res["start"]["agents"][pod]], pod
+        assert not _alive(first["agents"][pod])
+
+    # Unrecorded once more, and `stopped` (what teardown runs) finds them by their mark.
+    os.unlink(os.path.join(run_dir, "agents.json"))
+    stop = run_tasks(lab["tmp"], "stale3", [task("stop", dict(state="stopped", run_dir=run_dir))])["stop"]
+    assert stop["changed"] is True, stop
+    assert stop["actions"][:2] == sorted(
+        f"stop stale probe agent in pod {pod} (pid {res['start']['agents'][pod]})" for pod in pods)
+    assert all(_agents_in(pod, run_dir) == [] for pod in pods)
+    assert not os.path.exists(run_dir)
+
+
+def test_agents_exit_by_themselves_after_their_lifetime(lab):
+    run_dir = str(lab["tmp"] / "probe")
+    pods = [lab["a"], lab["b"]]
+    args = {"pods": pods, "run_dir": run_dir, "http_port": HTTP + 4, "udp_port": UDP + 4, "lifetime": 4}
+    res = run_tasks(lab["tmp"], "lifetime", [
+        {"name": "start", "flatnet.cluster.probe_agents": args},
+        {"name": "start again", "flatnet.cluster.probe_agents": args},
+        {"name": "wait", "ansible.builtin.command": "sleep 2.5"},
+        # less than half of the lifetime left: replaced, so a verify never runs on dying agents
+        {"name": "start later", "flatnet.cluster.probe_agents": args},
+    ])
+    assert not any(r.get("failed") for r in res.values()), json.dumps(res, indent=1)[-4000:]
+    assert res["start again"]["changed"] is False
+    later = res["start later"]
+    assert later["changed"] is True and all("of its lifetime left" in a for a in later["actions"]), later
+    first, second = res["start"]["agents"], later["agents"]
+    assert not any(_alive(pid) for pid in first.values())
+    assert all(_alive(pid) for pid in second.values())
+    # nobody stops them: they exit on their own
+    assert _wait_gone(list(second.values()), timeout=10), "probe agents outlived their lifetime"
+    assert all(_agents_in(pod, run_dir) == [] for pod in pods)
+
+
+def test_a_0_1_agent_record_is_matched_once_and_rewritten(lab):
+    run_dir = str(lab["tmp"] / "probe")
+    pods = [lab["a"], lab["b"]]
+    args = {"pods": pods, "run_dir": run_dir, "http_port": HTTP + 6, "udp_port": UDP + 6}
+    first = run_tasks(lab["tmp"], "legacy1", [{"name": "start", "flatnet.cluster.probe_agents": args}])["start"]
+    assert not first.get("failed"), first
+    record_path = os.path.join(run_dir, "agents.json")
+    with open(record_path, encoding="utf-8") as f:
+        record = json.load(f)
+    # what 0.1 wrote: PID and command line only
+    record["agents"] = {pod: {"pid": e["pid"], "argv": e["argv"]} for pod, e in record["agents"].items()}
+    with open(record_path, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    res = run_tasks(lab["tmp"], "legacy2", [{"name": "start", "flatnet.cluster.probe_agents": args}])
+    assert res["start"]["changed"] is False and res["start"]["agents"] == first["agents"], res["start"]
+    with open(record_path, encoding="utf-8") as f:
+        rewritten = json.load(f)["agents"]
+    assert all(rewritten[pod]["workload"]["sid"] == first["agents"][pod] for pod in pods), rewritten
+    res = run_tasks(lab["tmp"], "legacy3", [
+        {"name": "stop", "flatnet.cluster.probe_agents": {"state": "stopped", "run_dir": run_dir}}])
+    assert sorted(res["stop"]["actions"])[-2:] == sorted(
+        f"stop probe agent in pod {pod} (pid {first['agents'][pod]})" for pod in pods), res["stop"]
+    assert _wait_gone(list(first["agents"].values()), timeout=5)
