@@ -49,7 +49,8 @@ options:
         being turned into strings, or a string that splits like a shell command line, kept as it is);
         C(pods_per_node) (also make this many pods named C(<node>-pod-<i>); default O(pods_per_node));
         C(bridge) (the node's bridge name; default O(bridge)); C(prune) and C(firewall) (booleans, only checked)."
-      - Pod names must be DNS labels (C([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?), matched exactly) because each
+      - Pod names must be DNS labels (1 to 63 lower-case letters, digits and C(-), starting and ending with a
+        letter or digit, matched exactly) because each
         becomes a network namespace name; they must be unique across the cluster, nodes outside the play included.
     type: dict
     required: true

@@ -54,7 +54,7 @@ options:
     default: []
     suboptions:
       name:
-        description: Pod name, a DNS label (C(^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$)); also the netns name.
+        description: Pod name, a DNS label (1 to 63 lower-case letters, digits and C(-), starting and ending with a letter or digit); also the netns name.
         type: str
         required: true
       ips:
