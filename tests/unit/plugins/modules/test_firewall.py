@@ -10,9 +10,9 @@ from unittest import mock
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import nftables
+from ansible_collections.flatnet.cluster.tests.unit.compat import patch_module_args
 from ansible_collections.flatnet.cluster.plugins.modules import firewall as firewall_module
 
 # Recorded: nft -j list table inet flatnet (nftables 1.0.6), for cluster 10.244.0.0/16 without vxlan.

@@ -10,9 +10,9 @@ from unittest import mock
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import peers_reconcile as pr
+from ansible_collections.flatnet.cluster.tests.unit.compat import patch_module_args
 from ansible_collections.flatnet.cluster.plugins.modules import peers as peers_module
 
 VXLAN = {"device": "flatnet.1", "vni": 1, "port": 8472, "local_ip": "192.168.50.11",
