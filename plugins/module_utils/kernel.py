@@ -140,8 +140,10 @@ class Runner:
                 argv = list(opts or ()) + (["-json"] if as_json else []) + ["-batch", "-"]
                 label = " ".join([tool] + (["-n", ns] if ns else []) + argv)
                 try:
+                    # Popen, not run_command (ansible-core 2.21 sanity asks for it): run_command
+                    # waits, and these batches run side by side.
                     with in_netns(ns):
-                        proc = subprocess.Popen([path] + argv, stdin=subprocess.PIPE,  # pylint: disable=consider-using-with
+                        proc = subprocess.Popen([path] + argv, stdin=subprocess.PIPE,  # pylint: disable=consider-using-with,ansible-bad-function
                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                 env=env, close_fds=True)
                 except NoNetns as exc:
