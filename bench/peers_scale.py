@@ -75,7 +75,7 @@ def measure(sizes, reps, log=print):
     rows = []
     for mode in ("direct", "vxlan"):
         for n in sizes:
-            samples = [one(n, mode, root) for _ in range(reps)]
+            samples = [one(n, mode, root) for _rep in range(reps)]
             row = {"mode": mode, "peers": n,
                    "first_s": median([s["first_s"] for s in samples]),
                    "rerun_s": median([s["rerun_s"] for s in samples])}

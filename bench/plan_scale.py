@@ -26,7 +26,7 @@ def measure(sizes, reps, log=print):
         first, again = [], []
         path = os.path.join(work, f"plan-{n}.json")
         # First runs and reruns alternate, so that the machine's drift hits both alike.
-        for _ in range(reps):
+        for _rep in range(reps):
             for samples, extra in ((first, []), (again, ["--rerun"])):
                 res = run([sys.executable, DRIVER, root, str(n), str(PODS_PER_NODE), path] + extra, timeout=900)
                 samples.append(json.loads(res.stdout.strip().splitlines()[-1]))

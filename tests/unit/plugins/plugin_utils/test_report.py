@@ -95,8 +95,9 @@ def test_without_plan_both_backends_are_suggested():
 
 
 def test_host_source_uses_the_underlay_ip_of_the_plan():
-    plan = {"backend": "host-gw", "nodes": {"node1": {"underlay": {"ip": "192.168.50.11", "network": "192.168.50.0/24"}},
-                                             "node2": {"underlay": {"ip": "192.168.50.12", "network": "192.168.50.0/24"}}}}
+    plan = {"backend": "host-gw", "nodes": {
+        "node1": {"underlay": {"ip": "192.168.50.11", "network": "192.168.50.0/24"}},
+        "node2": {"underlay": {"ip": "192.168.50.12", "network": "192.168.50.0/24"}}}}
     (f,) = rpt.build([res(check="node-pod-remote", src="host", src_ip=None, ok=False)], plan=plan)["failures"]
     assert "on node2: ip route get 192.168.50.11" in f["commands"]
 
