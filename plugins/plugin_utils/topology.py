@@ -59,6 +59,8 @@ def lookup(routes, addr):
         return None
     for r in routes:
         dst = r.get("dst")
+        if r.get("family") and r["family"] != ip.version:
+            continue
         net = _net("0.0.0.0/0" if ip.version == 4 else "::/0") if dst == "default" else _net(dst)
         if net is None or net.version != ip.version or ip not in net:
             continue
@@ -345,22 +347,17 @@ def _paths(nodes, names):
             for s, d in ((a, b), (b, a)):
                 rows = [r for r in nodes[s]["routes"] if r["peer"] == d]
                 if rows:
-                    ways[f"{s}>{d}"] = rows
+                    ways[(s, d)] = rows
             if not ways:
                 continue
             modes = sorted({r["mode"] for rows in ways.values() for r in rows if r["state"] != "missing"})
             problems = []
-            for key in sorted(ways):
-                s, d = key.split(">")
-                for r in ways[key]:
+            for (s, d), rows in sorted(ways.items()):
+                for r in rows:
                     if r["problems"]:
                         problems.append(f"{s}→{d} {r['dst']}: {r['problems'][0]}")
-            for s, d in ((a, b), (b, a)):
-                if f"{s}>{d}" not in ways and nodes[s]["live"] and nodes[d]["live"]:
-                    if any(r["peer"] == s for r in nodes[d]["routes"]):
-                        problems.append(f"{s}→{d}: no route")
-            vnis = sorted({nodes[s]["vxlan"]["vni"] for key in ways for s in [key.split(">")[0]]
-                           if nodes[s]["vxlan"] and any(r["mode"] == "vxlan" for r in ways[key])})
+            vnis = sorted({nodes[s]["vxlan"]["vni"] for (s, _d), rows in ways.items()
+                           if nodes[s]["vxlan"] and any(r["mode"] == "vxlan" for r in rows)})
             out.append({"a": a, "b": b, "modes": modes or sorted({r["mode"] for rows in ways.values() for r in rows}),
                         "vnis": vnis, "problems": problems})
     return out
