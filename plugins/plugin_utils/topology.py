@@ -21,6 +21,9 @@ RT = str(RT_PROTO)
 # Colours: a network engineer's usual green/blue/red, readable in print and for most colour-blind eyes
 # (the drift is also written out, never shown by colour alone).
 OK, VXLAN, DRIFT, EXTRA, MUTED = "#1b7837", "#2166ac", "#d6202b", "#b35806", "#777777"
+# DejaVu (fonts-dejavu-core, in scripts/setup) lays the picture out; the SVG names fallbacks for
+# viewers without it, of about the same width.
+FONT = "DejaVu Sans,Arial,Helvetica,sans-serif"
 
 
 def _net(text):
@@ -461,10 +464,10 @@ def to_dot(model, title=""):
               + (f", backend {model['backend']}" if model.get("backend") else "")
               + (f", pod MTU {model['mtu']}" if model.get("mtu") else "")
               + (f" - DRIFT: {s['drift']}" if s["drift"] else " - no drift"))
-    out.append(f"  graph [label={dot_id(label)} labelloc=t fontname=\"DejaVu Sans\" fontsize=16 "
+    out.append(f"  graph [label={dot_id(label)} labelloc=t fontname=\"{FONT}\" fontsize=16 "
                f"compound=true newrank=true nodesep=0.5 ranksep=0.9 pad=0.3];")
-    out.append('  node [shape=plaintext fontname="DejaVu Sans" fontsize=11];')
-    out.append('  edge [fontname="DejaVu Sans" fontsize=10];')
+    out.append(f'  node [shape=plaintext fontname="{FONT}" fontsize=11];')
+    out.append(f'  edge [fontname="{FONT}" fontsize=10];')
     anchors = {}
     for i, sub in enumerate(model["subnets"]):
         out.append(f"  subgraph {dot_id(f'cluster_underlay_{i}')} {{")
