@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Check the topology SVG of playbooks/show.yml against the live state read independently.
 

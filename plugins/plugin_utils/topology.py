@@ -35,7 +35,7 @@ def _net(text):
 
 def _ip(text):
     try:
-        return ipaddress.ip_address(str(text).split("/")[0])
+        return ipaddress.ip_address(str(text).split("/", maxsplit=1)[0])
     except ValueError:
         return None
 
@@ -151,8 +151,8 @@ def build(live, plan=None, pod_limit=20, vxlan_device=None):
         "routes": sum(1 for n in names for r in nodes[n]["routes"] if r["state"] != "missing"),
         "drift": len(drift),
     }
-    return {"nodes": [nodes[n] for n in names], "subnets": [{"network": k, "nodes": v} for k, v in
-                                                          sorted(subnets.items(), key=lambda kv: _sort_net(kv[0]))],
+    subnet_list = [{"network": k, "nodes": v} for k, v in sorted(subnets.items(), key=lambda kv: _sort_net(kv[0]))]
+    return {"nodes": [nodes[n] for n in names], "subnets": subnet_list,
             "router": router, "paths": paths, "drift": drift, "pod_limit": pod_limit,
             "device": device, "summary": summary,
             "backend": plan.get("backend"), "mtu": plan.get("mtu")}
