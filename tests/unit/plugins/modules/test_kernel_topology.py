@@ -1,48 +1,31 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The topology module against the real kernel: a throwaway node namespace with a bridge, a VXLAN
-device with a neighbour and an FDB entry, routes of protocol 157 and two pod namespaces, one of
-them with eth0 down. Everything made here carries a random prefix and is deleted, even when a
-test fails."""
+"""The topology module against the real kernel, in a throwaway node (throwaway.py): a bridge, a
+VXLAN device with a neighbour and an FDB entry, routes of protocol 157 and two pod namespaces,
+one of them with eth0 down. The node and all it holds die with its init, even when a test fails."""
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import subprocess
-import sys
 
 import pytest
 
-import ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 as _iproute2
+from ansible_collections.flatnet.cluster.tests.unit.plugins.modules.throwaway import (
+    ThrowawayNode,
+    kernel_tests_possible,
+)
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import veth_name
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
-
-COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_iproute2.__file__)))))))
-MODULE = "ansible_collections.flatnet.cluster.plugins.modules.topology"
-
-
-def sh(*argv, check=True, input=None):
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, input=input,
-                          env=dict(os.environ, LC_ALL="C"), check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{argv} failed: {proc.stderr}{proc.stdout}")
-    return proc
+pytestmark = pytest.mark.skipif(not kernel_tests_possible(), reason="kernel tests need root, unshare and nsenter")
 
 
 @pytest.fixture
 def node():
-    prefix = "t" + secrets.token_hex(3)
-    ns, pods, state = f"{prefix}node", [f"{prefix}-a", f"{prefix}-b"], f"/run/{prefix}-state"
-    made = []
+    n = ThrowawayNode()
     try:
-        sh("ip", "netns", "add", ns)
-        made.append(ns)
-        sh("ip", "-n", ns, "-batch", "-", input=(
-            "link set lo up\nlink add eth0 type veth peer name eth0p\nlink set eth0p up\nlink set eth0 up\naddr add 192.168.50.11/24 dev eth0\n"
-            "route add default via 192.168.50.1 dev eth0\n"
+        pods = [f"{n.prefix}-a", f"{n.prefix}-b"]
+        n.sh(["ip", "-batch", "-"], data=(
+            "link add eth0 type veth peer name eth0p\nlink set eth0p up\nlink set eth0 up\n"
+            "addr add 192.168.50.11/24 dev eth0\nroute add default via 192.168.50.1 dev eth0\n"
             "link add cni0 type bridge\nlink set cni0 alias flatnet\nlink set cni0 up\n"
             "addr add 10.244.0.1/24 dev cni0\n"
             "link add flatnet.1 type vxlan id 7 local 192.168.50.11 dev eth0 dstport 8472 nolearning\n"
@@ -50,41 +33,27 @@ def node():
             "neigh add 10.244.2.0 lladdr 0e:00:00:00:00:13 dev flatnet.1 nud permanent\n"
             "route add 10.244.1.0/24 via 192.168.50.12 dev eth0 proto 157\n"
             "route add 10.244.2.0/24 via 10.244.2.0 dev flatnet.1 onlink proto 157\n"))
-        sh("bridge", "-n", ns, "fdb", "append", "0e:00:00:00:00:13", "dev", "flatnet.1", "dst", "192.168.60.11",
-           "self", "permanent")
+        n.sh(["bridge", "fdb", "append", "0e:00:00:00:00:13", "dev", "flatnet.1", "dst", "192.168.60.11",
+              "self", "permanent"])
         for i, pod in enumerate(pods):
-            sh("ip", "netns", "add", pod)
-            made.append(pod)
             veth = veth_name(pod)
-            sh("ip", "-n", ns, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", pod)
-            sh("ip", "-n", ns, "link", "set", veth, "alias", f"flatnet pod {pod}", "master", "cni0", "up")
-            sh("ip", "-n", pod, "-batch", "-", input=(
+            n.ip("netns", "add", pod)
+            n.ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", pod)
+            n.ip("link", "set", veth, "alias", f"flatnet pod {pod}", "master", "cni0", "up")
+            n.sh(["ip", "-n", pod, "-batch", "-"], data=(
                 f"link set lo up\nlink set eth0 up\naddr add 10.244.0.{i + 2}/24 dev eth0\n"
                 "route add default via 10.244.0.1 dev eth0\n"))
-        sh("ip", "-n", pods[1], "link", "set", "eth0", "down")
-        yield ns, pods, state
+        n.ip("-n", pods[1], "link", "set", "eth0", "down")
+        yield n, pods
     finally:
-        for name in reversed(made):
-            sh("ip", "netns", "del", name, check=False)
-        sh("rm", "-rf", state, check=False)
-
-
-def run(ns, **args):
-    args["_ansible_check_mode"] = True
-    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", MODULE],
-                          input=json.dumps({"ANSIBLE_MODULE_ARGS": args}), capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=COLLECTION_ROOT, LC_ALL="C"), check=False)
-    try:
-        return json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(f"module output is not JSON: {proc.stdout}{proc.stderr}") from None
+        n.close()
 
 
 def test_reads_bridge_vxlan_routes_and_pods(node):
-    ns, pods, state = node
+    n, pods = node
     ghost = pods[0][:-1] + "z"  # asked for, never made
-    res = run(ns, pods=[ghost], state_dir=state)
-    assert not res.get("failed") and res["changed"] is False, res
+    res = n.module("topology", {"pods": [ghost]}, check_mode=True)
+    assert res["changed"] is False
     t = res["topology"]
     assert t["underlay"] == {"interface": "eth0", "exists": True, "addrs": ["192.168.50.11/24"], "mtu": 1500,
                              "up": True}
@@ -107,18 +76,15 @@ def test_reads_bridge_vxlan_routes_and_pods(node):
 
 
 def test_a_missing_bridge_or_vxlan_device_is_reported_not_an_error(node):
-    ns, _pods, state = node
-    sh("ip", "-n", ns, "link", "del", "flatnet.1")
-    res = run(ns, bridge="br-none", state_dir=state)
-    assert not res.get("failed"), res
-    assert res["topology"]["bridge"]["exists"] is False
-    assert res["topology"]["vxlan"] == {"name": "flatnet.1", "exists": False}
+    n, _pods = node
+    n.ip("link", "del", "flatnet.1")
+    t = n.module("topology", {"bridge": "br-none"})["topology"]
+    assert t["bridge"]["exists"] is False
+    assert t["vxlan"] == {"name": "flatnet.1", "exists": False}
 
 
 def test_a_corrupt_pods_record_fails_naming_the_file(node):
-    ns, _pods, state = node
-    os.makedirs(state)
-    with open(os.path.join(state, "pods.json"), "w", encoding="utf-8") as f:
-        f.write("{nope")
-    res = run(ns, state_dir=state)
-    assert res.get("failed") and "pods.json" in res["msg"]
+    n, _pods = node
+    n.sh(["sh", "-c", f"mkdir -p {n.state_dir} && printf '{{nope' > {n.state_dir}/pods.json"])
+    res = n.module("topology", {}, expect_fail=True)
+    assert os.path.join(n.state_dir, "pods.json") in res["msg"]
