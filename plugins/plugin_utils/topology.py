@@ -15,6 +15,7 @@ import ipaddress
 
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import RT_PROTO
 from ansible_collections.flatnet.cluster.plugins.module_utils.peers_reconcile import PeersError, desired_state
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError, peers_of
 
 RT = str(RT_PROTO)
 
@@ -70,6 +71,14 @@ def lookup(routes, addr):
         if net.prefixlen > best_len:
             best, best_len = r, net.prefixlen
     return best
+
+
+def plan_peers(plan, name):
+    """A node's peers as the backend role derives them from the plan (``peers_of``)."""
+    try:
+        return peers_of(plan, name)
+    except (PlanError, ValueError, TypeError):
+        return []
 
 
 def underlay_of(st, planned):
@@ -186,7 +195,7 @@ def _vxlan(node, st, pn, plan, device, mark):
     if not plan or pn is None:
         return
     n = node["name"]
-    wants = any(p.get("mode") == "vxlan" for p in pn.get("peers") or [])
+    wants = any(p.get("mode") == "vxlan" for p in plan_peers(plan, node["name"]))
     planned = plan.get("vxlan") or {}
     if wants and not vx.get("exists"):
         mark(n, f"VXLAN device {device} missing")
@@ -267,7 +276,7 @@ def _routes(node, st, pn, plan, owner, device, mark):
     if plan and pn is not None:
         vx = plan.get("vxlan") or {}
         try:
-            desired = desired_state(pn.get("peers") or [], (pn.get("underlay") or {}).get("interface"),
+            desired = desired_state(plan_peers(plan, n), (pn.get("underlay") or {}).get("interface"),
                                     {"device": device, "vni": vx.get("vni"), "port": vx.get("port"),
                                      "local_ip": (pn.get("underlay") or {}).get("ip"), "mac": pn.get("vtep_mac"),
                                      "underlay_interface": (pn.get("underlay") or {}).get("interface")})
@@ -306,7 +315,7 @@ def _routes(node, st, pn, plan, owner, device, mark):
         elif w is not None and (r.get("gateway"), r.get("dev"), bool(r.get("onlink"))) != (w.via, w.dev, w.onlink):
             row["problems"].insert(0, f"route differs (planned {w.text()})")
         if w is not None and w.dev == device and r is not None:
-            planned_remote = next((p.get("underlay_ip") for p in pn.get("peers") or [] if p["name"] == w.peer), None)
+            planned_remote = next((p.get("underlay_ip") for p in plan_peers(plan, n) if p["name"] == w.peer), None)
             if row.get("remote") and planned_remote and row["remote"] != planned_remote:
                 row["problems"].append(f"FDB sends it to {row['remote']} (planned {planned_remote})")
         if row["problems"] and row["state"] == "ok":
