@@ -65,9 +65,9 @@ def test_a_pair_never_probed_is_a_grey_cell():
 
 def test_every_failed_pair_is_listed_with_error_cause_and_commands():
     results = [res("n1", "n2", ok=False, dst=f"p{i}", proto=proto) for i in range(8) for proto in ("http", "udp")]
-    plan = {"backend": "host-gw", "nodes": {
-        n: {"underlay": {"ip": ip, "network": "192.168.50.0/24"}} for n, ip in (("n1", "192.168.50.11"),
-                                                                              ("n2", "192.168.50.12"))}}
+    underlays = {"n1": "192.168.50.11", "n2": "192.168.50.12"}
+    plan = {"backend": "host-gw",
+            "nodes": {n: {"underlay": {"ip": ip, "network": "192.168.50.0/24"}} for n, ip in underlays.items()}}
     report = rpt.build(results, plan=plan)
     page = html_report.render(report, "t")
     assert parse(page).failure_rows == 16  # all of them, not the first five the text report shows
