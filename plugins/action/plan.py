@@ -14,6 +14,11 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.flatnet.cluster.plugins.module_utils.state import write_atomic
 
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.services import (
+    DEFAULT_NODE_PORT_RANGE,
+    check_pod_labels,
+    plan_services,
+)
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import (
     DEFAULT_BRIDGE,
     DEFAULT_CLUSTER_CIDR,
@@ -55,6 +60,9 @@ ARGUMENT_SPEC = {
     "group": {"type": "raw"},
     "plan_file": {"type": "raw"},
     "inventory_nodes": {"type": "list", "elements": "str"},
+    # Services (plugin_utils/services.py): checked and allocated here too, before any change.
+    "services": {"type": "raw", "default": []},
+    "node_port_range": {"type": "raw", "default": DEFAULT_NODE_PORT_RANGE},
 }
 
 
@@ -121,8 +129,10 @@ class ActionModule(ActionBase):
                 check_group(_plain(args["group"]))
             plan_file = check_plan_file(_plain(plan_file))
             cached = read_plan_file(plan_file)
+            nodes = _plain(args["nodes"])
+            check_pod_labels(nodes)
             plan = build_plan(
-                _plain(args["nodes"]),
+                nodes,
                 cluster_cidr=_plain(args["cluster_cidr"]),
                 node_prefix=_plain(args["node_prefix"]),
                 node_prefix_v6=_plain(args["node_prefix_v6"]),
@@ -137,6 +147,7 @@ class ActionModule(ActionBase):
                 bridge=_plain(args["bridge"]),
                 pods_per_node=_plain(args["pods_per_node"]),
             )
+            plan_services(plan, nodes, _plain(args["services"]), _plain(args["node_port_range"]), cached)
         except PlanError as exc:
             result.update(failed=True, changed=False, msg=str(exc))
             return result
