@@ -176,6 +176,19 @@ options:
     type: str
     default: 30000-32767
     version_added: 0.2.0
+  dns_replicas:
+    description:
+      - Number of cluster DNS pods (C(flatnet-dns-<i>), labels C(k8s-app=kube-dns)), spread over the nodes in
+        turn, running dnsmasq behind the service C(kube-system/kube-dns) at the 10th address of O(service_cidr).
+        V(0) turns the cluster DNS off.
+    type: int
+    default: 0
+    version_added: 0.2.0
+  cluster_domain:
+    description: The cluster's DNS domain; services answer as C(<service>.<namespace>.svc.<cluster_domain>).
+    type: str
+    default: cluster.local
+    version_added: 0.2.0
 attributes:
   action:
     description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
@@ -250,7 +263,8 @@ ansible_facts:
           C(pods) (sorted by name: C({name, ips, command}) and C(labels) when the pod has any) and C(peers) (every other node, sorted:
           C({name, mode, underlay_ip, pod_cidrs, vtep_ips, vtep_mac}), C(mode) is C(direct) or C(vxlan));
           C(services) (sorted by namespace and name, each with its C(cluster_ip), C(ports) with C(node_port),
-          C(endpoints) C({pod, node, ip})), C(service_node_port_range) ([low, high]) and C(dns_ip)."
+          C(endpoints) C({pod, node, ip})), C(service_node_port_range) ([low, high]), C(dns_ip) (the 10th address of the
+          service range) and C(dns) (C({ip, domain, pods}); C(ip) is V(null) when the cluster DNS is off)."
       type: dict
       returned: success
       sample:

@@ -115,6 +115,8 @@ def parse_node_port_range(value) -> tuple[int, int]:
 def service_network(service_cidr):
     """The IPv4 service range (ClusterIPs are IPv4; an IPv6-only service CIDR has none)."""
     require_netaddr()
+    if isinstance(service_cidr, Mapping):
+        raise PlanError(f"flatnet_service_cidr {service_cidr!r} is not a CIDR; write e.g. 10.96.0.0/12")
     nets = [parse_network(s, "flatnet_service_cidr")
             for s in ([service_cidr] if isinstance(service_cidr, str) else list(service_cidr or []))]
     v4 = [n for n in nets if n.version == 4]
@@ -397,7 +399,82 @@ def build_services(services, service_cidr, plan_nodes, node_port_range=DEFAULT_N
     return endpoints(allocate(checked, service_cidr, node_port_range, recorded, cached), plan_nodes)
 
 
-def plan_services(plan: dict, requests: Mapping, services, node_port_range, cached=None) -> dict:
+DNS_NAME = "kube-dns"
+DNS_NAMESPACE = "kube-system"
+DNS_LABELS = {"k8s-app": "kube-dns"}
+DNS_POD_PREFIX = "flatnet-dns-"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+# Where the DNS pods' dnsmasq reads the A/AAAA records, rereading changed files by itself
+# (inotify); the dns module writes them on every node.
+DNS_HOSTS_DIR = "/var/lib/flatnet/dns/hosts"
+DOMAIN_RE = re.compile(r"(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
+
+
+def check_domain(value) -> str:
+    if not isinstance(value, str) or not DOMAIN_RE.match(value):
+        raise PlanError(f"flatnet_cluster_domain {value!r} is not a DNS domain; write e.g. {DEFAULT_CLUSTER_DOMAIN}")
+    return value
+
+
+def dns_service() -> dict:
+    """The cluster DNS service, made by the collection (kube-dns's name and ports)."""
+    return {"name": DNS_NAME, "namespace": DNS_NAMESPACE, "selector": dict(DNS_LABELS),
+            "ports": [{"name": "dns", "port": 53, "protocol": "udp"},
+                      {"name": "dns-tcp", "port": 53, "protocol": "tcp"}]}
+
+
+def dns_command(checked: list[dict], domain: str, hosts_dir: str = DNS_HOSTS_DIR) -> list[str]:
+    """dnsmasq in the foreground, answering for ``domain`` from ``hosts_dir`` (reread on change)
+    and forwarding other names to the node's resolvers (/etc/resolv.conf). SRV records are
+    options, which dnsmasq reads only at start: a change to named ports restarts the DNS pods
+    (the pods module replaces a workload whose command changed)."""
+    cmd = ["dnsmasq", "--keep-in-foreground", "--log-facility=-", "--pid-file=", "--user=nobody",
+           "--group=nogroup", "--no-hosts", f"--hostsdir={hosts_dir}", f"--local=/{domain}/",
+           "--domain-needed", "--local-ttl=5"]
+    for svc in checked:
+        fqdn = f"{svc['name']}.{svc['namespace']}.svc.{domain}"
+        for port in svc["ports"]:
+            if port.get("name"):
+                cmd.append(f"--srv-host=_{port['name']}._{port['protocol']}.{fqdn},{fqdn},{port['port']}")
+    return cmd
+
+
+def dns_pods(requests: dict, replicas, candidates: list[str], command: list[str]) -> list[str]:
+    """Add the DNS pods (``flatnet-dns-<i>``) to the requests of the nodes in the play, spread over
+    ``candidates`` (sorted node names) in turn; return their names."""
+    count = _integer(replicas, "flatnet_dns_replicas", 0, 64, "a count")
+    names = []
+    for index in range(count):
+        name = f"{DNS_POD_PREFIX}{index + 1}"
+        names.append(name)
+        node = candidates[index % len(candidates)] if candidates else None
+        if node in requests:
+            request = requests[node] = dict(requests[node] or {})
+            pods = request.get("pods")
+            pods = list(pods) if _is_list(pods) else ([] if pods is None else pods)
+            if isinstance(pods, list):
+                pods.append({"name": name, "command": list(command), "labels": dict(DNS_LABELS)})
+            request["pods"] = pods
+    return names
+
+
+def prepare(requests: dict, services, service_cidr, node_port_range=DEFAULT_NODE_PORT_RANGE,
+            dns_replicas=0, cluster_domain=DEFAULT_CLUSTER_DOMAIN, candidates=()) -> dict:
+    """Before build_plan: check pod labels and services, add the DNS pods to ``requests``."""
+    check_pod_labels(requests)
+    replicas = _integer(dns_replicas, "flatnet_dns_replicas", 0, 64, "a count")
+    domain = check_domain(cluster_domain)
+    if replicas and dns_ip(service_cidr) is None:
+        raise PlanError("flatnet_dns_replicas is set but flatnet_service_cidr has no IPv4 range with a 10th "
+                        "address for the cluster DNS; set flatnet_dns_replicas: 0 or give a larger range")
+    dns = dict(dns_service(), cluster_ip=dns_ip(service_cidr)) if replicas else None
+    checked = check_services(services, service_cidr, node_port_range, dns=dns)
+    pods = dns_pods(requests, replicas, sorted(candidates), dns_command(checked, domain)) if replicas else []
+    return {"checked": checked, "domain": domain, "dns_pods": pods, "replicas": replicas}
+
+
+def plan_services(plan: dict, requests: Mapping, services, node_port_range, cached=None,
+                  prepared: Mapping | None = None) -> dict:
     """Add ``services``, ``service_node_port_range`` and ``dns_ip`` to a built plan (in place).
 
     ``requests``: the planner's node requests; each node's ``recorded.services`` is what that
@@ -408,8 +485,17 @@ def plan_services(plan: dict, requests: Mapping, services, node_port_range, cach
         data = ((request or {}).get("recorded") or {}).get("services") if isinstance(request, Mapping) else None
         if isinstance(data, Mapping):
             recorded[str(node)] = data
-    plan["services"] = build_services(services, plan["service_cidr"], plan["nodes"], node_port_range,
-                                      recorded, cached)
+    if prepared is None:
+        plan["services"] = build_services(services, plan["service_cidr"], plan["nodes"], node_port_range,
+                                          recorded, cached)
+    else:
+        plan["services"] = endpoints(allocate(prepared["checked"], plan["service_cidr"], node_port_range,
+                                              recorded, cached), plan["nodes"])
     plan["service_node_port_range"] = list(parse_node_port_range(node_port_range))
     plan["dns_ip"] = dns_ip(plan["service_cidr"])
+    plan["dns"] = {
+        "ip": plan["dns_ip"] if prepared and prepared["replicas"] else None,
+        "domain": prepared["domain"] if prepared else DEFAULT_CLUSTER_DOMAIN,
+        "pods": list(prepared["dns_pods"]) if prepared else [],
+    }
     return plan

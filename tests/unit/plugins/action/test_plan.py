@@ -47,6 +47,7 @@ def test_plan_fact_matches_build_plan(tmp_path):
     # The services part (plugin_utils/services.py) comes on top of build_plan's.
     assert (got.pop("services"), got.pop("service_node_port_range"), got.pop("dns_ip")) == (
         [], [30000, 32767], "10.96.0.10")
+    assert got.pop("dns") == {"ip": None, "domain": "cluster.local", "pods": []}
     assert got == build_plan(NODES, backend="auto")
     assert result["ansible_facts"]["flatnet_plan"]["nodes"]["node1"]["pods"][0] == {
         "name": "web", "ips": ["10.244.0.2/24"], "command": ["sleep", "60"]}

@@ -192,3 +192,49 @@ def test_limit_run_keeps_endpoints_of_nodes_outside_the_play():
 def test_range_exhausted():
     with pytest.raises(PlanError, match="no free port left"):
         plan([web(type="NodePort"), web(name="b", type="NodePort")], node_port_range="30000-30000")
+
+
+def prepared_plan(services, replicas=2, requests=None, domain="cluster.local", cached=None):
+    requests = requests if requests is not None else nodes()
+    prep = svcs.prepare(requests, services, CIDR, "30000-32767", replicas, domain,
+                        sorted(requests) + sorted((cached or {}).get("nodes", {})))
+    built = ipam.build_plan(copy.deepcopy(requests), cached=cached)
+    return svcs.plan_services(built, requests, services, "30000-32767", cached, prep)
+
+
+def test_dns_pods_spread_and_the_dns_service_at_the_tenth_address():
+    got = prepared_plan([web(ports=[{"name": "http", "port": 80}])])
+    dns = next(s for s in got["services"] if s["name"] == "kube-dns")
+    assert dns["cluster_ip"] == "10.96.0.10" and dns["namespace"] == "kube-system"
+    assert [(e["pod"], e["node"]) for e in dns["endpoints"]] == [("flatnet-dns-1", "node1"), ("flatnet-dns-2", "node2")]
+    assert got["dns"] == {"ip": "10.96.0.10", "domain": "cluster.local", "pods": ["flatnet-dns-1", "flatnet-dns-2"]}
+    pod = next(p for p in got["nodes"]["node1"]["pods"] if p["name"] == "flatnet-dns-1")
+    assert pod["command"][0] == "dnsmasq" and pod["labels"] == {"k8s-app": "kube-dns"}
+    assert "--srv-host=_http._tcp.web.default.svc.cluster.local,web.default.svc.cluster.local,80" in pod["command"]
+    assert "--local=/cluster.local/" in pod["command"]
+    web_svc = next(s for s in got["services"] if s["name"] == "web")
+    assert web_svc["cluster_ip"] == "10.96.0.1"
+
+
+@pytest.mark.parametrize("replicas,domain,pattern", [
+    (-1, "cluster.local", "flatnet_dns_replicas"),
+    ("two", "cluster.local", "flatnet_dns_replicas 'two'"),
+    (2, "Cluster Local", "flatnet_cluster_domain 'Cluster Local'"),
+    (2, "", "flatnet_cluster_domain ''"),
+])
+def test_bad_dns_settings(replicas, domain, pattern):
+    with pytest.raises(PlanError, match=pattern):
+        prepared_plan([], replicas=replicas, domain=domain)
+
+
+def test_a_user_pod_named_like_a_dns_pod_is_refused():
+    requests = nodes()
+    requests["node2"]["pods"].append({"name": "flatnet-dns-1"})
+    with pytest.raises(PlanError, match="pod flatnet-dns-1 is declared on both"):
+        prepared_plan([], requests=requests)
+
+
+def test_no_dns_pods_without_replicas():
+    got = prepared_plan([web()], replicas=0)
+    assert got["dns"]["ip"] is None and [s["name"] for s in got["services"]] == ["web"]
+    assert all(not p["name"].startswith("flatnet-dns") for n in got["nodes"].values() for p in n["pods"])
