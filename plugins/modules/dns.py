@@ -14,8 +14,8 @@ description:
     in O(hosts_dir), atomically; dnsmasq notices the change itself (inotify) and rereads it, without
     a restart. Records are C(<service>.<namespace>.svc.<domain>) (A, the ClusterIP) and
     C(<pod>.pod.<domain>) (A and AAAA, the pod's addresses).
-  - Writes C(<netns_dir>/<pod>/resolv.conf) for every pod of this node in O(pods) (but the DNS pods
-    themselves): the DNS service address, the search list C(default.svc.<domain> svc.<domain> <domain>)
+  - Writes C(<netns_dir>/<pod>/resolv.conf) for every pod of O(local_pods) but those in O(skip_pods) (the DNS
+    pods), with the DNS service address, the search list C(default.svc.<domain> svc.<domain> <domain>)
     and C(options ndots:5). C(ip netns exec) bind-mounts it over C(/etc/resolv.conf).
   - What it wrote is recorded in C(dns.json); files of pods that are gone are removed (only
     recorded ones), and V(absent) removes them all.
