@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError, peers_of
+
 CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity", "service"]
 FIELDS = ["check", "proto", "src_node", "src", "src_ip", "dst_node", "dst", "dst_ip",
           "ok", "reason", "seen", "expected", "error"]
@@ -80,10 +82,14 @@ def peer_mode(plan, src_node, dst_node):
         return "local"
     if not plan:
         return None
-    for peer in (plan.get("nodes", {}).get(src_node) or {}).get("peers") or []:
-        if peer.get("name") == dst_node:
-            return peer.get("mode")
-    return None
+    nodes = plan.get("nodes") or {}
+    if src_node not in nodes or dst_node not in nodes:
+        return None
+    try:
+        peers = peers_of(plan, src_node)
+    except (PlanError, ValueError):
+        return None
+    return next((p["mode"] for p in peers if p["name"] == dst_node), None)
 
 
 def _underlay_ip(plan, node):
