@@ -137,7 +137,7 @@ def data_plane(reps, connects, seconds):
             sh("ip", "-n", node, "link", "set", dev, "up")
             sh("ip", "-n", names[peer], "addr", "add", peer_ip, "dev", "eth0")
             sh("ip", "-n", names[peer], "link", "set", "eth0", "up")
-            sh("ip", "-n", names[peer], "route", "add", "default", "via", node_ip.split("/")[0])
+            sh("ip", "-n", names[peer], "route", "add", "default", "via", node_ip.split("/", maxsplit=1)[0])
         sh("ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         module(node, FIREWALL, {"cluster_cidrs": ["10.244.0.0/16"]}, state)
         ports = [{"name": "c", "port": 80, "target_port": 8080, "protocol": "tcp", "node_port": None},
@@ -155,9 +155,9 @@ def data_plane(reps, connects, seconds):
         out = {}
         for label, host in (("pod", "10.244.1.2"), ("clusterip", "10.96.0.20")):
             lat = [float(sh("ip", "netns", "exec", names["cli"], sys.executable, "-c", CONNECTS, host, 80 if label
-                            == "clusterip" else 8080, connects).stdout) for _ in range(reps)]
+                            == "clusterip" else 8080, connects).stdout) for _rep in range(reps)]
             bps = []
-            for _ in range(reps):
+            for _rep in range(reps):
                 res = json.loads(sh("ip", "netns", "exec", names["cli"], "iperf3", "-J", "-c", host, "-t", seconds).stdout)
                 bps.append(res["end"]["sum_received"]["bits_per_second"])
             out[label] = {"connect_s": statistics.median(lat), "bits_per_second": statistics.median(bps)}

@@ -109,7 +109,7 @@ def records(services, pods, domain):
             lines.append(f"{svc['cluster_ip']} {svc['name']}.{svc.get('namespace') or 'default'}.svc.{domain}")
     for pod in sorted(pods or [], key=lambda p: p.get("name", "")):
         for ip in pod.get("ips") or []:
-            lines.append(f"{str(ip).split('/')[0]} {pod['name']}.pod.{domain}")
+            lines.append(f"{str(ip).split('/', maxsplit=1)[0]} {pod['name']}.pod.{domain}")
     return HEADER + "".join(line + "\n" for line in lines)
 
 

@@ -143,7 +143,7 @@ def _dns_query(ns, server, name, timeout):
     answers = struct.unpack(">H", reply[6:8])[0]
     pos = len(packet)
     out = []
-    for _ in range(answers):
+    for _answer in range(answers):
         while reply[pos] != 0 and reply[pos] < 0xC0:
             pos += reply[pos] + 1
         pos += 2 if reply[pos] >= 0xC0 else 1
@@ -207,7 +207,7 @@ def check_service(p, svc, port, src, ns, src_ip, sweep):
     out, seen, bad = [], set(), []
     affinity = svc.get("session_affinity") == "ClientIP"
     count = SWEEP * len(eps) if sweep else (SWEEP if affinity else 1)
-    for _ in range(count):
+    for _request in range(count):
         reply, reason, _seconds = _get(ns, cip, port["port"], timeout)
         if reply is None:
             bad.append(reason)
@@ -251,7 +251,7 @@ def main():
     dns_pods = set(dns.get("pods") or [])
     sources = [(None, "host", p["host_source"], True)]
     for index, pod in enumerate(sorted(p["local_pods"], key=lambda x: x["name"])):
-        v4 = [str(ip).split("/")[0] for ip in pod.get("ips") or [] if ":" not in str(ip)]
+        v4 = [str(ip).split("/", maxsplit=1)[0] for ip in pod.get("ips") or [] if ":" not in str(ip)]
         if v4:
             sources.append((pod["name"], pod["name"], v4[0], index == 0))
     results = []

@@ -368,7 +368,7 @@ def endpoints(services: list[dict], plan_nodes: Mapping) -> list[dict]:
         for pod in plan_nodes[node].get("pods") or []:
             if not isinstance(pod, Mapping):
                 continue
-            v4 = [str(ip).split("/")[0] for ip in pod.get("ips") or [] if ":" not in str(ip)]
+            v4 = [str(ip).split("/", maxsplit=1)[0] for ip in pod.get("ips") or [] if ":" not in str(ip)]
             if v4:
                 pods.append((pod.get("labels") or {}, {"pod": pod.get("name"), "node": node, "ip": v4[0]}))
     out = []

@@ -38,7 +38,7 @@ def run(check):
             return [f"{where}: {reply} after {seconds:.2f}s, not refused in under 1 s"]
         return []
     failures, seen = [], set()
-    for _ in range(check.get("count", 1)):
+    for _request in range(check.get("count", 1)):
         reply, _seconds = get(check["http"], check["port"])
         if "error" in reply:
             failures.append(f"{where}: {reply['error']}")

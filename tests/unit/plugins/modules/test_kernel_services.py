@@ -130,7 +130,7 @@ class Lab:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             self.agents.append(proc)
         for pod in PODS:
-            for _ in range(50):
+            for _try in range(50):
                 if self.get(pod, PODS[pod][0], 8080, 1, 1)[0].get("name") == pod:
                     break
                 time.sleep(0.1)
@@ -247,7 +247,7 @@ def test_cluster_ip_node_port_reject_affinity_and_idempotence(lab):
         res = lab.run(services(web=("p2",)))
         assert res["actions"] == ["write table ip flatnet-svc (definition changed)"], res
         assert names(lab.get("p1", "10.96.0.5", 80, 10)) == {"p2"}
-        out, _ = client.communicate("go\n", timeout=10)
+        out, _err = client.communicate("go\n", timeout=10)
         assert json.loads(out)["name"] in ("p2", "p3"), out
     finally:
         if client.poll() is None:

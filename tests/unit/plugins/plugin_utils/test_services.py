@@ -154,8 +154,8 @@ def test_allocations_are_stable_when_services_come_and_go():
 
 def test_node_records_win_over_the_cache_and_survive_a_lost_cache():
     requests = nodes()
-    requests["node2"]["recorded"] = {"services": {"default/web": {"cluster_ip": "10.96.0.77",
-                                                                 "node_ports": {"80/tcp": 31000}}}}
+    requests["node2"]["recorded"] = {
+        "services": {"default/web": {"cluster_ip": "10.96.0.77", "node_ports": {"80/tcp": 31000}}}}
     got = plan([web(type="NodePort")], requests)
     assert got["services"][0]["cluster_ip"] == "10.96.0.77"
     assert got["services"][0]["ports"][0]["node_port"] == 31000
