@@ -14,7 +14,8 @@ Layout (docs/services.md):
 - NodePort chains masquerade what comes from outside the cluster (policy Cluster) or keep the
   client IP and use only this node's endpoints (policy Local).
 - Filter chains reject a service without endpoints (TCP reset / ICMP unreachable) and drop
-  anything else sent into the service range.
+  anything else sent into the service range; in prerouting after DNAT too, because an ICMP
+  error made in the forward hook never reached a pod behind the bridge (br_netfilter).
 - A raw chain (priority -310, before the firewall's notrack at raw) marks replies from
   endpoints with TRACK_MARK so that ``inet flatnet`` leaves them to conntrack, which undoes
   the DNAT.
@@ -185,6 +186,7 @@ def render(services, service_cidrs, cluster_cidrs, node=None):
     base("nat-postrouting", "nat", "postrouting", PRIO_NAT_POST, ["jump masquerading"])
     check = ["ct state new ip daddr . meta l4proto . th dport vmap @no-endpoint-services",
              "ip daddr @cluster-ips reject", "ip daddr @service-ranges drop"]
+    base("filter-prerouting-post-dnat", "filter", "prerouting", PRIO_FILTER_POST_DNAT, check)
     base("filter-forward", "filter", "forward", PRIO_FILTER, check)
     base("filter-output-post-dnat", "filter", "output", PRIO_FILTER_POST_DNAT, check)
     base("filter-input", "filter", "input", PRIO_FILTER,

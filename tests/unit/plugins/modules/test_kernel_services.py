@@ -32,6 +32,16 @@ MODULE = "ansible_collections.flatnet.cluster.plugins.modules.services"
 FIREWALL = "ansible_collections.flatnet.cluster.plugins.modules.firewall"
 PODS = {"p1": ("10.244.0.2", "node"), "p2": ("10.244.0.3", "node"), "p3": ("10.244.1.2", "other")}
 
+UDP = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); s.connect((sys.argv[1], 53))
+start = time.monotonic()
+try:
+    s.send(b"x"); s.recv(100); print("answer", 0)
+except Exception as exc:
+    print(type(exc).__name__, time.monotonic() - start)
+"""
+
 CLIENT = r"""
 import json, socket, sys, time, urllib.request
 host, port, count, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
@@ -82,6 +92,8 @@ def services(web=("p1", "p2", "p3")):
         service("local", "10.96.0.9", ["p2"], type="NodePort", ports=local, external_traffic_policy="Local"),
         service("remote", "10.96.0.11", ["p3"], type="NodePort", external_traffic_policy="Local",
                 ports=[dict(local[0], node_port=30082)]),
+        service("udp-empty", "10.96.0.12", [],
+                ports=[{"name": "dns", "port": 53, "target_port": 53, "protocol": "udp", "node_port": None}]),
     ]
 
 
@@ -214,6 +226,12 @@ def test_cluster_ip_node_port_reject_affinity_and_idempotence(lab):
         assert reply.get("errno") == 111 and reply["seconds"] < 1, reply
         reply = lab.get(ns, "10.96.0.99", 80, 1, timeout=0.5)[0]
         assert "error" in reply and reply["seconds"] >= 0.4, reply
+
+    # UDP without endpoints: ICMP port unreachable, also to a pod behind the bridge (the reject
+    # happens in prerouting); the host network's own send fails at once.
+    for ns, want in (("p1", "ConnectionRefusedError"), ("p3", "ConnectionRefusedError"), ("node", None)):
+        kind, seconds = sh("ip", "netns", "exec", lab.ns[ns], sys.executable, "-c", UDP, "10.96.0.12").stdout.split()
+        assert kind != "TimeoutError" and float(seconds) < 1 and (want is None or kind == want), (ns, kind)
 
     # ClientIP affinity: one endpoint for one client.
     assert len(names(lab.get("p2", "10.96.0.7", 80, 15))) == 1
