@@ -190,13 +190,15 @@ def main():
     )
     p = module.params
     kernel = Kernel(module)
-    if not kernel.runner.bin("nft", required=False):
+    have_nft = bool(kernel.runner.bin("nft", required=False))
+    if not have_nft and p["state"] == "present":
         module.fail_json(msg="nft was not found: install the nftables package on the node (services need it)")
     state_file = os.path.join(p["state_dir"], "services.json")
     record = flatnet_state.load_or_fail(module, state_file)
     result = dict(changed=False, actions=[])
-    before = kernel.table_text() if module._diff else None
-    exists = kernel.exists()
+    # Without nft there is no table to remove (a cluster without services on a node without nftables).
+    before = kernel.table_text() if module._diff and have_nft else None
+    exists = kernel.exists() if have_nft else False
     try:
         have_routes = kernel.routes()
     except KernelError as exc:
