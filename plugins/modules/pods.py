@@ -77,6 +77,10 @@ options:
             daemon) leaves the tree and cannot be tracked; run it in the foreground.
           - Its output goes to C(<state_dir>/logs/<name>.log).
         type: raw
+      labels:
+        description: The pod's labels from the plan; services select pods by them. Not used here.
+        type: dict
+        version_added: 0.2.0
   prune:
     description:
       - Remove recorded pods that are not in O(pods).
@@ -787,6 +791,7 @@ def main():
                 name=dict(type="str", required=True),
                 ips=dict(type="list", elements="str", default=[]),
                 command=dict(type="raw"),
+                labels=dict(type="dict"),
             )),
             prune=dict(type="bool", default=True),
             state=dict(type="str", choices=["present", "absent"], default="present"),

@@ -50,7 +50,7 @@ options:
       - By default every check is required.
     type: list
     elements: str
-    choices: [pod-pod, node-pod-local, node-pod-remote, mtu, egress, identity]
+    choices: [pod-pod, node-pod-local, node-pod-remote, mtu, egress, identity, service]
   plan:
     description:
       - The C(flatnet_plan) fact. Optional; with it the diagnosis knows which peers use host-gw

@@ -52,7 +52,7 @@ MAX_MTU = 65535
 MAX_V6_PREFIX_DELTA = 16
 DEFAULT_BRIDGE = "cni0"
 # The keys a pod entry may have; anything else is a typo and is refused by name.
-POD_KEYS = ("name", "ip", "command")
+POD_KEYS = ("name", "ip", "command", "labels")
 # The cluster name ends up in the plan file's name; the group is used as a host pattern.
 CLUSTER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 GROUP_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}\Z")
@@ -808,6 +808,7 @@ def _pod_entries(node: str, request: Mapping, default_per_node, v: Mapping = ROL
             "name": name,
             "ip": entry.get("ip"),
             "command": check_command(node, name, entry.get("command"), v),
+            "labels": entry.get("labels"),
             "_from": v["pods"],
         })
     per_node = request.get("pods_per_node", default_per_node)
@@ -1164,7 +1165,11 @@ def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, 
                 v,
             )
             commands = {p["name"]: p.get("command") for p in pod_reqs}
+            labels = {p["name"]: p.get("labels") for p in pod_reqs}
             pods_out = [{"name": p, "ips": ips[p], "command": commands[p]} for p in sorted(ips)]
+            for pod in pods_out:  # services select pods by label (plugin_utils/services.py)
+                if isinstance(labels.get(pod["name"]), Mapping) and labels[pod["name"]]:
+                    pod["labels"] = {str(k): str(val) for k, val in labels[pod["name"]].items()}
         else:
             pods_out = [dict(p) for p in (cached_nodes[name].get("pods") or []) if isinstance(p, Mapping)]
         underlay = {k: val for k, val in underlays[name].items() if not k.startswith("_")}

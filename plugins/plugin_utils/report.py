@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError, peers_of
 
-CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity"]
+CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity", "service"]
 FIELDS = ["check", "proto", "src_node", "src", "src_ip", "dst_node", "dst", "dst_ip",
           "ok", "reason", "seen", "expected", "error"]
 
