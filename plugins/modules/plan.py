@@ -132,6 +132,24 @@ options:
     type: int
     default: 0
     version_added: 0.2.0
+  cni:
+    description:
+      - Split every node block between the collection's pods (bottom) and containers attached
+        through CNI (the top O(cni_range) share, host-local IPAM); adds C(nodes.NODE.cni) to the plan.
+      - A node request may carry C(cni_containers) (C({ip: container id}), what the node's
+        host-local holds); a plan that would move those addresses out of the CNI range (a new
+        node block, a smaller share, CNI off) is refused.
+    type: bool
+    default: false
+    version_added: 0.2.0
+  cni_range:
+    description:
+      - The share of each node block for CNI containers, V(1/N) with N a power of two from 2 to
+        1024 (the top 1/N, an aligned sub-block). Pinned pod addresses in it are refused; pods
+        that already have addresses in it keep them and are cut out of host-local's ranges.
+    type: str
+    default: 1/2
+    version_added: 0.2.0
   cluster_name:
     description:
       - The cluster's name, only checked here (it is part of the default O(plan_file) name); 1-63
@@ -228,7 +246,9 @@ ansible_facts:
           C(masquerade), C(vxlan) ({vni, port, device}) and C(nodes): per node C(pod_cidrs),
           C(gateways) (bridge addresses with prefix), C(vtep_ips), C(vtep_mac), C(underlay), C(bridge),
           C(pods) (sorted by name: C({name, ips, command})) and C(peers) (every other node, sorted:
-          C({name, mode, underlay_ip, pod_cidrs, vtep_ips, vtep_mac}), C(mode) is C(direct) or C(vxlan))."
+          C({name, mode, underlay_ip, pod_cidrs, vtep_ips, vtep_mac}), C(mode) is C(direct) or C(vxlan)),
+          and with O(cni) C(cni) ({network, range_cidrs, ranges, pod_addresses_in_range}).
+          C(cni) at the top: {enabled, range, network}."
       type: dict
       returned: success
       sample:
