@@ -311,6 +311,7 @@ def main():  # noqa: C901 (one decision per file, in order)
             diff["before"] += f"# {p['subnet_env']}\n{env_current}"
             if not module.check_mode:
                 st.remove(p["subnet_env"])
+                st.remove_dir_if_empty(os.path.dirname(p["subnet_env"]))
         live = [c for c in containers if c["netns"]]
         stale = [c for c in containers if not c["netns"]]
         result["holding"] = [f"{c['container_id'][:12]} ({c['ip']}, netns {c['netns']})" for c in live]
