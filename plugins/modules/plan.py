@@ -136,9 +136,9 @@ options:
     description:
       - Split every node block between the collection's pods (bottom) and containers attached
         through CNI (the top O(cni_range) share, host-local IPAM); adds C(nodes.NODE.cni) to the plan.
-      - A node request may carry C(cni_containers) (C({ip: container id}), what the node's
-        host-local holds); a plan that would move those addresses out of the CNI range (a new
-        node block, a smaller share, CNI off) is refused.
+      - "A node request may carry C(cni_containers) (a mapping of address to container ID, what the
+        node's host-local holds for live containers); a plan that would move those addresses out of
+        the CNI range (a new node block, a smaller share, CNI off) is refused."
     type: bool
     default: false
     version_added: 0.2.0

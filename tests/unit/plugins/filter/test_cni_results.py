@@ -34,11 +34,11 @@ def test_labels():
 
 
 def test_check_results_and_report():
-    res = f.cni_check_results([{"container_id": "0123456789abcdef", "ip": "10.244.0.128", "ok": True},
-                               {"container_id": "ffff", "ip": "10.244.0.129", "ok": False, "msg": "bridge: boom"}],
-                              "node1")
-    assert [(x["check"], x["ok"], x["error"]) for x in res] == [("cni-check", True, None),
-                                                               ("cni-check", False, "bridge: boom")]
+    checks = [{"container_id": "0123456789abcdef", "ip": "10.244.0.128", "ok": True},
+              {"container_id": "ffff", "ip": "10.244.0.129", "ok": False, "msg": "bridge: boom"}]
+    res = f.cni_check_results(checks, "node1")
+    assert [(x["check"], x["ok"], x["error"]) for x in res] == [
+        ("cni-check", True, None), ("cni-check", False, "bridge: boom")]
     required = f.cni_required_checks(["pod-pod", "node-pod-local"])
     assert required == ["pod-pod", "node-pod-local", "pod-container", "container-container",
                         "node-container-local", "cni-check"]
