@@ -25,6 +25,7 @@ from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import (
     build_plan,
     check_cluster_name,
     check_group,
+    plan_json,
 )
 
 # Options whose values the planner checks itself are "raw" here: its messages name the role
@@ -97,7 +98,7 @@ def read_plan_file(path: str | None) -> dict | None:
 
 def write_plan_file(path: str, plan: dict) -> bool:
     """Write the plan atomically; return whether the file content changed."""
-    return write_atomic(path, json.dumps(plan, indent=2, sort_keys=True) + "\n")
+    return write_atomic(path, plan_json(plan))
 
 
 def _plain(value):

@@ -164,7 +164,6 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
 )
 
 
-
 class PodsError(Exception):
     """A request or a node state this module refuses to act on."""
 

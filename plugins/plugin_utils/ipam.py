@@ -12,8 +12,13 @@ with one message that names the bad value and the fix.
 from __future__ import annotations
 
 import difflib
+import functools
+import gc
+import ipaddress
+import json
 import re
 import shlex
+import socket
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
@@ -206,15 +211,39 @@ def parse_cluster_cidrs(value, what: str = "cluster_cidr") -> list[IPNetwork]:
 # --------------------------------------------------------------------------- small rules
 
 
+def _block(cidr) -> IPNetwork:
+    """A node block as a netaddr network; one already parsed is not parsed again (the plan
+    calls these helpers for every node)."""
+    return cidr.cidr if isinstance(cidr, IPNetwork) else IPNetwork(str(cidr)).cidr
+
+
+def _ip_int(text: str):
+    """(integer, version) of ``ADDRESS`` or ``ADDRESS/PREFIX``, or None when it is not one.
+    inet_pton is strict and a hundred times cheaper than netaddr or ipaddress, and a rerun
+    parses one cached address per pod of the cluster."""
+    addr = text.split("/", 1)[0]
+    for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+        try:
+            return int.from_bytes(socket.inet_pton(family, addr), "big"), version
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _address(value: int, version: int) -> str:
+    return str((ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address)(value))
+
+
 def gateway(cidr) -> str:
     """Bridge address of a node block: its first host address, with the block's prefix."""
-    net = IPNetwork(str(cidr)).cidr
-    return f"{IPAddress(net.first + 1, net.version)}/{net.prefixlen}"
+    net = _block(cidr)
+    return f"{_address(net.first + 1, net.version)}/{net.prefixlen}"
 
 
 def vtep_ip(cidr) -> str:
     """VTEP address of a node block: the block's network address (used as /32 or /128)."""
-    return str(IPNetwork(str(cidr)).cidr.network)
+    net = _block(cidr)
+    return _address(net.first, net.version)
 
 
 def vtep_mac(underlay_ip) -> str:
@@ -238,7 +267,7 @@ def _reserved_offsets(net: IPNetwork) -> set[int]:
 
 def usable_pod_count(cidr) -> int:
     require_netaddr()
-    net = IPNetwork(str(cidr)).cidr
+    net = _block(cidr)
     return max(0, net.size - len(_reserved_offsets(net)))
 
 
@@ -330,8 +359,11 @@ def _assign_blocks(
         for raw in _as_list(claim.value):
             soft = claim.kind == "soft"
             try:
+                # Recorded and cached blocks need no range check of their own: one outside the
+                # (checked) cluster CIDR is refused below anyway.
                 net = parse_network(raw, f"{v['pod_cidr']} of {claim.node}" if claim.kind == "pin"
-                                    else f"pod CIDR of {claim.node} ({claim.source})")
+                                    else f"pod CIDR of {claim.node} ({claim.source})",
+                                    usable=claim.kind == "pin")
             except PlanError:
                 if soft:
                     continue
@@ -559,30 +591,31 @@ def _assign_pod_ips(
             pinned.add((fam, int(ip)))
             result[pod][fam] = ip
 
+    reserved = {fam: _reserved_offsets(block) for fam, block in by_family.items()}
+    bounds = {fam: (block.first, block.last) for fam, block in by_family.items()}
     for source, mapping in claims:
         for pod in sorted(mapping or {}):
             if pod not in result:
                 continue
             for raw in _as_list(mapping[pod]):
-                try:
-                    ip = IPNetwork(str(raw)).ip
-                except (AddrFormatError, ValueError, TypeError):
+                # A rerun reads one claim per pod of the cluster: parse them cheaply.
+                parsed = _ip_int(str(raw))
+                if parsed is None:
                     continue
-                fam = ip.version
-                block = by_family.get(fam)
-                if fam in result[pod] or block is None:
+                ip, fam = parsed
+                if fam in result[pod] or fam not in by_family:
                     continue
-                if not block.first <= int(ip) <= block.last or int(ip) in _reserved_offsets(block):
+                if not bounds[fam][0] <= ip <= bounds[fam][1] or ip in reserved[fam]:
                     continue  # the node block changed (pin); the pod gets a fresh address
-                holder = taken[fam].get(int(ip))
+                holder = taken[fam].get(ip)
                 if holder is not None:
-                    if (fam, int(ip)) in pinned and source == "recorded":
+                    if (fam, ip) in pinned and source == "recorded":
                         raise PlanError(
-                            f"ip {ip} pinned for pod {holder} on {node} is in use by pod {pod} "
+                            f"ip {_address(ip, fam)} pinned for pod {holder} on {node} is in use by pod {pod} "
                             f"({source}); pin another address, or remove pod {pod} first"
                         )
                     continue
-                taken[fam][int(ip)] = pod
+                taken[fam][ip] = pod
                 result[pod][fam] = ip
 
     for fam, block in by_family.items():
@@ -600,10 +633,12 @@ def _assign_pod_ips(
                     "CNI containers a smaller share (flatnet_cni_range 1/4, 1/8, ...) or use a larger node block"
                 )
             taken[fam][candidate] = pod
-            result[pod][fam] = IPAddress(candidate, fam)
+            result[pod][fam] = candidate
             candidate += 1
+    # The stdlib formats an address several times faster than netaddr: this loop runs once
+    # per pod of the cluster.
     return {
-        pod: [f"{result[pod][b.version]}/{b.prefixlen}" for b in blocks]
+        pod: [f"{_address(int(result[pod][b.version]), b.version)}/{b.prefixlen}" for b in blocks]
         for pod in sorted(pods)
     }
 
@@ -866,6 +901,85 @@ def _adjacent(a: dict, b: dict) -> bool:
     return a["_ip"].version == b["_ip"].version and a["_ip"] in b["_net"] and b["_ip"] in a["_net"]
 
 
+def _nodes_with_a_remote_peer(names, underlays) -> list[str]:
+    """Nodes (sorted) with at least one peer that is not on-link both ways (_adjacent), in
+    O(nodes x distinct underlay networks) instead of comparing every pair."""
+    by_net: dict[str, list[str]] = {}
+    for name in names:
+        by_net.setdefault(underlays[name]["network"], []).append(name)
+    nets = {key: underlays[members[0]]["_net"] for key, members in by_net.items()}
+    # inside[a][b]: every node of network a has its IP inside network b.
+    inside = {a: {b: all(underlays[n]["_ip"].version == nets[b].version and underlays[n]["_ip"] in nets[b]
+                         for n in by_net[a])
+                  for b in nets}
+              for a in nets}
+    result = []
+    for name in names:
+        own, ip = underlays[name]["network"], underlays[name]["_ip"]
+        for other, net in nets.items():
+            if other == own and len(by_net[other]) == 1:
+                continue
+            if not (ip.version == net.version and ip in net and inside[other][own]):
+                result.append(name)
+                break
+    return sorted(result)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed_underlay(ip: str, network: str):
+    return ipaddress.ip_address(ip), ipaddress.ip_network(network, strict=False)
+
+
+def plan_json(plan: Mapping) -> str:
+    """The plan file's text: the cluster settings indented, then one line per node, so the file
+    stays small (about 1 KB a node with 10 pods) and a diff shows which nodes changed."""
+    head = {k: val for k, val in plan.items() if k != "nodes"}
+    lines = ["{"]
+    for key in sorted(head):
+        lines.append(f"  {json.dumps(key)}: {json.dumps(head[key], sort_keys=True)},")
+    nodes = plan.get("nodes") or {}
+    lines.append('  "nodes": {')
+    names = sorted(nodes)
+    for i, name in enumerate(names):
+        comma = "," if i < len(names) - 1 else ""
+        lines.append(f"    {json.dumps(name)}: {json.dumps(nodes[name], sort_keys=True, separators=(',', ':'))}{comma}")
+    lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def peers_of(plan: Mapping, name: str) -> list[dict]:
+    """The peer view of node ``name``: every other node of ``plan["nodes"]``, sorted by name,
+    as ``{name, mode, underlay_ip, pod_cidrs, vtep_ips, vtep_mac}``; ``mode`` is ``direct``
+    (a route via the peer's underlay IP) or ``vxlan``. O(nodes): the plan holds each node once
+    and every node derives its own view."""
+    nodes = plan.get("nodes") or {}
+    if name not in nodes:
+        raise PlanError(f"node {name} is not in the plan; run the flatnet.cluster.plan role for it first")
+    backend = plan.get("backend", "host-gw")
+    me = nodes[name].get("underlay") or {}
+    my_ip, my_net = _parsed_underlay(str(me.get("ip")), str(me.get("network") or me.get("ip")))
+    v6_over_v4 = my_ip.version == 4 and any(":" in str(c) for c in plan.get("cluster_cidrs") or [])
+    peers = []
+    for other in sorted(nodes):
+        if other == name:
+            continue
+        entry = nodes[other]
+        under = entry.get("underlay") or {}
+        ip, net = _parsed_underlay(str(under.get("ip")), str(under.get("network") or under.get("ip")))
+        adjacent = ip.version == my_ip.version and ip in my_net and my_ip in net
+        direct = backend == "host-gw" or (backend == "auto" and adjacent and not v6_over_v4)
+        peers.append({
+            "name": other,
+            "mode": "direct" if direct else "vxlan",
+            "underlay_ip": under.get("ip"),
+            "pod_cidrs": list(entry.get("pod_cidrs") or []),
+            "vtep_ips": list(entry.get("vtep_ips") or []),
+            "vtep_mac": entry.get("vtep_mac"),
+        })
+    return peers
+
+
 def _check_link_names(node: str, bridge: str, device: str, underlay: dict, v: Mapping) -> None:
     """The bridge, the VXLAN device and the underlay interface of a node are three links."""
     check_link_name(bridge, v["bridge"], f" on {node}")
@@ -941,6 +1055,20 @@ def build_plan(
     collection's pods and CNI containers (``cni_range``: the share, "1/N"; plugin_utils/cni.py).
     """
     require_netaddr()
+    # The plan allocates hundreds of thousands of small objects and makes no cycles: the
+    # cyclic collector would only rescan them (and the cached plan) again and again.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, reserved_cidrs,
+                           backend, mtu, vxlan, masquerade, inventory_nodes, cached, bridge, pods_per_node)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, reserved_cidrs,
+                backend, mtu, vxlan, masquerade, inventory_nodes, cached, bridge, pods_per_node) -> dict:
     v = ROLE_VARS
     cni = check_bool(cni, _cni.ENABLE_VAR)
     try:
@@ -1098,40 +1226,33 @@ def build_plan(
         elif isinstance(cached_nodes.get(name, {}).get("bridge"), str):
             out_nodes[name]["bridge"] = cached_nodes[name]["bridge"]
 
-    any_vxlan = False
-    for name in all_nodes:
-        peers = []
-        for other in all_nodes:
-            if other == name:
-                continue
-            adjacent = _adjacent(underlays[name], underlays[other])
-            if backend == "host-gw" and not adjacent:
-                a, b = sorted((name, other))
-                raise PlanError(
-                    f"backend host-gw needs nodes on one underlay network, but {a} "
-                    f"({underlays[a]['network']}) and {b} ({underlays[b]['network']}) are not; "
-                    "use backend vxlan or auto"
-                )
-            # The kernel has no IPv6 route via an IPv4 gateway: over an IPv4 underlay, IPv6 pods
-            # can only cross the VXLAN tunnel, so auto picks it and host-gw cannot work.
-            v6_over_v4 = underlays[name]["_net"].version == 4 and any(c.version == 6 for c in clusters)
-            if backend == "host-gw" and v6_over_v4:
-                raise PlanError(
-                    "backend host-gw cannot carry IPv6 pod traffic over the IPv4 underlay "
-                    f"({name} {underlays[name]['ip']}): use backend vxlan or auto for a dual-stack cluster"
-                )
-            direct = backend == "host-gw" or (backend == "auto" and adjacent and not v6_over_v4)
-            mode = "direct" if direct else "vxlan"
-            any_vxlan = any_vxlan or mode == "vxlan"
-            peers.append({
-                "name": other,
-                "mode": mode,
-                "underlay_ip": underlays[other]["ip"],
-                "pod_cidrs": list(out_nodes[other]["pod_cidrs"]),
-                "vtep_ips": list(out_nodes[other]["vtep_ips"]),
-                "vtep_mac": out_nodes[other]["vtep_mac"],
-            })
-        out_nodes[name]["peers"] = peers
+    # Peers are not stored per node (that is nodes² entries): each node's view is derived where
+    # it is used (peers_of). Here only what the plan must refuse or size: host-gw across
+    # networks, and which nodes tunnel, in O(nodes x underlay networks).
+    v6_over_v4 = families == {4} and any(c.version == 6 for c in clusters)
+    if backend == "host-gw" and v6_over_v4 and len(all_nodes) > 1:
+        name = all_nodes[0]
+        raise PlanError(
+            "backend host-gw cannot carry IPv6 pod traffic over the IPv4 underlay "
+            f"({name} {underlays[name]['ip']}): use backend vxlan or auto for a dual-stack cluster"
+        )
+    apart = _nodes_with_a_remote_peer(all_nodes, underlays)
+    if backend == "host-gw" and apart:
+        a = apart[0]
+        b = next(o for o in all_nodes if o != a and not _adjacent(underlays[a], underlays[o]))
+        a, b = sorted((a, b))
+        raise PlanError(
+            f"backend host-gw needs nodes on one underlay network, but {a} "
+            f"({underlays[a]['network']}) and {b} ({underlays[b]['network']}) are not; "
+            "use backend vxlan or auto"
+        )
+    if len(all_nodes) < 2 or backend == "host-gw":
+        tunnelling = set()
+    elif backend == "vxlan" or v6_over_v4:
+        tunnelling = set(all_nodes)
+    else:
+        tunnelling = set(apart)
+    any_vxlan = bool(tunnelling)
 
     if mtu is None:
         lowest = min(underlays[n]["mtu"] for n in all_nodes) if all_nodes else 1500
@@ -1158,7 +1279,7 @@ def build_plan(
         # An explicit MTU must fit every node's underlay, less the encapsulation where the
         # node tunnels (underlay MTUs are measured on each node by node_facts).
         for name in all_nodes:
-            tunnels = any(p["mode"] == "vxlan" for p in out_nodes[name]["peers"])
+            tunnels = name in tunnelling
             overhead = VXLAN_OVERHEAD[underlays[name]["_ip"].version] if tunnels else 0
             limit = underlays[name]["mtu"] - overhead
             if pod_mtu > limit:

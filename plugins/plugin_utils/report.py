@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError, peers_of
+
 CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity"]
 # Containers attached through CNI (plugins/filter/cni_label_results.py names their checks).
 CHECKS += ["pod-container", "container-container", "node-container-local", "node-container-remote", "cni-check"]
@@ -82,10 +84,14 @@ def peer_mode(plan, src_node, dst_node):
         return "local"
     if not plan:
         return None
-    for peer in (plan.get("nodes", {}).get(src_node) or {}).get("peers") or []:
-        if peer.get("name") == dst_node:
-            return peer.get("mode")
-    return None
+    nodes = plan.get("nodes") or {}
+    if src_node not in nodes or dst_node not in nodes:
+        return None
+    try:
+        peers = peers_of(plan, src_node)
+    except (PlanError, ValueError):
+        return None
+    return next((p["mode"] for p in peers if p["name"] == dst_node), None)
 
 
 def _underlay_ip(plan, node):

@@ -10,7 +10,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.playbook.play_context import PlayContext
 
 from ansible_collections.flatnet.cluster.plugins.action.plan import ActionModule
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import build_plan
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import build_plan, peers_of
 
 
 def _underlay(ip):
@@ -62,6 +62,9 @@ def test_plan_file_written_and_reused(tmp_path):
     first = run_action({"nodes": NODES, "plan_file": str(path)})
     assert first["plan_file_written"] is True
     assert json.loads(path.read_text()) == first["ansible_facts"]["flatnet_plan"]
+    # One line per node: small, and a diff names the nodes that changed.
+    node_lines = [line for line in path.read_text().splitlines() if line.startswith('    "node')]
+    assert [line.split('"')[1] for line in node_lines] == ["node1", "node2"]
     mtime = os.stat(path).st_mtime_ns
 
     again = run_action({"nodes": NODES, "plan_file": str(path)})
@@ -73,7 +76,7 @@ def test_plan_file_written_and_reused(tmp_path):
     limited = run_action({"nodes": only1, "plan_file": str(path), "inventory_nodes": ["node1", "node2"]})
     plan = limited["ansible_facts"]["flatnet_plan"]
     assert plan["nodes"]["node2"] == first["ansible_facts"]["flatnet_plan"]["nodes"]["node2"]
-    assert [p["name"] for p in plan["nodes"]["node1"]["peers"]] == ["node2"]
+    assert [p["name"] for p in peers_of(plan, "node1")] == ["node2"]
 
     # node2 removed from the inventory: dropped from the plan and from the file
     dropped = run_action({"nodes": only1, "plan_file": str(path), "inventory_nodes": ["node1"]})

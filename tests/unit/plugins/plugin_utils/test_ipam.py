@@ -271,7 +271,8 @@ class TestBuildPlan:
                                   "network": "192.168.50.0/24", "mtu": 1500}
         assert n2["pods"] == [{"name": "a", "ips": ["10.244.1.2/24"], "command": ["sleep", "60"]},
                               {"name": "b", "ips": ["10.244.1.3/24"], "command": None}]
-        assert n2["peers"] == [
+        assert "peers" not in n2  # derived where used: the plan stays linear in nodes
+        assert ipam.peers_of(plan, "node2") == [
             {"name": "node1", "mode": "direct", "underlay_ip": "192.168.50.11", "pod_cidrs": ["10.244.0.0/24"],
              "vtep_ips": ["10.244.0.0"], "vtep_mac": ipam.vtep_mac("192.168.50.11")},
             {"name": "node3", "mode": "direct", "underlay_ip": "192.168.50.13", "pod_cidrs": ["10.244.2.0/24"],
@@ -299,11 +300,11 @@ class TestBuildPlan:
         nodes = {"a": node("192.168.50.11"), "b": node("192.168.50.12"),
                  "c": node("192.168.60.13", network="192.168.60.0/24")}
         auto = ipam.build_plan(nodes, backend="auto")
-        assert {p["name"]: p["mode"] for p in auto["nodes"]["a"]["peers"]} == {"b": "direct", "c": "vxlan"}
-        assert {p["name"]: p["mode"] for p in auto["nodes"]["c"]["peers"]} == {"a": "vxlan", "b": "vxlan"}
+        assert {p["name"]: p["mode"] for p in ipam.peers_of(auto, "a")} == {"b": "direct", "c": "vxlan"}
+        assert {p["name"]: p["mode"] for p in ipam.peers_of(auto, "c")} == {"a": "vxlan", "b": "vxlan"}
         assert auto["mtu"] == 1450
         vx = ipam.build_plan(nodes, backend="vxlan")
-        assert {p["mode"] for n in vx["nodes"].values() for p in n["peers"]} == {"vxlan"}
+        assert {p["mode"] for n in vx["nodes"] for p in ipam.peers_of(vx, n)} == {"vxlan"}
         with pytest.raises(PlanError, match=r"host-gw .* a \(192\.168\.50\.0/24\) and c \(192\.168\.60\.0/24\) .* use backend vxlan or auto"):
             ipam.build_plan(nodes, backend="host-gw")
 
@@ -320,7 +321,7 @@ class TestBuildPlan:
         nodes = {"a": node("fd00:50::11", network="fd00:50::/64"), "b": node("fd00:50::12", network="fd00:50::/64")}
         plan = ipam.build_plan(nodes, backend="vxlan")
         assert plan["mtu"] == 1430
-        assert plan["nodes"]["a"]["peers"][0]["underlay_ip"] == "fd00:50::12"
+        assert ipam.peers_of(plan, "a")[0]["underlay_ip"] == "fd00:50::12"
 
     def test_mtu_given(self):
         assert ipam.build_plan(three_nodes(), backend="vxlan", mtu=1400)["mtu"] == 1400
@@ -462,8 +463,8 @@ class TestBuildPlan:
                                inventory_nodes=["node1", "node2", "node3"])
         assert sorted(plan["nodes"]) == ["node1", "node2", "node3"]
         assert plan["nodes"]["node2"] == first["nodes"]["node2"]
-        assert [p["name"] for p in plan["nodes"]["node1"]["peers"]] == ["node2", "node3"]
-        assert plan["nodes"]["node1"]["peers"] == first["nodes"]["node1"]["peers"]
+        assert [p["name"] for p in ipam.peers_of(plan, "node1")] == ["node2", "node3"]
+        assert ipam.peers_of(plan, "node1") == ipam.peers_of(first, "node1")
 
     def test_out_of_play_cached_node_in_old_cluster_cidr(self):
         first = ipam.build_plan(three_nodes())
@@ -520,7 +521,7 @@ def _check_invariants(plan, forbidden):
         node_blocks = [IPNetwork(c) for c in entry["pod_cidrs"]]
         assert entry["gateways"] == [ipam.gateway(b) for b in node_blocks]
         assert entry["vtep_ips"] == [str(b.network) for b in node_blocks]
-        assert [p["name"] for p in entry["peers"]] == sorted(n for n in plan["nodes"] if n != name)
+        assert [p["name"] for p in ipam.peers_of(plan, name)] == sorted(n for n in plan["nodes"] if n != name)
         seen = set()
         for p in entry["pods"]:
             assert len(p["ips"]) == len(node_blocks)
@@ -661,5 +662,35 @@ def test_dual_stack_over_ipv4_underlay_needs_the_tunnel():
     with pytest.raises(PlanError, match="host-gw cannot carry IPv6 pod traffic over the IPv4 underlay"):
         ipam.build_plan(nodes, cluster_cidr=dual, backend="host-gw")
     auto = ipam.build_plan(nodes, cluster_cidr=dual, backend="auto")
-    assert [p["mode"] for p in auto["nodes"]["a"]["peers"]] == ["vxlan"]
-    assert [p["mode"] for p in ipam.build_plan(nodes, backend="auto")["nodes"]["a"]["peers"]] == ["direct"]
+    assert [p["mode"] for p in ipam.peers_of(auto, "a")] == ["vxlan"]
+    assert [p["mode"] for p in ipam.peers_of(ipam.build_plan(nodes, backend="auto"), "a")] == ["direct"]
+
+
+# --- the peer view is derived, not stored: it must agree with what the plan sized ------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["192.168.50.0/24", "192.168.0.0/16", "192.168.60.0/24",
+                                           "10.9.0.0/24"]),
+                          st.integers(min_value=1, max_value=250)),
+                min_size=1, max_size=12, unique_by=lambda t: t[1]),
+       st.sampled_from(["auto", "vxlan"]))
+def test_peer_view_matches_the_plan(members, backend):
+    nodes = {}
+    for i, (network, host) in enumerate(members):
+        net = IPNetwork(network)
+        ip = str(IPAddress(net.first + host if net.prefixlen == 24 else net.first + 50 * 256 + host))
+        nodes[f"n{i}"] = {"underlay": {"interface": "eth0", "ip": ip, "prefix": net.prefixlen,
+                                       "network": network, "mtu": 1500}}
+    plan = ipam.build_plan(nodes, backend=backend)
+    underlays = {n: ipam._underlay(n, nodes[n]["underlay"]) for n in nodes}
+    # Brute force: every pair.
+    remote = sorted(a for a in nodes if any(b != a and not ipam._adjacent(underlays[a], underlays[b]) for b in nodes))
+    assert ipam._nodes_with_a_remote_peer(sorted(nodes), underlays) == remote
+    tunnelled = sorted(n for n in nodes if any(p["mode"] == "vxlan" for p in ipam.peers_of(plan, n)))
+    assert tunnelled == (sorted(nodes) if backend == "vxlan" and len(nodes) > 1 else remote)
+    assert plan["mtu"] == (1450 if tunnelled else 1500)
+    for a in nodes:
+        for p in ipam.peers_of(plan, a):
+            want = "vxlan" if backend == "vxlan" or not ipam._adjacent(underlays[a], underlays[p["name"]]) else "direct"
+            assert p["mode"] == want

@@ -11,13 +11,23 @@ import pytest
 from ansible_collections.flatnet.cluster.plugins.plugin_utils import report as rpt
 
 PLAN = {
+    "backend": "auto",
+    "cluster_cidrs": ["10.244.0.0/16"],
     "vxlan": {"device": "flatnet.1"},
+    # node1 and node2 share a subnet (direct), node3 is behind the router (vxlan).
     "nodes": {
-        "node1": {"peers": [{"name": "node2", "mode": "direct"}, {"name": "node3", "mode": "vxlan"}]},
-        "node2": {"peers": [{"name": "node1", "mode": "direct"}, {"name": "node3", "mode": "vxlan"}]},
-        "node3": {"peers": [{"name": "node1", "mode": "vxlan"}, {"name": "node2", "mode": "vxlan"}]},
+        "node1": {"underlay": {"ip": "192.168.50.11", "network": "192.168.50.0/24"}},
+        "node2": {"underlay": {"ip": "192.168.50.12", "network": "192.168.50.0/24"}},
+        "node3": {"underlay": {"ip": "192.168.60.11", "network": "192.168.60.0/24"}},
     },
 }
+
+
+def test_peer_mode_comes_from_the_plan():
+    assert rpt.peer_mode(PLAN, "node1", "node2") == "direct"
+    assert rpt.peer_mode(PLAN, "node3", "node1") == "vxlan"
+    assert rpt.peer_mode(PLAN, "node1", "node1") == "local"
+    assert rpt.peer_mode(PLAN, "node1", "ghost") is None
 
 
 def res(check="pod-pod", proto="http", src_node="node1", src="node1-pod-1", dst_node="node2",
@@ -85,7 +95,8 @@ def test_without_plan_both_backends_are_suggested():
 
 
 def test_host_source_uses_the_underlay_ip_of_the_plan():
-    plan = {"nodes": {"node1": {"underlay": {"ip": "192.168.50.11"}, "peers": [{"name": "node2", "mode": "direct"}]}}}
+    plan = {"backend": "host-gw", "nodes": {"node1": {"underlay": {"ip": "192.168.50.11", "network": "192.168.50.0/24"}},
+                                             "node2": {"underlay": {"ip": "192.168.50.12", "network": "192.168.50.0/24"}}}}
     (f,) = rpt.build([res(check="node-pod-remote", src="host", src_ip=None, ok=False)], plan=plan)["failures"]
     assert "on node2: ip route get 192.168.50.11" in f["commands"]
 
