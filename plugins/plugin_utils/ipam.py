@@ -1061,14 +1061,16 @@ def build_plan(
     gc.disable()
     try:
         return _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, reserved_cidrs,
-                           backend, mtu, vxlan, masquerade, inventory_nodes, cached, bridge, pods_per_node)
+                           backend, mtu, vxlan, masquerade, inventory_nodes, cached, bridge, pods_per_node,
+                           cni, cni_range)
     finally:
         if collecting:
             gc.enable()
 
 
 def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, reserved_cidrs,
-                backend, mtu, vxlan, masquerade, inventory_nodes, cached, bridge, pods_per_node) -> dict:
+                backend, mtu, vxlan, masquerade, inventory_nodes, cached, bridge, pods_per_node,
+                cni=False, cni_range=None) -> dict:
     v = ROLE_VARS
     cni = check_bool(cni, _cni.ENABLE_VAR)
     try:
