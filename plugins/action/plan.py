@@ -58,6 +58,8 @@ ARGUMENT_SPEC = {
     "masquerade": {"type": "raw", "default": True},
     "bridge": {"type": "raw", "default": DEFAULT_BRIDGE},
     "pods_per_node": {"type": "raw", "default": 0},
+    "cni": {"type": "raw", "default": False},
+    "cni_range": {"type": "raw"},
     "cluster_name": {"type": "raw"},
     "group": {"type": "raw"},
     "plan_file": {"type": "raw"},
@@ -158,6 +160,8 @@ class ActionModule(ActionBase):
                 cached=cached,
                 bridge=_plain(args["bridge"]),
                 pods_per_node=_plain(args["pods_per_node"]),
+                cni=_plain(args["cni"]),
+                cni_range=_plain(args["cni_range"]),
             )
             plan_services(plan, nodes, _plain(args["services"]), _plain(args["node_port_range"]), cached,
                           prepared)

@@ -133,6 +133,24 @@ options:
     type: int
     default: 0
     version_added: 0.2.0
+  cni:
+    description:
+      - Split every node block between the collection's pods (bottom) and containers attached
+        through CNI (the top O(cni_range) share, host-local IPAM); adds C(nodes.NODE.cni) to the plan.
+      - "A node request may carry C(cni_containers) (a mapping of address to container ID, what the
+        node's host-local holds for live containers); a plan that would move those addresses out of
+        the CNI range (a new node block, a smaller share, CNI off) is refused."
+    type: bool
+    default: false
+    version_added: 0.2.0
+  cni_range:
+    description:
+      - The share of each node block for CNI containers, V(1/N) with N a power of two from 2 to
+        1024 (the top 1/N, an aligned sub-block). Pinned pod addresses in it are refused; pods
+        that already have addresses in it keep them and are cut out of host-local's ranges.
+    type: str
+    default: 1/2
+    version_added: 0.2.0
   cluster_name:
     description:
       - The cluster's name, only checked here (it is part of the default O(plan_file) name); 1-63
@@ -260,11 +278,13 @@ ansible_facts:
         - "Keys: C(cluster_cidrs) (one per family, IPv4 first), C(service_cidr), C(backend), C(mtu),
           C(masquerade), C(vxlan) ({vni, port, device}) and C(nodes): per node C(pod_cidrs),
           C(gateways) (bridge addresses with prefix), C(vtep_ips), C(vtep_mac), C(underlay), C(bridge),
-          C(pods) (sorted by name: C({name, ips, command}) and C(labels) when the pod has any) and C(peers) (every other node, sorted:
-          C({name, mode, underlay_ip, pod_cidrs, vtep_ips, vtep_mac}), C(mode) is C(direct) or C(vxlan));
+          C(pods) (sorted by name: C({name, ips, command}) and C(labels) when the pod has any);
+          each node's peers are not stored but derived with the P(flatnet.cluster.peers_of#filter) filter;
           C(services) (sorted by namespace and name, each with its C(cluster_ip), C(ports) with C(node_port),
           C(endpoints) C({pod, node, ip})), C(service_node_port_range) ([low, high]), C(dns_ip) (the 10th address of the
-          service range) and C(dns) (C({ip, domain, pods}); C(ip) is V(null) when the cluster DNS is off)."
+          service range) and C(dns) (C({ip, domain, pods}); C(ip) is V(null) when the cluster DNS is off);
+          with O(cni) each node has C(cni) ({network, range_cidrs, ranges, pod_addresses_in_range}), and
+          C(cni) at the top is {enabled, range, network}."
       type: dict
       returned: success
       sample:
@@ -284,9 +304,6 @@ ansible_facts:
             bridge: cni0
             pods:
               - {name: node1-pod-1, ips: [10.244.0.2/24], command: null}
-            peers:
-              - {name: node2, mode: direct, underlay_ip: 192.168.50.12, pod_cidrs: [10.244.1.0/24],
-                 vtep_ips: [10.244.1.0], vtep_mac: "0e:b4:f2:fb:1e:23"}
 plan_file:
   description: The cached plan's path (V(null) when caching is off).
   returned: success
