@@ -307,7 +307,7 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
     # The gateway's entry needs the fixed MAC that flatnet.cluster.node gives the bridge: a
     # bridge left to itself takes its lowest port's MAC, which moves as pods come and go.
     br_mac = bridge_mac(bridge, gateways.values())
-    if bridge in links and links[bridge].get("address") != br_mac:
+    if br_mac is not None and bridge in links and links[bridge].get("address") != br_mac:
         steps["warnings"].append(
             f"bridge {bridge} has MAC {links[bridge].get('address')}, not the fixed {br_mac} that "
             f"flatnet.cluster.node gives it, so the pods resolve their gateway by ARP/ND; "
