@@ -14,6 +14,12 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.flatnet.cluster.plugins.module_utils.state import write_atomic
 
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.services import (
+    DEFAULT_CLUSTER_DOMAIN,
+    DEFAULT_NODE_PORT_RANGE,
+    plan_services,
+    prepare,
+)
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import (
     DEFAULT_BRIDGE,
     DEFAULT_CLUSTER_CIDR,
@@ -52,10 +58,17 @@ ARGUMENT_SPEC = {
     "masquerade": {"type": "raw", "default": True},
     "bridge": {"type": "raw", "default": DEFAULT_BRIDGE},
     "pods_per_node": {"type": "raw", "default": 0},
+    "cni": {"type": "raw", "default": False},
+    "cni_range": {"type": "raw"},
     "cluster_name": {"type": "raw"},
     "group": {"type": "raw"},
     "plan_file": {"type": "raw"},
     "inventory_nodes": {"type": "list", "elements": "str"},
+    # Services (plugin_utils/services.py): checked and allocated here too, before any change.
+    "services": {"type": "raw", "default": []},
+    "node_port_range": {"type": "raw", "default": DEFAULT_NODE_PORT_RANGE},
+    "dns_replicas": {"type": "raw", "default": 0},
+    "cluster_domain": {"type": "raw", "default": DEFAULT_CLUSTER_DOMAIN},
 }
 
 
@@ -122,8 +135,18 @@ class ActionModule(ActionBase):
                 check_group(_plain(args["group"]))
             plan_file = check_plan_file(_plain(plan_file))
             cached = read_plan_file(plan_file)
+            nodes = _plain(args["nodes"])
+            if not isinstance(nodes, dict):
+                raise PlanError(f"nodes {nodes!r} is not a mapping of node name to its request")
+            # DNS pods go to the nodes in turn: those of the play and those the cache keeps.
+            inventory = set(_plain(args["inventory_nodes"]) or []) | set(nodes)
+            cached_nodes = (cached or {}).get("nodes") or {}
+            candidates = sorted(set(nodes) | {n for n in cached_nodes if n in inventory})
+            prepared = prepare(nodes, _plain(args["services"]), _plain(args["service_cidr"]),
+                               _plain(args["node_port_range"]), _plain(args["dns_replicas"]),
+                               _plain(args["cluster_domain"]), candidates)
             plan = build_plan(
-                _plain(args["nodes"]),
+                nodes,
                 cluster_cidr=_plain(args["cluster_cidr"]),
                 node_prefix=_plain(args["node_prefix"]),
                 node_prefix_v6=_plain(args["node_prefix_v6"]),
@@ -137,7 +160,11 @@ class ActionModule(ActionBase):
                 cached=cached,
                 bridge=_plain(args["bridge"]),
                 pods_per_node=_plain(args["pods_per_node"]),
+                cni=_plain(args["cni"]),
+                cni_range=_plain(args["cni_range"]),
             )
+            plan_services(plan, nodes, _plain(args["services"]), _plain(args["node_port_range"]), cached,
+                          prepared)
         except PlanError as exc:
             result.update(failed=True, changed=False, msg=str(exc))
             return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.flatnet.cluster.plugins.module_utils.state import write_atomic
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import html_report
 from ansible_collections.flatnet.cluster.plugins.plugin_utils import report as rpt
 
 ARGUMENT_SPEC = {
@@ -24,6 +25,8 @@ ARGUMENT_SPEC = {
     "bridge": {"type": "str", "default": "cni0"},
     "json_path": {"type": "path"},
     "junit_path": {"type": "path"},
+    "html_path": {"type": "path"},
+    "title": {"type": "str", "default": "flatnet verification"},
     "fail_on_error": {"type": "bool", "default": True},
     "max_failures_shown": {"type": "int", "default": 50},
 }
@@ -81,6 +84,8 @@ class ActionModule(ActionBase):
             changed |= _write(args["json_path"], rpt.to_json(report))
         if args.get("junit_path"):
             changed |= _write(args["junit_path"], rpt.to_junit(report))
+        if args.get("html_path"):
+            changed |= _write(args["html_path"], html_report.render(report, args["title"], args.get("plan")))
         failed = not report["ok"] or report["summary"]["total"] == 0
         result.update(
             changed=changed,

@@ -22,6 +22,8 @@ TABLE = "flatnet"
 MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 IP_KW = {4: "ip", 6: "ip6"}
 ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
+# Set by ip flatnet-svc on replies from service endpoints (services_nft.TRACK_MARK).
+TRACK_MARK = 0x8000
 
 
 def _by_family(items, parse):
@@ -69,8 +71,11 @@ def render(cluster_cidrs, masquerade=True, vxlan_port=None, peer_underlay_ips=()
     # same-node path where br_netfilter is loaded: skip it. So too the VXLAN underlay.
     lines.append("\tchain prerouting {")
     lines.append("\t\ttype filter hook prerouting priority raw; policy accept;")
+    # Except replies from a Service's endpoints, which the services table (ip flatnet-svc,
+    # services_nft.py) marks with TRACK_MARK first: conntrack must see them to undo the DNAT.
     for v in families:
-        lines.append(f"\t\t{IP_KW[v]} saddr @cluster{v} {IP_KW[v]} daddr @cluster{v} notrack")
+        lines.append(f"\t\t{IP_KW[v]} saddr @cluster{v} {IP_KW[v]} daddr @cluster{v} "
+                     f"meta mark & {TRACK_MARK:#x} == 0 notrack")
     if vxlan_port is not None:
         lines.append(f"\t\tudp dport {int(vxlan_port)} notrack")
     lines.append("\t}")

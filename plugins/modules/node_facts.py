@@ -14,7 +14,7 @@ description:
   - Finds the node's underlay, the interface and address that carry traffic between nodes,
     the interface holding O(underlay_ip) when given, else O(underlay_interface) when given,
     else the interface of the default route (IPv4 first, then IPv6).
-  - Reads what earlier runs recorded under C(/var/lib/flatnet) (pod CIDRs and pod addresses),
+  - Reads what earlier runs recorded under C(/var/lib/flatnet) (pod CIDRs, pod addresses, service allocations),
     so that the plan keeps them stable.
   - Reports kernel capabilities (VXLAN, nftables, IPv6). Changes nothing.
 author: flatnet maintainers (@flatnet)
@@ -167,6 +167,10 @@ def read_recorded(state_dir):
     }
     if pod_ips:
         recorded["pods"] = pod_ips
+    # ClusterIPs and node ports the services module recorded, so they stay stable.
+    services = state_file.load(os.path.join(state_dir, "services.json")).get("allocations")
+    if isinstance(services, dict) and services:
+        recorded["services"] = services
     return recorded
 
 

@@ -44,7 +44,8 @@ options:
         C(flatnet_node) - C(ip) is required, C(network), C(prefix), C(mtu), C(interface) are used when present);
         C(recorded) (the C(recorded) dictionary from C(flatnet_node): C(pod_cidrs) and C(pods));
         C(pod_cidr) (V(null), a CIDR, or a list of one CIDR per family: a pinned block);
-        C(pods) (a list of pod names or C({name, ip, command}) mappings, no other key; C(ip) is V(null), an address,
+        C(pods) (a list of pod names or C({name, ip, command, labels}) mappings, no other key; C(labels) is a
+        mapping of label names to string values, matched by service selectors; C(ip) is V(null), an address,
         or a list of one address per family; C(command) is V(null), a non-empty list of strings, integers
         being turned into strings, or a string that splits like a shell command line, kept as it is);
         C(pods_per_node) (also make this many pods named C(<node>-pod-<i>); default O(pods_per_node));
@@ -133,6 +134,24 @@ options:
     type: int
     default: 0
     version_added: 0.2.0
+  cni:
+    description:
+      - Split every node block between the collection's pods (bottom) and containers attached
+        through CNI (the top O(cni_range) share, host-local IPAM); adds C(nodes.NODE.cni) to the plan.
+      - "A node request may carry C(cni_containers) (a mapping of address to container ID, what the
+        node's host-local holds for live containers); a plan that would move those addresses out of
+        the CNI range (a new node block, a smaller share, CNI off) is refused."
+    type: bool
+    default: false
+    version_added: 0.2.0
+  cni_range:
+    description:
+      - The share of each node block for CNI containers, V(1/N) with N a power of two from 2 to
+        1024 (the top 1/N, an aligned sub-block). Pinned pod addresses in it are refused; pods
+        that already have addresses in it keep them and are cut out of host-local's ranges.
+    type: str
+    default: 1/2
+    version_added: 0.2.0
   cluster_name:
     description:
       - The cluster's name, only checked here (it is part of the default O(plan_file) name); 1-63
@@ -157,6 +176,38 @@ options:
         Cached nodes outside this list are dropped. The nodes of O(nodes) always count as in the inventory.
     type: list
     elements: str
+  services:
+    description:
+      - "The cluster's services (C(flatnet_services)), each C({name, namespace, selector, ports, type,
+        cluster_ip, session_affinity, session_affinity_timeout, external_traffic_policy}); C(ports) is a
+        list of C({name, port, target_port, protocol, node_port}). See C(docs/services.md)."
+      - Checked before anything is planned (duplicate names, pins outside the range or taken, ports,
+        protocols, node ports, unknown keys). Each service gets a ClusterIP from the IPv4 O(service_cidr)
+        (the 10th address is kept for the cluster DNS) and each port of a C(NodePort) service a node port
+        from O(node_port_range); both stay stable (pins, then the nodes' records, then the cached plan).
+      - Endpoints are the pods, on any node, whose C(labels) hold every label of the C(selector).
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.2.0
+  node_port_range:
+    description: The range node ports are taken from, V(LOW-HIGH).
+    type: str
+    default: 30000-32767
+    version_added: 0.2.0
+  dns_replicas:
+    description:
+      - Number of cluster DNS pods (C(flatnet-dns-<i>), labels C(k8s-app=kube-dns)), spread over the nodes in
+        turn, running dnsmasq behind the service C(kube-system/kube-dns) at the 10th address of O(service_cidr).
+        V(0) turns the cluster DNS off.
+    type: int
+    default: 0
+    version_added: 0.2.0
+  cluster_domain:
+    description: The cluster's DNS domain; services answer as C(<service>.<namespace>.svc.<cluster_domain>).
+    type: str
+    default: cluster.local
+    version_added: 0.2.0
 attributes:
   action:
     description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
@@ -228,8 +279,13 @@ ansible_facts:
         - "Keys: C(cluster_cidrs) (one per family, IPv4 first), C(service_cidr), C(backend), C(mtu),
           C(masquerade), C(vxlan) ({vni, port, device}) and C(nodes): per node C(pod_cidrs),
           C(gateways) (bridge addresses with prefix), C(vtep_ips), C(vtep_mac), C(underlay), C(bridge),
-          C(pods) (sorted by name: C({name, ips, command})) and C(peers) (every other node, sorted:
-          C({name, mode, underlay_ip, pod_cidrs, vtep_ips, vtep_mac}), C(mode) is C(direct) or C(vxlan))."
+          C(pods) (sorted by name: C({name, ips, command}) and C(labels) when the pod has any);
+          each node's peers are not stored but derived with the P(flatnet.cluster.peers_of#filter) filter;
+          C(services) (sorted by namespace and name, each with its C(cluster_ip), C(ports) with C(node_port),
+          C(endpoints) C({pod, node, ip})), C(service_node_port_range) ([low, high]), C(dns_ip) (the 10th address of the
+          service range) and C(dns) (C({ip, domain, pods}); C(ip) is V(null) when the cluster DNS is off);
+          with O(cni) each node has C(cni) ({network, range_cidrs, ranges, pod_addresses_in_range}), and
+          C(cni) at the top is {enabled, range, network}."
       type: dict
       returned: success
       sample:
@@ -249,9 +305,6 @@ ansible_facts:
             bridge: cni0
             pods:
               - {name: node1-pod-1, ips: [10.244.0.2/24], command: null}
-            peers:
-              - {name: node2, mode: direct, underlay_ip: 192.168.50.12, pod_cidrs: [10.244.1.0/24],
-                 vtep_ips: [10.244.1.0], vtep_mac: "0e:b4:f2:fb:1e:23"}
 plan_file:
   description: The cached plan's path (V(null) when caching is off).
   returned: success

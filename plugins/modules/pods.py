@@ -77,6 +77,10 @@ options:
             daemon) leaves the tree and cannot be tracked; run it in the foreground.
           - Its output goes to C(<state_dir>/logs/<name>.log).
         type: raw
+      labels:
+        description: The pod's labels from the plan; services select pods by them. Not used here.
+        type: dict
+        version_added: 0.2.0
   prune:
     description:
       - Remove recorded pods that are not in O(pods).
@@ -303,7 +307,7 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
     # The gateway's entry needs the fixed MAC that flatnet.cluster.node gives the bridge: a
     # bridge left to itself takes its lowest port's MAC, which moves as pods come and go.
     br_mac = bridge_mac(bridge, gateways.values())
-    if bridge in links and links[bridge].get("address") != br_mac:
+    if br_mac is not None and bridge in links and links[bridge].get("address") != br_mac:
         steps["warnings"].append(
             f"bridge {bridge} has MAC {links[bridge].get('address')}, not the fixed {br_mac} that "
             f"flatnet.cluster.node gives it, so the pods resolve their gateway by ARP/ND; "
@@ -787,6 +791,7 @@ def main():
                 name=dict(type="str", required=True),
                 ips=dict(type="list", elements="str", default=[]),
                 command=dict(type="raw"),
+                labels=dict(type="dict"),
             )),
             prune=dict(type="bool", default=True),
             state=dict(type="str", choices=["present", "absent"], default="present"),

@@ -14,7 +14,8 @@ description:
     matrix by source node and destination node, counts per check, and for every failure the
     pair, the protocol, what was seen, the likely cause and the commands to inspect it.
   - The report text is returned in RV(report_text) (and as C(msg)); it can also be written as
-    JSON (O(json_path)) and JUnit XML (O(junit_path)) on the controller.
+    JSON (O(json_path)), JUnit XML (O(junit_path)) and a self-contained HTML page
+    (O(html_path)) on the controller.
   - The task fails when any check listed in O(required_checks) failed, or when there is no
     result at all, unless O(fail_on_error=false).
   - See C(docs/verification.md) in the collection for what each check means.
@@ -49,7 +50,7 @@ options:
       - By default every check is required.
     type: list
     elements: str
-    choices: [pod-pod, node-pod-local, node-pod-remote, mtu, egress, identity]
+    choices: [pod-pod, node-pod-local, node-pod-remote, mtu, egress, identity, service]
   plan:
     description:
       - The C(flatnet_plan) fact. Optional; with it the diagnosis knows which peers use host-gw
@@ -65,6 +66,18 @@ options:
   junit_path:
     description: Controller path of a JUnit XML report (one test suite per check).
     type: path
+  html_path:
+    description:
+      - Controller path of a self-contained HTML report - the run's figures, the node by node
+        matrix as a coloured grid, and every failed pair with its error, the likely cause and the
+        commands to inspect it. No script and no external asset, so it opens offline.
+    type: path
+    version_added: 0.2.0
+  title:
+    description: Title of the HTML report.
+    type: str
+    default: flatnet verification
+    version_added: 0.2.0
   fail_on_error:
     description: Fail the task when a required check failed.
     type: bool

@@ -22,6 +22,7 @@ import socket
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import cni as _cni
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import (
     derived_mac,
     is_pod_name,
@@ -52,7 +53,7 @@ MAX_MTU = 65535
 MAX_V6_PREFIX_DELTA = 16
 DEFAULT_BRIDGE = "cni0"
 # The keys a pod entry may have; anything else is a typo and is refused by name.
-POD_KEYS = ("name", "ip", "command")
+POD_KEYS = ("name", "ip", "command", "labels")
 # The cluster name ends up in the plan file's name; the group is used as a host pattern.
 CLUSTER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 GROUP_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}\Z")
@@ -511,9 +512,15 @@ def _assign_pod_ips(
     pins: Mapping,
     claims: list[tuple[str, Mapping]],
     v: Mapping = PLAIN_NAMES,
+    ceilings: Mapping | None = None,
 ) -> dict[str, list[str]]:
-    """Give each pod one address per node block. ``claims``: [(source, {pod: ips})], soft."""
+    """Give each pod one address per node block. ``claims``: [(source, {pod: ips})], soft.
+
+    ``ceilings`` ({family: (last address for new pods, why)}) keeps new and pinned pods below
+    the CNI share (see plugin_utils/cni.py); addresses pods already have are kept.
+    """
     by_family = {b.version: b for b in blocks}
+    ceilings = ceilings or {}
     for block in blocks:
         usable = usable_pod_count(block)
         if len(pods) > usable:
@@ -571,6 +578,11 @@ def _assign_pod_ips(
                     f"{what} {ip} is {role} of {block}; pin an address from "
                     f"{IPAddress(block.first + 2, fam)} upward"
                 )
+            if fam in ceilings and int(ip) > ceilings[fam][0]:
+                raise PlanError(
+                    f"{what} {ip} is in {ceilings[fam][1]}; pin an address from "
+                    f"{IPAddress(block.first + 2, fam)} to {IPAddress(ceilings[fam][0], fam)}"
+                )
             if int(ip) in taken[fam]:
                 raise PlanError(
                     f"{what} {ip} is already pinned for pod {taken[fam][int(ip)]}; give each pod its own address"
@@ -613,6 +625,13 @@ def _assign_pod_ips(
                 continue
             while candidate in taken[fam]:
                 candidate += 1
+            if fam in ceilings and candidate > ceilings[fam][0]:
+                room = ceilings[fam][0] - block.first - 1
+                raise PlanError(
+                    f"{node} has {len(pods)} pods but its block {block} holds only {room} pod addresses "
+                    f"below {ceilings[fam][1]}, and none is left for pod {pod}; run fewer pods, give "
+                    "CNI containers a smaller share (flatnet_cni_range 1/4, 1/8, ...) or use a larger node block"
+                )
             taken[fam][candidate] = pod
             result[pod][fam] = candidate
             candidate += 1
@@ -808,6 +827,7 @@ def _pod_entries(node: str, request: Mapping, default_per_node, v: Mapping = ROL
             "name": name,
             "ip": entry.get("ip"),
             "command": check_command(node, name, entry.get("command"), v),
+            "labels": entry.get("labels"),
             "_from": v["pods"],
         })
     per_node = request.get("pods_per_node", default_per_node)
@@ -1023,6 +1043,8 @@ def build_plan(
     cached=None,
     bridge: str = DEFAULT_BRIDGE,
     pods_per_node=0,
+    cni=False,
+    cni_range=None,
 ) -> dict:
     """Build ``flatnet_plan`` (see docs/design.md) for the nodes of this play.
 
@@ -1030,7 +1052,8 @@ def build_plan(
     firewall}}; ``cached``: an earlier plan (or None); ``inventory_nodes``: every node of the
     cluster, in or out of this play. ``bridge`` and ``pods_per_node`` apply to nodes whose
     request has no value of its own. Every input is checked first; messages name the role
-    variables (``flatnet_*``) that feed each one.
+    variables (``flatnet_*``) that feed each one. ``cni`` splits each node block between the
+    collection's pods and CNI containers (``cni_range``: the share, "1/N"; plugin_utils/cni.py).
     """
     require_netaddr()
     # The plan allocates hundreds of thousands of small objects and makes no cycles: the
@@ -1039,15 +1062,22 @@ def build_plan(
     gc.disable()
     try:
         return _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, reserved_cidrs,
-                           backend, mtu, vxlan, masquerade, inventory_nodes, cached, bridge, pods_per_node)
+                           backend, mtu, vxlan, masquerade, inventory_nodes, cached, bridge, pods_per_node,
+                           cni, cni_range)
     finally:
         if collecting:
             gc.enable()
 
 
 def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, reserved_cidrs,
-                backend, mtu, vxlan, masquerade, inventory_nodes, cached, bridge, pods_per_node) -> dict:
+                backend, mtu, vxlan, masquerade, inventory_nodes, cached, bridge, pods_per_node,
+                cni=False, cni_range=None) -> dict:
     v = ROLE_VARS
+    cni = check_bool(cni, _cni.ENABLE_VAR)
+    try:
+        cni_denom = _cni.parse_share(_cni.DEFAULT_SHARE if cni_range is None else cni_range)
+    except _cni.CNIPlanError as exc:
+        raise PlanError(str(exc)) from None
     vxlan_out = _check_backend(backend, vxlan, v)
     masquerade = check_bool(masquerade, v["masquerade"])
     given_mtu = None if mtu is None else _integer(mtu, v["mtu"], 1, MAX_MTU, "an MTU", example=1450)
@@ -1155,6 +1185,17 @@ def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, 
                 for p in (cached_nodes.get(name, {}).get("pods") or [])
                 if isinstance(p, Mapping) and "name" in p
             }
+            containers = _cni.container_ips(request.get("cni_containers"), name)
+            splits = None
+            try:
+                if cni:
+                    splits = {b.version: _cni.split_block(b, cni_denom, name) for b in node_blocks}
+            except _cni.CNIPlanError as exc:
+                raise PlanError(str(exc)) from None
+            ceilings = {
+                fam: (sp["pod_last"], f"the CNI range {sp['cni_cidr']} ({_cni.SHARE_VAR} 1/{cni_denom})")
+                for fam, sp in (splits or {}).items()
+            }
             ips = _assign_pod_ips(
                 name,
                 node_blocks,
@@ -1162,9 +1203,16 @@ def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, 
                 {p["name"]: p.get("ip") for p in pod_reqs if p.get("ip")},
                 [("recorded", recorded_pods), ("cached", cached_pods)],
                 v,
+                ceilings,
             )
             commands = {p["name"]: p.get("command") for p in pod_reqs}
+            labels = {p["name"]: p.get("labels") for p in pod_reqs}
             pods_out = [{"name": p, "ips": ips[p], "command": commands[p]} for p in sorted(ips)]
+            for pod in pods_out:  # services select pods by label (plugin_utils/services.py)
+                if isinstance(labels.get(pod["name"]), Mapping) and labels[pod["name"]]:
+                    pod["labels"] = {str(k): str(val) for k, val in labels[pod["name"]].items()}
+            cni_out = _node_cni(name, node_blocks, splits, ips, containers,
+                                recorded_blocks=(request.get("recorded") or {}).get("pod_cidrs"))
         else:
             pods_out = [dict(p) for p in (cached_nodes[name].get("pods") or []) if isinstance(p, Mapping)]
         underlay = {k: val for k, val in underlays[name].items() if not k.startswith("_")}
@@ -1176,6 +1224,10 @@ def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, 
             "underlay": underlay,
             "pods": pods_out,
         }
+        if name in nodes and cni_out is not None:
+            out_nodes[name]["cni"] = cni_out
+        elif name not in nodes and isinstance(cached_nodes[name].get("cni"), Mapping):
+            out_nodes[name]["cni"] = dict(cached_nodes[name]["cni"])
         if name in bridges:
             out_nodes[name]["bridge"] = bridges[name]
         elif isinstance(cached_nodes.get(name, {}).get("bridge"), str):
@@ -1246,7 +1298,7 @@ def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, 
                 )
 
     service_out = [str(s) for s in services]
-    return {
+    plan = {
         "cluster_cidrs": [str(c) for c in clusters],
         "service_cidr": service_out[0] if len(service_out) == 1 else service_out,
         "backend": backend,
@@ -1255,3 +1307,29 @@ def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, 
         "vxlan": vxlan_out,
         "nodes": out_nodes,
     }
+    if cni:  # only then: plans without CNI keep their exact shape
+        plan["cni"] = {"enabled": True, "range": f"1/{cni_denom}", "network": _cni.NETWORK_NAME}
+    return plan
+
+
+def _node_cni(name, node_blocks, splits, ips, containers, recorded_blocks=None):
+    """The node's CNI plan entry (None when CNI is off), refusing to take containers' addresses."""
+    planned_blocks = [str(b) for b in node_blocks]
+    moved = bool(recorded_blocks) and list(recorded_blocks) != planned_blocks
+    why = (f"moving {name} from {', '.join(map(str, recorded_blocks))} to {', '.join(planned_blocks)}" if moved
+           else f"{_cni.ENABLE_VAR}: false" if splits is None else f"this {_cni.SHARE_VAR}")
+    try:
+        _cni.check_containers(name, node_blocks, splits, containers, why)
+        planned = {ip.split("/")[0]: pod for pod, addrs in ips.items() for ip in addrs}
+        for ip, owner in sorted(containers.items()):
+            if ip in planned:
+                raise _cni.CNIPlanError(
+                    f"{name}: pod {planned[ip]} would get {ip}, which container {owner[:12]} holds; "
+                    "pin the pod to another address or remove that container first"
+                )
+        if splits is None:
+            return None
+        return _cni.cni_plan(name, node_blocks, splits, [a for addrs in ips.values() for a in addrs],
+                             [gateway(b) for b in node_blocks])
+    except _cni.CNIPlanError as exc:
+        raise PlanError(str(exc)) from None

@@ -17,7 +17,9 @@ import xml.etree.ElementTree as ET
 
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError, peers_of
 
-CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity"]
+CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity", "service"]
+# Containers attached through CNI (plugins/filter/cni_label_results.py names their checks).
+CHECKS += ["pod-container", "container-container", "node-container-local", "node-container-remote", "cni-check"]
 FIELDS = ["check", "proto", "src_node", "src", "src_ip", "dst_node", "dst", "dst_ip",
           "ok", "reason", "seen", "expected", "error"]
 

@@ -45,7 +45,12 @@ def test_plan_fact_matches_build_plan(tmp_path):
     result = run_action({"nodes": NODES, "backend": "auto"})
     assert result["changed"] is False
     assert not result.get("failed")
-    assert result["ansible_facts"]["flatnet_plan"] == build_plan(NODES, backend="auto")
+    got = dict(result["ansible_facts"]["flatnet_plan"])
+    # The services part (plugin_utils/services.py) comes on top of build_plan's.
+    assert (got.pop("services"), got.pop("service_node_port_range"), got.pop("dns_ip")) == (
+        [], [30000, 32767], "10.96.0.10")
+    assert got.pop("dns") == {"ip": None, "domain": "cluster.local", "pods": []}
+    assert got == build_plan(NODES, backend="auto")
     assert result["ansible_facts"]["flatnet_plan"]["nodes"]["node1"]["pods"][0] == {
         "name": "web", "ips": ["10.244.0.2/24"], "command": ["sleep", "60"]}
 
@@ -187,3 +192,23 @@ def test_vxlan_suboptions_and_range():
     assert plan["vxlan"] == {"vni": 42, "port": 8472, "device": "flatnet.1"}
     result = run_action({"nodes": NODES, "vxlan": {"port": 0}})
     assert result["failed"] is True and "flatnet_vxlan_port 0 is out of range" in result["msg"]
+
+
+def test_a_bad_service_fails_the_plan_and_writes_nothing(tmp_path):
+    plan_file = tmp_path / "plan.json"
+    result = run_action({"nodes": NODES, "plan_file": str(plan_file),
+                         "services": [{"name": "web", "ports": [{"port": 80, "protocol": "icmp"}]}]})
+    assert result["failed"] and "protocol 'icmp' is not supported" in result["msg"]
+    assert not plan_file.exists()
+
+
+def test_service_allocations_are_cached_in_the_plan_file(tmp_path):
+    plan_file = tmp_path / "plan.json"
+    services = [{"name": "web", "type": "NodePort", "ports": [{"port": 80}]}]
+    first = run_action({"nodes": NODES, "plan_file": str(plan_file), "services": services})
+    assert json.loads(plan_file.read_text())["services"][0]["cluster_ip"] == "10.96.0.1"
+    services = [{"name": "aaa", "ports": [{"port": 80}]}] + services
+    second = run_action({"nodes": NODES, "plan_file": str(plan_file), "services": services})
+    got = {s["name"]: s for s in second["ansible_facts"]["flatnet_plan"]["services"]}
+    assert got["web"] == first["ansible_facts"]["flatnet_plan"]["services"][0]
+    assert got["aaa"]["cluster_ip"] == "10.96.0.2"

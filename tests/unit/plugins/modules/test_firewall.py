@@ -68,8 +68,8 @@ def test_render_full_definition():
 
 \tchain prerouting {
 \t\ttype filter hook prerouting priority raw; policy accept;
-\t\tip saddr @cluster4 ip daddr @cluster4 notrack
-\t\tip6 saddr @cluster6 ip6 daddr @cluster6 notrack
+\t\tip saddr @cluster4 ip daddr @cluster4 meta mark & 0x8000 == 0 notrack
+\t\tip6 saddr @cluster6 ip6 daddr @cluster6 meta mark & 0x8000 == 0 notrack
 \t\tudp dport 8472 notrack
 \t}
 

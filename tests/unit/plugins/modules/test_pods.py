@@ -386,6 +386,14 @@ def test_bridge_without_the_fixed_mac_means_arp_for_the_gateway_and_a_warning():
     assert steps["actions"] == [] and steps["pod"] == {}
 
 
+def test_removing_everything_does_not_warn_about_the_bridge_mac():
+    # state: absent passes no gateways, so there is no fixed MAC to compare with.
+    obs = observed_in_sync()
+    obs["links"]["cni0"]["address"] = "0a:00:00:00:00:01"
+    steps = m.plan({}, obs, RECORD, "cni0", 1450, {}, prune=True)
+    assert steps["warnings"] == []
+
+
 def test_only_our_stale_neighbour_entries_are_removed():
     obs = observed_in_sync()
     ours = {"lladdr": "0a:00:00:00:00:02", "state": ["PERMANENT"], "protocol": "157"}

@@ -1,0 +1,283 @@
+#!/usr/bin/python
+# SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: service_probe
+short_description: Check the cluster's Services from a node's pods and host network
+version_added: 0.2.0
+author: flatnet maintainers (@flatnet)
+description:
+  - Run by the C(flatnet.cluster.verify) role while the probe agents listen in every pod. Results
+    have the shape of M(flatnet.cluster.probe)'s, with the check C(service); C(proto) tells what
+    was checked.
+  - "C(tcp) (services with endpoints whose port targets the agent's O(http_port)): every request answers,
+    each endpoint sees the client's own address (the pod's, or the bridge address from the host
+    network), except hairpin (a pod reaching itself), which must be masqueraded."
+  - C(endpoints) (from the host network and the first pod of the node) sends 10 requests per endpoint
+    and wants every endpoint to answer at least once.
+  - C(affinity) (ClientIP services) wants one endpoint for 10 requests.
+  - C(reject) (services without endpoints, any port) wants a refusal in under one second.
+  - C(dns) (when O(dns) is set, from every pod but the DNS pods) resolves C(<svc>.<ns>.svc.<domain>)
+    and the short name (C(<svc>), C(default) namespace only) through the pod's own
+    C(/etc/netns/<pod>/resolv.conf), search list and C(ndots) applied, and wants the ClusterIP.
+  - Only pods get one request per service (linear in pods times services); the endpoint sweep runs
+    from two places per node.
+options:
+  node:
+    description: This node's name.
+    type: str
+    required: true
+  local_pods:
+    description: This node's pods (C(name), C(ips)).
+    type: list
+    elements: dict
+    default: []
+  services:
+    description: The plan's services.
+    type: list
+    elements: dict
+    default: []
+  host_source:
+    description: The address endpoints see for the node's host network (its bridge address).
+    type: str
+  http_port:
+    description: The probe agents' HTTP port; service ports that target it are checked end to end.
+    type: int
+    default: 8083
+  timeout:
+    description: Seconds per request.
+    type: float
+    default: 2.0
+  dns:
+    description: The cluster DNS (C({ip, domain, pods})); V(null) when it is off.
+    type: dict
+  netns_dir:
+    description: Where the pods' C(resolv.conf) live.
+    type: path
+    default: /etc/netns
+attributes:
+  check_mode:
+    support: full
+    description: Only reads; it runs in check mode too.
+  diff_mode:
+    support: none
+    description: Nothing to show.
+"""
+
+EXAMPLES = r"""
+- name: Check the services from this node
+  flatnet.cluster.service_probe:
+    node: "{{ inventory_hostname }}"
+    local_pods: "{{ flatnet_plan.nodes[inventory_hostname].pods }}"
+    services: "{{ flatnet_plan.services }}"
+    dns: "{{ flatnet_plan.dns }}"
+"""
+
+RETURN = r"""
+results:
+  description: One result per check, in the shape of M(flatnet.cluster.probe)'s results.
+  returned: always
+  type: list
+  elements: dict
+"""
+
+import json
+import os
+import random
+import socket
+import struct
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.flatnet.cluster.plugins.module_utils import netns
+
+SWEEP = 10  # requests per endpoint in the endpoint sweep
+
+
+def _get(ns, ip, port, timeout):
+    """(reply dict or None, error reason or None, seconds)."""
+    start = time.monotonic()
+    try:
+        with netns.in_netns(ns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect((ip, port))
+            sock.sendall(f"GET / HTTP/1.0\r\nHost: {ip}\r\nConnection: close\r\n\r\n".encode("ascii"))
+            chunks = []
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+        finally:
+            sock.close()
+        body = b"".join(chunks).partition(b"\r\n\r\n")[2]
+        return json.loads(body.decode("utf-8", "replace")), None, time.monotonic() - start
+    except socket.timeout:
+        return None, "timeout", time.monotonic() - start
+    except ConnectionRefusedError:
+        return None, "refused", time.monotonic() - start
+    except (OSError, ValueError) as exc:
+        return None, f"error: {exc}", time.monotonic() - start
+
+
+def _dns_query(ns, server, name, timeout):
+    """The A records of ``name`` from ``server`` (a list; [] for NXDOMAIN/NODATA)."""
+    qid = random.randint(0, 0xFFFF)
+    packet = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    packet += b"".join(bytes([len(p)]) + p.encode("ascii") for p in name.rstrip(".").split(".")) + b"\0"
+    packet += struct.pack(">HH", 1, 1)
+    with netns.in_netns(ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.settimeout(timeout)
+        sock.sendto(packet, (server, 53))
+        reply = sock.recv(4096)
+    finally:
+        sock.close()
+    answers = struct.unpack(">H", reply[6:8])[0]
+    pos = len(packet)
+    out = []
+    for _answer in range(answers):
+        while reply[pos] != 0 and reply[pos] < 0xC0:
+            pos += reply[pos] + 1
+        pos += 2 if reply[pos] >= 0xC0 else 1
+        rtype, _cls, _ttl, length = struct.unpack(">HHIH", reply[pos:pos + 10])
+        pos += 10
+        if rtype == 1 and length == 4:
+            out.append(socket.inet_ntoa(reply[pos:pos + 4]))
+        pos += length
+    return out
+
+
+def resolve(ns, conf_path, name, timeout):
+    """Resolve like the pod's glibc would: the pod's resolv.conf (nameserver, search, ndots)."""
+    servers, search, ndots = [], [], 1
+    with open(conf_path, encoding="utf-8") as f:
+        for line in f:
+            words = line.split()
+            if not words or words[0].startswith("#"):
+                continue
+            if words[0] == "nameserver" and len(words) > 1:
+                servers.append(words[1])
+            elif words[0] == "search":
+                search = words[1:]
+            elif words[0] == "options":
+                for opt in words[1:]:
+                    if opt.startswith("ndots:"):
+                        ndots = int(opt.split(":", 1)[1])
+    if not servers:
+        raise OSError(f"{conf_path} has no nameserver")
+    if name.count(".") < ndots:  # glibc: the search list first, then the name as it is
+        candidates = [f"{name}.{s}" for s in search] + [name]
+    else:
+        candidates = [name] + [f"{name}.{s}" for s in search]
+    for candidate in candidates:
+        got = _dns_query(ns, servers[0], candidate, timeout)
+        if got:
+            return got[0]
+    return None
+
+
+def result(node, src, src_ip, proto, dst, dst_ip, ok, reason="ok", seen=None, expected=None, error=None):
+    return {"check": "service", "proto": proto, "src_node": node, "src": src, "src_ip": src_ip,
+            "dst_node": None, "dst": dst, "dst_ip": dst_ip, "ok": bool(ok), "reason": reason if not ok else "ok",
+            "seen": seen, "expected": expected, "error": error}
+
+
+def check_service(p, svc, port, src, ns, src_ip, sweep):
+    """Results of one service port from one source (``ns`` None: the host network)."""
+    node, timeout = p["node"], p["timeout"]
+    label = f"{svc['namespace']}/{svc['name']}:{port['port']}"
+    cip = svc["cluster_ip"]
+    eps = {ep["ip"]: ep["pod"] for ep in svc.get("endpoints") or []}
+    if not eps:
+        reply, reason, seconds = _get(ns, cip, port["port"], 3.0)
+        ok = reason == "refused" and seconds < 1.0
+        return [result(node, src, src_ip, "reject", label, cip, ok, reason or "answered",
+                       seen=f"{reason or 'an answer'} after {seconds:.2f}s", expected="refused in < 1 s",
+                       error=None if ok else f"a service without endpoints must be refused at once ({reply})")]
+    if port["protocol"] != "tcp" or int(port["target_port"]) != p["http_port"]:
+        return []
+    out, seen, bad = [], set(), []
+    affinity = svc.get("session_affinity") == "ClientIP"
+    count = SWEEP * len(eps) if sweep else (SWEEP if affinity else 1)
+    for _request in range(count):
+        reply, reason, _seconds = _get(ns, cip, port["port"], timeout)
+        if reply is None:
+            bad.append(reason)
+            continue
+        seen.add(reply.get("name"))
+        hairpin = ns is not None and reply.get("name") == src
+        if hairpin and reply.get("client_ip") == src_ip:
+            bad.append(f"hairpin reply from {src} kept the client address (no masquerade)")
+        elif not hairpin and src_ip and reply.get("client_ip") != src_ip:
+            bad.append(f"{reply.get('name')} saw {reply.get('client_ip')}, not {src_ip}")
+    out.append(result(node, src, src_ip, "tcp", label, cip, not bad, "error" if bad else "ok",
+                      seen=sorted(x for x in seen if x), expected="answers with the client's address",
+                      error="; ".join(sorted(set(bad))[:3]) or None))
+    if affinity:
+        out.append(result(node, src, src_ip, "affinity", label, cip, len(seen) == 1, "error",
+                          seen=sorted(x for x in seen if x), expected="one endpoint (ClientIP affinity)"))
+    elif sweep:
+        missing = sorted(set(eps.values()) - seen)
+        out.append(result(node, src, src_ip, "endpoints", label, cip, not missing, "error",
+                          seen=sorted(x for x in seen if x), expected=sorted(eps.values()),
+                          error=f"never reached: {', '.join(missing)}" if missing else None))
+    return out
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            node=dict(type="str", required=True),
+            local_pods=dict(type="list", elements="dict", default=[]),
+            services=dict(type="list", elements="dict", default=[]),
+            host_source=dict(type="str"),
+            http_port=dict(type="int", default=8083),
+            timeout=dict(type="float", default=2.0),
+            dns=dict(type="dict"),
+            netns_dir=dict(type="path", default="/etc/netns"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    dns = p["dns"] or {}
+    dns_pods = set(dns.get("pods") or [])
+    sources = [(None, "host", p["host_source"], True)]
+    for index, pod in enumerate(sorted(p["local_pods"], key=lambda x: x["name"])):
+        v4 = [str(ip).split("/", maxsplit=1)[0] for ip in pod.get("ips") or [] if ":" not in str(ip)]
+        if v4:
+            sources.append((pod["name"], pod["name"], v4[0], index == 0))
+    results = []
+    for ns, src, src_ip, sweep in sources:
+        for svc in p["services"]:
+            for port in svc.get("ports") or []:
+                results.extend(check_service(p, svc, port, src, ns, src_ip, sweep))
+    if dns.get("ip"):
+        for ns, src, src_ip, _sweep in sources[1:]:
+            if ns in dns_pods:
+                continue
+            conf = os.path.join(p["netns_dir"], ns, "resolv.conf")
+            for svc in p["services"]:
+                names = [f"{svc['name']}.{svc['namespace']}.svc.{dns.get('domain') or 'cluster.local'}"]
+                if svc["namespace"] == "default":
+                    names.append(svc["name"])
+                for name in names:
+                    try:
+                        got = resolve(ns, conf, name, p["timeout"])
+                        error = None
+                    except (OSError, ValueError, IndexError, struct.error) as exc:
+                        got, error = None, str(exc)
+                    results.append(result(p["node"], src, src_ip, "dns", name, dns["ip"], got == svc["cluster_ip"],
+                                          "error", seen=got, expected=svc["cluster_ip"], error=error))
+    module.exit_json(changed=False, results=results)
+
+
+if __name__ == "__main__":
+    main()
