@@ -9,7 +9,7 @@ from unittest import mock
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
+from ansible_collections.flatnet.cluster.tests.unit.compat import patch_module_args
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import cni as C
 from ansible_collections.flatnet.cluster.plugins.modules import cni as cni_module

@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from ansible_collections.flatnet.cluster.tests.unit.compat import patch_module_args
 
 from ansible_collections.flatnet.cluster.plugins.modules import dns as dns_module
 

@@ -7,7 +7,7 @@ from unittest import mock
 
 import pytest
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+from ansible_collections.flatnet.cluster.tests.unit.compat import patch_module_args
 
 from ansible_collections.flatnet.cluster.plugins.modules import services as services_module
 
