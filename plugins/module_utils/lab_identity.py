@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 
+from ansible_collections.flatnet.cluster.plugins.module_utils import procs
+
 RECORD = "identity.json"
 # The namespaces nsenter enters; each is compared as (st_dev, st_ino) of /proc/PID/ns/NS.
 NAMESPACES = ("net", "mnt", "uts", "pid")
@@ -33,18 +35,9 @@ def boot_id():
 
 
 def proc_stat(pid):
-    """(state, starttime) of a process from /proc/PID/stat (field 3 and 22), None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return None
-    # The command (field 2) may hold blanks and parentheses: split after its last ")".
-    fields = text[text.rfind(")") + 2:].split()
-    try:
-        return fields[0], int(fields[19])
-    except (IndexError, ValueError):
-        return None
+    """(state, starttime) of a process (proc(5) fields 3 and 22), None when it is gone."""
+    st = procs.stat(pid)
+    return None if st is None else (st["state"], st["start_time"])
 
 
 def ns_key(st):

@@ -251,6 +251,7 @@ import sys
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.flatnet.cluster.plugins.module_utils import procs
 from ansible_collections.flatnet.cluster.plugins.module_utils.probe_agent import agent_source
 from ansible_collections.flatnet.cluster.plugins.module_utils.workload import spawn
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
@@ -340,23 +341,14 @@ def node_link_name(node):
 
 
 # --- processes -------------------------------------------------------------------------
-def read_cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return None
+# The /proc readers are the ones workloads use (module_utils/procs.py).
+read_cmdline = procs.cmdline
 
 
 def read_stat(pid):
     """(state, ppid) of a process, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return None
-    fields = text[text.rfind(")") + 2:].split()
-    return fields[0], int(fields[1])
+    st = procs.stat(pid)
+    return None if st is None else (st["state"], st["ppid"])
 
 
 def is_running(pid):
