@@ -151,6 +151,20 @@ options:
     elements: str
     choices: [pod-pod, node-pod-local, node-pod-remote, mtu, egress, identity]
     default: [pod-pod, node-pod-local, node-pod-remote, mtu, egress, identity]
+  retries:
+    description:
+      - How many times a failed probe is run again (V(0) or V(1)), after every probe ran once.
+      - The retry's timeout is adapted to the load - max(O(timeout), O(retry_factor) times the
+        median duration of the probes that passed at the first attempt), at most 5 times
+        O(timeout). A probe that fails again is a failure; one that passes is reported with
+        C(retried=true) ("passed on retry").
+    type: int
+    default: 1
+    choices: [0, 1]
+  retry_factor:
+    description: Factor applied to the measured baseline (the median duration of the first passes).
+    type: float
+    default: 10.0
 attributes:
   check_mode:
     support: full
@@ -225,11 +239,30 @@ results:
     error:
       description: Error text, null when ok.
       type: str
+    seconds:
+      description: How long the (last) attempt took.
+      type: float
+    retried:
+      description: Whether the probe failed at its first attempt and was run again.
+      type: bool
+    first_reason:
+      description: The reason of the first attempt's failure (retried probes only).
+      type: str
+    first_error:
+      description: The error of the first attempt (retried probes only).
+      type: str
 summary:
-  description: Counts of passed and failed results.
+  description: Counts of passed and failed results, and of the passes on retry.
   returned: always
   type: dict
-  sample: {total: 12, failed: 0}
+  sample: {total: 12, failed: 0, retried: 1, passed_on_retry: 1}
+retry:
+  description:
+    - The retry round - C(baseline) (median seconds of the first passes, null when none passed),
+      C(timeout) (seconds each retried probe had), C(retried), C(passed_on_retry).
+  returned: always
+  type: dict
+  sample: {baseline: 0.004, timeout: 2.0, retried: 1, passed_on_retry: 1}
 neighbour_table_fulls:
   description:
     - How many new neighbour (ARP, ND) entries the kernel refused while the probes ran, because
@@ -248,6 +281,7 @@ import ipaddress
 import os
 import random
 import socket
+import statistics
 import time
 from contextlib import contextmanager
 
@@ -265,6 +299,7 @@ IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
 IPV6_PMTUDISC_DO = getattr(socket, "IPV6_PMTUDISC_DO", 2)
 IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
 HEADER = {4: 28, 6: 48}  # IP + UDP header bytes
+RETRY_CAP = 5  # a retry waits at most this many times the configured timeout
 
 
 class ProbeError(Exception):
@@ -581,6 +616,7 @@ def run_probe(probe, params, read_addrs=None):
     check, proto = probe["check"], probe["proto"]
     netns = None if probe["src"] == "host" else probe["src"]
     seen = expected = error = None
+    started = time.monotonic()
     try:
         if check == "pod-pod":
             expected = f"{probe['dst']} from {probe['src_ip']}"
@@ -639,7 +675,8 @@ def run_probe(probe, params, read_addrs=None):
         if seen is None:
             seen = err.reason
     result = {k: probe[k] for k in ("check", "proto", "src_node", "src", "src_ip", "dst_node", "dst", "dst_ip")}
-    result.update(ok=bool(ok), reason=reason, seen=seen, expected=expected, error=error)
+    result.update(ok=bool(ok), reason=reason, seen=seen, expected=expected, error=error,
+                  seconds=round(time.monotonic() - started, 4), retried=False)
     return result
 
 
@@ -666,13 +703,52 @@ def neighbour_table_fulls(ntables):
     return counts
 
 
-def run_probes(probes, params, read_addrs=None, workers=32):
+def _run_all(probes, params, read_addrs, workers):
     results = [None] * len(probes)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(run_probe, p, params, read_addrs): i for i, p in enumerate(probes)}
         for fut in concurrent.futures.as_completed(futures):
             results[futures[fut]] = fut.result()
     return results
+
+
+def baseline(results):
+    """Median seconds of the probes that passed (the load as the probes measured it), or None.
+    Identity checks read addresses, they cross no network: left out."""
+    times = [r["seconds"] for r in results
+             if r["ok"] and r["check"] != "identity" and isinstance(r.get("seconds"), (int, float))]
+    return statistics.median(times) if times else None
+
+
+def retry_timeout(timeout, base, factor=10.0):
+    """max(timeout, factor x baseline), at most RETRY_CAP x timeout; timeout without a baseline."""
+    if base is None:
+        return timeout
+    return round(min(max(timeout, factor * base), RETRY_CAP * timeout), 3)
+
+
+def run_probes(probes, params, read_addrs=None, workers=32, retries=0, retry_factor=10.0, before_retry=None):
+    """Run every probe; with ``retries`` (1), run the failed ones once more with a timeout adapted
+    to the measured baseline (``retry_timeout``). ``before_retry(failed_results)`` is called
+    between the two rounds (tests use it to change the network in between)."""
+    results = _run_all(probes, params, read_addrs, workers)
+    failed = [i for i, r in enumerate(results) if not r["ok"]]
+    base = baseline(results)
+    timeout = retry_timeout(params.get("timeout") or 2.0, base, retry_factor)
+    info = {"baseline": None if base is None else round(base, 4), "timeout": timeout,
+            "retried": 0, "passed_on_retry": 0}
+    if retries <= 0 or not failed:
+        return results, info
+    if before_retry is not None:
+        before_retry([results[i] for i in failed])
+    again = _run_all([probes[i] for i in failed], dict(params, timeout=timeout), read_addrs, workers)
+    for i, second in zip(failed, again):
+        first = results[i]
+        second.update(retried=True, first_reason=first["reason"], first_error=first["error"])
+        results[i] = second
+    info["retried"] = len(failed)
+    info["passed_on_retry"] = sum(1 for r in again if r["ok"])
+    return results, info
 
 
 def main():
@@ -697,6 +773,8 @@ def main():
             sample=dict(type="int"),
             seed=dict(type="str", default="flatnet"),
             checks=dict(type="list", elements="str", choices=CHECKS, default=list(CHECKS)),
+            retries=dict(type="int", default=1, choices=[0, 1]),
+            retry_factor=dict(type="float", default=10.0),
         ),
         supports_check_mode=True,
     )
@@ -727,10 +805,13 @@ def main():
             return {}
 
     fulls_before = table_fulls()
-    results = run_probes(probes, module.params, read_addrs, module.params["workers"])
+    results, retry = run_probes(probes, module.params, read_addrs, module.params["workers"],
+                                module.params["retries"], module.params["retry_factor"])
     fulls_after = table_fulls()
     failed = sum(1 for r in results if not r["ok"])
-    module.exit_json(changed=False, results=results, summary={"total": len(results), "failed": failed},
+    module.exit_json(changed=False, results=results, retry=retry,
+                     summary={"total": len(results), "failed": failed, "retried": retry["retried"],
+                              "passed_on_retry": retry["passed_on_retry"]},
                      neighbour_table_fulls={f"ipv{fam}": fulls_after[fam] - fulls_before[fam]
                                             for fam in sorted(fulls_after) if fam in fulls_before})
 

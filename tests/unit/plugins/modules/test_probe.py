@@ -168,7 +168,7 @@ def test_missing_namespace_is_a_result_not_a_crash():
     r = probe.run_probe(pr, {"timeout": 0.2})
     assert r["ok"] is False and r["reason"] == "error" and "no network namespace" in r["error"]
     assert set(r) == {"check", "proto", "src_node", "src", "src_ip", "dst_node", "dst", "dst_ip",
-                      "ok", "reason", "seen", "expected", "error"}
+                      "ok", "reason", "seen", "expected", "error", "seconds", "retried"}
 
 
 def test_neighbour_table_fulls_from_ntable():
@@ -181,3 +181,62 @@ def test_neighbour_table_fulls_from_ntable():
     ]
     assert probe.neighbour_table_fulls(ntables) == {4: 63790, 6: 2}
     assert probe.neighbour_table_fulls([]) == probe.neighbour_table_fulls(None) == {}
+
+
+# --- retry of failed pairs (issue #16 item 5) ---------------------------------------------
+
+def _res(ok, seconds, check="pod-pod"):
+    return {"check": check, "ok": ok, "seconds": seconds}
+
+
+def test_baseline_is_the_median_of_the_passes_only():
+    results = [_res(True, 0.01), _res(True, 0.03), _res(True, 0.02), _res(False, 2.0),
+               _res(True, 9.0, check="identity")]
+    assert probe.baseline(results) == 0.02
+    assert probe.baseline([_res(False, 2.0)]) is None
+
+
+@pytest.mark.parametrize("timeout,base,factor,want", [
+    (2.0, None, 10, 2.0),     # nothing passed: the configured timeout
+    (2.0, 0.01, 10, 2.0),     # a quiet machine: never shorter than the configured timeout
+    (2.0, 0.5, 10, 5.0),      # loaded: factor x baseline
+    (2.0, 3.0, 10, 10.0),     # capped at RETRY_CAP x timeout
+])
+def test_retry_timeout(timeout, base, factor, want):
+    assert probe.retry_timeout(timeout, base, factor) == want
+
+
+def _fake_runner(monkeypatch, outcomes):
+    """run_probe answering from ``outcomes[dst]`` (a list consumed per attempt); records timeouts."""
+    seen = []
+
+    def fake(p, params, _read=None):
+        seen.append((p["dst"], params["timeout"]))
+        ok = outcomes[p["dst"]].pop(0)
+        return dict(p, ok=ok, reason="ok" if ok else "timeout", error=None if ok else "timed out",
+                    seconds=0.5 if ok else params["timeout"], retried=False)
+    monkeypatch.setattr(probe, "run_probe", fake)
+    return seen
+
+
+def test_a_failed_pair_is_retried_once_with_the_adapted_timeout(monkeypatch):
+    seen = _fake_runner(monkeypatch, {"a": [True], "b": [False, True], "c": [False, False]})
+    probes = [dict(check="pod-pod", proto="http", dst=d) for d in "abc"]
+    hook = []
+    results, info = probe.run_probes(probes, {"timeout": 1.0}, workers=2, retries=1, retry_factor=4,
+                                     before_retry=lambda failed: hook.append(sorted(r["dst"] for r in failed)))
+    assert hook == [["b", "c"]]
+    assert sorted(seen) == [("a", 1.0), ("b", 1.0), ("b", 2.0), ("c", 1.0), ("c", 2.0)]
+    a, b, c = results
+    assert (a["ok"], a["retried"]) == (True, False)
+    assert (b["ok"], b["retried"], b["first_reason"]) == (True, True, "timeout")
+    assert (c["ok"], c["retried"]) == (False, True)  # failed twice: a failure
+    assert info == {"baseline": 0.5, "timeout": 2.0, "retried": 2, "passed_on_retry": 1}
+
+
+def test_no_retry_when_disabled_or_nothing_failed(monkeypatch):
+    seen = _fake_runner(monkeypatch, {"a": [True], "b": [False]})
+    probes = [dict(check="pod-pod", proto="http", dst=d) for d in "ab"]
+    results, info = probe.run_probes(probes, {"timeout": 1.0}, retries=0)
+    assert len(seen) == 2 and not results[1]["ok"] and not results[1]["retried"]
+    assert info["retried"] == 0

@@ -172,7 +172,8 @@ def test_full_run_in_parallel_threads(lab):
         return "UP" in link["flags"], addrs, link["mtu"]
 
     started = time.monotonic()
-    results = probe.run_probes(probe.plan_probes(p), p, read_addrs, workers=8)
+    results, retry = probe.run_probes(probe.plan_probes(p), p, read_addrs, workers=8, retries=1)
+    assert retry["retried"] == 0 and retry["baseline"] is not None
     assert time.monotonic() - started < 5
     bad = [r for r in results if not r["ok"]]
     assert not bad, bad
@@ -191,3 +192,49 @@ def test_egress_compares_the_source_seen_outside(lab):
     r = probe.run_probe(dict(pr, want=["192.0.2.7"]), params())
     assert (r["ok"], r["reason"]) == (False, "wrong-source")
     assert "no masquerade" in r["error"]
+
+
+def _nft(ns, text):
+    subprocess.run([IP, "netns", "exec", ns, "nft", "-f", "-"], input=text, text=True, check=True,
+                   capture_output=True)
+
+
+@pytest.mark.skipif(not shutil.which("nft"), reason="needs nft")
+def test_retry_passes_once_the_drop_rule_is_gone_and_fails_twice_when_it_stays(lab):
+    """A drop rule in the target pod makes the first attempt time out; it is removed between the
+    attempts: the pair passes on retry. Left in place, the pair fails twice: a failure."""
+    table = f"{lab['tag']}retry"
+    p = params(node="n1", timeout=0.5,
+               local_pods=[{"name": lab["b"], "ips": [f"{lab['v4b']}/24"]}],
+               targets=[{"node": "n2", "pod": lab["a"], "ip": lab["v4a"]}], checks=["pod-pod"])
+    probes = probe.plan_probes(p)
+    rules = (f"table inet {table} {{\n chain block {{\n type filter hook input priority 0;\n"
+             f" ip saddr {lab['v4b']} tcp dport {HTTP} drop\n }}\n}}\n")
+    removed = []
+
+    def unblock(failed):
+        removed.append([r["proto"] for r in failed])
+        _nft(lab["a"], f"delete table inet {table}\n")
+
+    _nft(lab["a"], rules)
+    try:
+        results, retry = probe.run_probes(probes, p, workers=4, retries=1, before_retry=unblock)
+        assert removed == [["http"]]  # only the blocked pair was retried
+        http = next(r for r in results if r["proto"] == "http")
+        udp = next(r for r in results if r["proto"] == "udp")
+        assert (http["ok"], http["retried"], http["first_reason"]) == (True, True, "timeout")
+        assert (udp["ok"], udp["retried"]) == (True, False)
+        assert retry["retried"] == 1 and retry["passed_on_retry"] == 1
+        assert retry["timeout"] >= 0.5 and retry["baseline"] is not None
+
+        _nft(lab["a"], rules)
+        results, retry = probe.run_probes(probes, p, workers=4, retries=1)
+        http = next(r for r in results if r["proto"] == "http")
+        assert (http["ok"], http["retried"], http["reason"], http["first_reason"]) == (False, True, "timeout", "timeout")
+        assert retry["passed_on_retry"] == 0
+
+        results, retry = probe.run_probes(probes, p, workers=4, retries=0)
+        http = next(r for r in results if r["proto"] == "http")
+        assert (http["ok"], http["retried"]) == (False, False) and retry["retried"] == 0
+    finally:
+        _nft(lab["a"], f"add table inet {table}\ndelete table inet {table}\n")
