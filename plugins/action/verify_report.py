@@ -94,6 +94,8 @@ class ActionModule(ActionBase):
             by_check=report["by_check"],
             matrix=report["matrix"],
             failures=report["failures"],
+            passed_on_retry=report["passed_on_retry"],
+            skipped=report["skipped"],
             nodes_without_results=missing,
             neighbour_overflow=report["neighbour_overflow"],
             report_text=text,

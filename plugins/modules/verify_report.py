@@ -122,10 +122,23 @@ ok:
   returned: always
   type: bool
 summary:
-  description: Counts over all results.
+  description:
+    - Counts over all results. C(passed_on_retry) counts the passes (included in C(passed)) of
+      pairs that failed at their first attempt; C(skipped) the checks that could not run (neither
+      passed nor failed, their reason is in the text report and in R(skipped,return-skipped)).
   returned: always
   type: dict
-  sample: {total: 96, passed: 95, failed: 1, failed_required: 1}
+  sample: {total: 96, passed: 95, failed: 1, failed_required: 1, passed_on_retry: 2, skipped: 0}
+passed_on_retry:
+  description: Every result that passed only when retried, with C(pair), C(first_reason) and C(first_error).
+  returned: always
+  type: list
+  elements: dict
+skipped:
+  description: Every result of a check that could not run, with C(pair); C(error) says why.
+  returned: always
+  type: list
+  elements: dict
 by_check:
   description: Counts per check, with whether the check is required.
   returned: always

@@ -43,6 +43,8 @@ code, pre { font-family: "DejaVu Sans Mono", monospace; font-size: .9em; }
 pre { background: #f6f6f6; padding: .4em .6em; margin: .3em 0; white-space: pre-wrap; }
 .muted { color: #777; }
 #checks tr.fail td { color: #d6202b; font-weight: bold; }
+.retry { border-left: 5px solid #e6a100; padding: .2em .8em; }
+tr.passed-on-retry td { background: #fff6d5; }
 """
 
 
@@ -106,6 +108,9 @@ def render(report, title="flatnet verification", plan=None):
     out.append(_figure("passed", s["passed"]))
     out.append(_figure("failed", s["failed"], s["failed"] > 0))
     out.append(_figure("failed, required", s["failed_required"], s["failed_required"] > 0))
+    out.append(_figure("passed on retry", s.get("passed_on_retry", 0)))
+    if s.get("skipped"):
+        out.append(_figure("skipped", s["skipped"], True))
     out.append(_figure("nodes", len(plan_nodes) or len(nodes)))
     out.append(_figure("pods", pod_count))
     out.append(_figure("node pairs failing", len(failed_pairs), bool(failed_pairs)))
@@ -128,11 +133,13 @@ def render(report, title="flatnet verification", plan=None):
                    f'there?): {e(", ".join(missing))}</p>')
 
     out.append("<h2>By check</h2>")
-    out.append('<table id="checks"><tr><th>check</th><th>passed</th><th>failed</th><th>total</th><th>required</th></tr>')
+    out.append('<table id="checks"><tr><th>check</th><th>passed</th><th>of them on retry</th><th>failed</th>'
+               '<th>skipped</th><th>total</th><th>required</th></tr>')
     for name, c in report["by_check"].items():
         note = "yes" if c["required"] else "no"
         cls = ' class="fail"' if c["failed"] else ""
-        out.append(f"<tr{cls}><td>{e(name)}</td><td>{e(c['passed'])}</td><td>{e(c['failed'])}</td>"
+        out.append(f"<tr{cls}><td>{e(name)}</td><td>{e(c['passed'])}</td><td>{e(c.get('passed_on_retry', 0))}</td>"
+                   f"<td>{e(c['failed'])}</td><td>{e(c.get('skipped', 0))}</td>"
                    f"<td>{e(c['total'])}</td><td class=\"muted\">{e(note)}</td></tr>")
     out.append("</table>")
 
@@ -174,6 +181,26 @@ def render(report, title="flatnet verification", plan=None):
                        f'<td>{e(f.get("expected"))}</td><td>{e(f.get("error"))}</td></tr>')
         out.append("</table></div>")
     out.append("</div>")
+    retried = report.get("passed_on_retry") or []
+    out.append(f'<h2>Passed on retry ({e(len(retried))})</h2>')
+    out.append('<p class="muted">Failed at the first attempt, passed when run once more with a timeout '
+               'adapted to the measured load: counted as passed, but a sign of load or of a flaky path.</p>')
+    if retried:
+        out.append('<table class="retry" id="retried"><tr><th>check</th><th>proto</th><th>pair</th>'
+                   '<th>first attempt</th></tr>')
+        for r in retried:
+            first = f"{r.get('first_reason')}: {r.get('first_error')}" if r.get("first_error") else r.get("first_reason")
+            out.append(f'<tr class="passed-on-retry"><td>{e(r["check"])}</td><td>{e(r["proto"])}</td>'
+                       f'<td>{e(r["pair"])}</td><td>{e(first)}</td></tr>')
+        out.append("</table>")
+    skipped = report.get("skipped") or []
+    if skipped:
+        out.append(f'<h2>Skipped ({e(len(skipped))})</h2>')
+        out.append('<table id="skipped"><tr><th>check</th><th>pair</th><th>why</th></tr>')
+        for r in skipped:
+            out.append(f'<tr class="skipped"><td>{e(r["check"])}</td><td>{e(r["pair"])}</td>'
+                       f'<td>{e(r.get("error"))}</td></tr>')
+        out.append("</table>")
     out.append('<p class="muted">Written by flatnet.cluster.verify_report; the JSON report '
                "(flatnet_verify_json) holds every result.</p>")
     out.append("</body></html>")

@@ -22,6 +22,9 @@ CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "iden
 CHECKS += ["pod-container", "container-container", "node-container-local", "node-container-remote", "cni-check"]
 FIELDS = ["check", "proto", "src_node", "src", "src_ip", "dst_node", "dst", "dst_ip",
           "ok", "reason", "seen", "expected", "error"]
+# Optional fields: a pair that failed once and passed when retried (probe's retry round), and a
+# check that could not run (``skipped``: its reason is in ``error``; neither passed nor failed).
+EXTRA_FIELDS = ["retried", "first_reason", "first_error", "skipped"]
 
 
 class ReportError(Exception):
@@ -64,7 +67,17 @@ def _normalise(r):
     out = {k: r.get(k) for k in FIELDS}
     out["ok"] = bool(r["ok"])
     out["reason"] = out["reason"] or ("ok" if out["ok"] else "error")
+    out["retried"] = bool(r.get("retried"))
+    out["skipped"] = bool(r.get("skipped"))
+    if out["skipped"]:
+        out["ok"], out["reason"] = True, "skipped"  # never a failure, never counted as passed
+    if out["retried"]:
+        out["first_reason"], out["first_error"] = r.get("first_reason"), r.get("first_error")
     return out
+
+
+def passed_on_retry(r):
+    return r["ok"] and r.get("retried") and not r.get("skipped")
 
 
 def pair_label(r):
@@ -221,11 +234,20 @@ def build(results, required_checks=None, plan=None, bridge="cni0", table_fulls=N
     by_check = {}
     matrix = {}
     failures = []
+    retried, skipped = [], []
     for r in results:
         c = by_check.setdefault(r["check"], {"total": 0, "passed": 0, "failed": 0,
-                                             "required": r["check"] in required})
+                                             "required": r["check"] in required,
+                                             "passed_on_retry": 0, "skipped": 0})
         c["total"] += 1
+        if r["skipped"]:
+            c["skipped"] += 1
+            skipped.append(dict(r, pair=pair_label(r)))
+            continue
         c["passed" if r["ok"] else "failed"] += 1
+        if passed_on_retry(r):
+            c["passed_on_retry"] += 1
+            retried.append(dict(r, pair=pair_label(r)))
         if r.get("dst_node"):
             cell = matrix.setdefault(r["src_node"], {}).setdefault(r["dst_node"], {"total": 0, "passed": 0})
             cell["total"] += 1
@@ -238,12 +260,15 @@ def build(results, required_checks=None, plan=None, bridge="cni0", table_fulls=N
     nodes = sorted(set(matrix) | {d for row in matrix.values() for d in row})
     return {
         "ok": failed_required == 0,
-        "summary": {"total": len(results), "passed": len(results) - len(failures), "failed": len(failures),
-                    "failed_required": failed_required},
+        "summary": {"total": len(results), "passed": len(results) - len(failures) - len(skipped),
+                    "failed": len(failures), "failed_required": failed_required,
+                    "passed_on_retry": len(retried), "skipped": len(skipped)},
         "by_check": {k: by_check[k] for k in sorted(by_check, key=_check_order)},
         "nodes": nodes,
         "matrix": matrix,
         "failures": failures,
+        "passed_on_retry": retried,
+        "skipped": skipped,
         "results": results,
         "neighbour_overflow": neighbour_overflow(table_fulls),
     }
@@ -258,7 +283,9 @@ def render_text(report, max_failures=50):
     s = report["summary"]
     optional = s["failed"] - s["failed_required"]
     lines = [f"flatnet verification: {'PASS' if report['ok'] else 'FAIL'} - {s['passed']}/{s['total']} checks "
-             f"passed, {s['failed']} failed" + (f" ({optional} of them in checks not required)" if optional else "")]
+             f"passed, {s['failed']} failed" + (f" ({optional} of them in checks not required)" if optional else "")
+             + (f", {s['passed_on_retry']} passed on retry" if s.get("passed_on_retry") else "")
+             + (f", {s['skipped']} skipped" if s.get("skipped") else "")]
     overflow = report.get("neighbour_overflow")
     if overflow:
         what = " and ".join(f"{n} new {fam.replace('ipv', 'IPv')} neighbour entries"
@@ -268,6 +295,10 @@ def render_text(report, max_failures=50):
     lines.append("by check:")
     for name, c in report["by_check"].items():
         flag = "" if c["required"] else " (not required)"
+        if c.get("passed_on_retry"):
+            flag += f" ({c['passed_on_retry']} on retry)"
+        if c.get("skipped"):
+            flag += f" ({c['skipped']} skipped)"
         lines.append(f"  {name:<16} {c['passed']:>5}/{c['total']:<5} passed{flag}")
     nodes = report["nodes"]
     if nodes:
@@ -310,6 +341,22 @@ def render_text(report, max_failures=50):
                 lines.append(f"    inspect:  {cmd}")
         if len(groups) > max_failures:
             lines.append(f"... and {len(groups) - max_failures} more groups of failures (see the JSON report)")
+    retried = report.get("passed_on_retry") or []
+    if retried:
+        lines.append("")
+        lines.append(f"passed on retry ({len(retried)}: failed at the first attempt, passed when run again "
+                     f"with a timeout adapted to the measured load; a sign of load or of a flaky path):")
+        for r in retried[:max_failures]:
+            lines.append(f"  {r['check']:<16} {r['proto']:<5} {r['pair']}: first {r.get('first_reason')}"
+                         + (f" ({r['first_error']})" if r.get("first_error") else ""))
+        if len(retried) > max_failures:
+            lines.append(f"  ... and {len(retried) - max_failures} more (see the JSON report)")
+    skipped = report.get("skipped") or []
+    if skipped:
+        lines.append("")
+        lines.append(f"skipped ({len(skipped)}: not run, neither passed nor failed):")
+        for r in skipped[:max_failures]:
+            lines.append(f"  {r['check']:<16} {r['proto'] or '-':<5} {r['pair']}: {r.get('error')}")
     return "\n".join(lines)
 
 
@@ -339,6 +386,15 @@ def to_junit(report, suite_prefix="flatnet"):
             suite = suites[r["check"]] = ET.SubElement(root, "testsuite", name=f"{suite_prefix}.{r['check']}")
         case = ET.SubElement(suite, "testcase", classname=f"{suite_prefix}.{r['check']}.{r['proto']}",
                              name=pair_label(r))
+        if r.get("skipped"):
+            ET.SubElement(case, "skipped", message=r.get("error") or "skipped")
+        elif passed_on_retry(r):
+            # JUnit has no "flaky" state: a property and the first error in system-out.
+            props = ET.SubElement(case, "properties")
+            ET.SubElement(props, "property", name="passed_on_retry", value="true")
+            ET.SubElement(props, "property", name="first_reason", value=str(r.get("first_reason")))
+            out = ET.SubElement(case, "system-out")
+            out.text = f"passed on retry; first attempt: {r.get('first_reason')}: {r.get('first_error') or ''}".strip()
         if not r["ok"]:
             f = next(failures)
             cause, commands = f["cause"], f["commands"]
@@ -350,4 +406,5 @@ def to_junit(report, suite_prefix="flatnet"):
         cases = list(suite)
         suite.set("tests", str(len(cases)))
         suite.set("failures", str(sum(1 for c in cases if c.find("failure") is not None)))
+        suite.set("skipped", str(sum(1 for c in cases if c.find("skipped") is not None)))
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -118,3 +118,23 @@ def test_the_page_is_self_contained():
 def test_a_clean_run_says_so():
     page = html_report.render(rpt.build([res("n1", "n2")]))
     assert 'id="no-failures"' in page and 'id="verdict">PASS' in page
+
+
+def test_passes_on_retry_and_skipped_checks_are_shown_apart():
+    results = [res("n1", "n2"), res("n1", "n2", proto="udp", retried=True, first_reason="timeout",
+                                    first_error=EVIL),
+               res("n1", None, check="service", proto="nodeport", ok=False, skipped=True,
+                   error="no place outside the cluster")]
+    page = html_report.render(rpt.build(results))
+    parsed = parse(page)
+    text = " ".join(parsed.text)
+    assert 'id="verdict">PASS' in page and "<script>" not in page
+    assert "Passed on retry (1)" in text and page.count('class="passed-on-retry"') == 1
+    assert "timeout: " + EVIL in "".join(parsed.text)
+    assert "Skipped (1)" in text and "no place outside the cluster" in text
+    assert "passed on retry" in text and parsed.failure_rows == 0
+
+
+def test_a_run_without_retries_shows_zero():
+    page = html_report.render(rpt.build([res("n1", "n2")]))
+    assert "Passed on retry (0)" in " ".join(parse(page).text) and 'id="skipped"' not in page

@@ -54,7 +54,8 @@ def test_all_passing_report():
     results = [res(), res(proto="udp"), res(dst_node="node1", dst="node1-pod-2", dst_ip="10.244.0.3")]
     report = rpt.build(results, plan=PLAN)
     assert report["ok"] is True
-    assert report["summary"] == {"total": 3, "passed": 3, "failed": 0, "failed_required": 0}
+    assert report["summary"] == {"total": 3, "passed": 3, "failed": 0, "failed_required": 0,
+                                 "passed_on_retry": 0, "skipped": 0}
     assert report["matrix"]["node1"]["node2"] == {"total": 2, "passed": 2}
     assert report["matrix"]["node1"]["node1"] == {"total": 1, "passed": 1}
     assert report["failures"] == []
@@ -214,3 +215,44 @@ def test_no_overflow_no_warning():
         report = rpt.build([res()], table_fulls=fulls)
         assert report["neighbour_overflow"] is None
         assert "WARNING" not in rpt.render_text(report)
+
+
+# --- passed on retry and skipped checks ------------------------------------------------------
+
+def test_a_pass_on_retry_is_counted_and_marked_everywhere():
+    results = [res(), res(proto="udp", retried=True, first_reason="timeout", first_error="timed out"),
+               res(src_node="node2", ok=False, retried=True, first_reason="timeout")]
+    report = rpt.build(results, plan=PLAN)
+    s = report["summary"]
+    assert (s["total"], s["passed"], s["failed"], s["passed_on_retry"]) == (3, 2, 1, 1)
+    assert report["by_check"]["pod-pod"]["passed_on_retry"] == 1
+    assert [r["proto"] for r in report["passed_on_retry"]] == ["udp"]  # failed twice: a failure, not here
+    assert report["ok"] is False and report["failures"][0]["src_node"] == "node2"
+    text = rpt.render_text(report)
+    assert "1 passed on retry" in text.splitlines()[0]
+    assert "(1 on retry)" in text
+    assert "passed on retry (1" in text and "first timeout (timed out)" in text
+    data = json.loads(rpt.to_json(report))
+    assert data["summary"]["passed_on_retry"] == 1
+    assert [r["retried"] for r in data["results"]] == [False, True, True]
+    root = ET.fromstring(rpt.to_junit(report))
+    marked = [c for c in root.iter("testcase")
+              if any(p.get("name") == "passed_on_retry" for p in c.iter("property"))]
+    assert len(marked) == 1 and marked[0].find("failure") is None
+    assert "first attempt: timeout" in marked[0].find("system-out").text
+
+
+def test_a_skipped_check_is_neither_passed_nor_failed():
+    results = [res(), res(check="service", proto="nodeport", src_node="node1", src="outside", dst_node=None,
+                          dst="nodeports", ok=False, skipped=True, error="no place outside the cluster")]
+    report = rpt.build(results, plan=PLAN)
+    s = report["summary"]
+    assert (s["total"], s["passed"], s["failed"], s["skipped"]) == (2, 1, 0, 1)
+    assert report["ok"] is True and report["failures"] == []
+    assert report["by_check"]["service"] == {"total": 1, "passed": 0, "failed": 0, "required": True,
+                                             "passed_on_retry": 0, "skipped": 1}
+    text = rpt.render_text(report)
+    assert "1 skipped" in text.splitlines()[0] and "no place outside the cluster" in text
+    root = ET.fromstring(rpt.to_junit(report))
+    suite = next(s for s in root.iter("testsuite") if s.get("name") == "flatnet.service")
+    assert suite.get("skipped") == "1" and suite.find("testcase/skipped") is not None
