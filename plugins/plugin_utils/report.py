@@ -20,6 +20,8 @@ from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanEr
 CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity", "service"]
 # Containers attached through CNI (plugins/filter/cni_label_results.py names their checks).
 CHECKS += ["pod-container", "container-container", "node-container-local", "node-container-remote", "cni-check"]
+# NodePort services from outside the cluster (service_probe mode=outside).
+CHECKS += ["nodeport"]
 FIELDS = ["check", "proto", "src_node", "src", "src_ip", "dst_node", "dst", "dst_ip",
           "ok", "reason", "seen", "expected", "error"]
 # Optional fields: a pair that failed once and passed when retried (probe's retry round), and a
@@ -122,6 +124,13 @@ def diagnose(r, plan=None, bridge="cni0"):
 
     def on(node, cmd):
         return f"on {node}: {cmd}"
+
+    if check == "nodeport":
+        return (f"node port {dst} of {dn} does not behave as its policy says seen from outside the cluster "
+                f"({src}): the service-nodeports map or the ext- chain of the service, the masquerade mark "
+                f"(policy Cluster), or the node's local endpoints (policy Local)",
+                [on(dn, "nft list table ip flatnet-svc"), on(dn, "conntrack -L -d " + str(dst_ip)),
+                 on(dn, f"ip route get {src_ip or '<the outside address>'}")])
 
     if reason == "bad-address":
         return (f"pod {src} on {sn} does not carry its planned addresses (or eth0 is down): it was changed "

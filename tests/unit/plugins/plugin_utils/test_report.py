@@ -256,3 +256,13 @@ def test_a_skipped_check_is_neither_passed_nor_failed():
     root = ET.fromstring(rpt.to_junit(report))
     suite = next(s for s in root.iter("testsuite") if s.get("name") == "flatnet.service")
     assert suite.get("skipped") == "1" and suite.find("testcase/skipped") is not None
+
+
+def test_a_failed_node_port_is_diagnosed_as_such():
+    r = res(check="nodeport", proto="tcp", src_node="outside", src="lab-out", src_ip="203.0.113.10",
+            dst_node="node2", dst="default/np:30083", dst_ip="192.168.50.12", ok=False, reason="error")
+    report = rpt.build([r], plan=PLAN)
+    cause, commands = report["failures"][0]["cause"], report["failures"][0]["commands"]
+    assert "node port default/np:30083 of node2" in cause
+    assert "on node2: nft list table ip flatnet-svc" in commands
+    assert report["matrix"]["outside"]["node2"] == {"total": 1, "passed": 0}
