@@ -219,24 +219,59 @@ class Kernel:
         return sorted((r.get("dst"), r.get("dev"), r.get("prefsrc")) for r in out or [])
 
 
-def plan_table(module, p, services, record, exists, live):
+class Input:
+    """The services, decoded from ``services_json`` only when needed: an unchanged rerun
+    compares the hash of the text and never decodes it. Not written back into module.params,
+    which exit_json echoes (and copies)."""
+
+    def __init__(self, module, p):
+        self.module, self.p, self._services = module, p, None
+
+    @property
+    def services(self):
+        if self._services is None:
+            self._services = self.p["services"] or []
+            if self.p["services_json"] is not None:
+                try:
+                    self._services = json.loads(self.p["services_json"])
+                except ValueError as exc:
+                    self.module.fail_json(msg=f"services_json is not JSON: {exc}")
+                if not isinstance(self._services, list) or not all(isinstance(s, dict) for s in self._services):
+                    self.module.fail_json(msg="services_json must be a JSON list of objects (the plan's services)")
+        return self._services
+
+    def empty(self):
+        if self.p["services_json"] is not None and self._services is None:
+            return self.p["services_json"].strip() in ("", "[]")
+        return not self.services
+
+    def digest(self):
+        # The JSON text is hashed as it came: decoding and re-encoding it costs more.
+        return nftables.digest({"layout": svc_nft.LAYOUT,
+                                "services": self.p["services_json"] if self.p["services_json"] is not None
+                                else self.services,
+                                "service_cidrs": self.p["service_cidrs"], "cluster_cidrs": self.p["cluster_cidrs"],
+                                "node": self.p["node"]})
+
+
+def plan_table(module, p, inp, record, parts_file, exists, live):
     """(action or None, nft script or None, record fields to keep, definition or None).
     Renders only when the input or the live table changed."""
-    # The JSON text is hashed as it came: decoding and re-encoding it costs more.
-    p_input = nftables.digest({"layout": svc_nft.LAYOUT, "services": p["services_json"] or services,
-                               "service_cidrs": p["service_cidrs"], "cluster_cidrs": p["cluster_cidrs"],
-                               "node": p["node"]})
+    p_input = inp.digest()
     same_live = exists and live is not None and record.get("live") == live
     if same_live and record.get("input") == p_input and record.get("layout") == svc_nft.LAYOUT:
         return None, None, {"input": p_input}, None
     try:
-        parts = svc_nft.plan(services, p["service_cidrs"], p["cluster_cidrs"], p["node"])
+        parts = svc_nft.plan(inp.services, p["service_cidrs"], p["cluster_cidrs"], p["node"])
     except (ValueError, KeyError, TypeError) as exc:
         module.fail_json(msg=f"invalid services input: {exc!r}")
     definition = svc_nft.definition(parts)
     keep = {"input": p_input, "static": nftables.digest(svc_nft.static_definition()),
             "parts": svc_nft.summary(parts), "stale": {"chains": [], "sets": []}}
-    old = record.get("parts")
+    # What was written last, for a partial write: a file of its own (services-parts.json), read
+    # only here, so that an unchanged rerun and node_facts do not decode 20,000 elements.
+    saved = flatnet_state.load_or_fail(module, parts_file) if same_live else {}
+    old = saved.get("parts") if saved.get("input") == record.get("input") else None
     if (same_live and old and record.get("layout") == svc_nft.LAYOUT and record.get("static") == keep["static"]):
         script, keep["stale"], counts = svc_nft.delta(old, parts, record.get("stale") or {})
         if not script:
@@ -271,20 +306,13 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    # Not written back into module.params: exit_json echoes (and copies) those.
-    services = p["services"]
-    if p["services_json"] is not None:
-        try:
-            services = json.loads(p["services_json"])
-        except ValueError as exc:
-            module.fail_json(msg=f"services_json is not JSON: {exc}")
-        if not isinstance(services, list) or not all(isinstance(s, dict) for s in services):
-            module.fail_json(msg="services_json must be a JSON list of objects (the plan's services)")
+    inp = Input(module, p)
     kernel = Kernel(module)
     have_nft = bool(kernel.runner.bin("nft", required=False))
     if not have_nft and p["state"] == "present":
         module.fail_json(msg="nft was not found: install the nftables package on the node (services need it)")
     state_file = os.path.join(p["state_dir"], "services.json")
+    parts_file = os.path.join(p["state_dir"], "services-parts.json")
     record = flatnet_state.load_or_fail(module, state_file)
     result = dict(changed=False, actions=[])
     # Without nft there is no table to remove (a cluster without services on a node without nftables).
@@ -307,6 +335,7 @@ def main():
             for dst, dev, _src in have_routes:
                 kernel.run("ip", ["route", "del", dst, "dev", dev, "proto", str(svc_nft.RT_PROTO)])
             flatnet_state.remove(state_file)
+            flatnet_state.remove(parts_file)
         result["changed"] = bool(result["actions"])
         if module._diff:
             result["diff"] = dict(before=before, after="")
@@ -315,11 +344,11 @@ def main():
     # The live table is listed only when the record says it should be what we wrote (drift
     # check, and the condition for writing only a delta).
     live = kernel.live_hash(chains, record.get("check") == "full") if exists and record.get("live") else None
-    action, script, keep, definition = plan_table(module, p, services, record, exists, live)
+    action, script, keep, definition = plan_table(module, p, inp, record, parts_file, exists, live)
     if action:
         result["actions"].append(action)
     if definition is None and module._diff:
-        definition = svc_nft.render(services, p["service_cidrs"], p["cluster_cidrs"], p["node"])
+        definition = svc_nft.render(inp.services, p["service_cidrs"], p["cluster_cidrs"], p["node"])
     if definition is not None:
         result["ruleset"] = definition
 
@@ -335,7 +364,7 @@ def main():
         if (dst, dev, _src) not in want_routes:
             result["actions"].append(f"delete route {dst} dev {dev}")
 
-    hairpin = kernel.ports_without_hairpin(p["bridge"]) if p["bridge"] and services else []
+    hairpin = kernel.ports_without_hairpin(p["bridge"]) if p["bridge"] and not inp.empty() else []
     for port in hairpin:
         result["actions"].append(f"set hairpin on {port}")
 
@@ -365,13 +394,19 @@ def main():
                 if (dst, dev, src) not in have_routes:
                     kernel.run("ip", ["route", "replace", dst, "dev", dev, "src", src,
                                       "proto", str(svc_nft.RT_PROTO)])
-        new_record = dict(record, layout=svc_nft.LAYOUT, allocations=allocations(services), **keep)
+        parts = keep.pop("parts", None)
+        new_record = dict(record, layout=svc_nft.LAYOUT, **keep)
         new_record.pop("desired", None)
+        new_record.pop("parts", None)
+        if parts is not None or "allocations" not in record:
+            new_record["allocations"] = allocations(inp.services)
         if script:
-            new_record["check"] = "full" if svc_nft.full_check(keep["parts"]) else "quick"
+            new_record["check"] = "full" if svc_nft.full_check(parts) else "quick"
             new_record["live"] = kernel.live_hash(kernel.chains(), new_record["check"] == "full")
         else:
             new_record["live"] = live
+        if parts is not None:
+            flatnet_state.save(parts_file, {"input": new_record["input"], "parts": parts})
         if new_record != record:
             flatnet_state.save(state_file, new_record)
     result["changed"] = bool(result["actions"])
