@@ -562,19 +562,19 @@ def _unchanged_pod_ips(blocks: list[IPNetwork], pods: list[str], claims: list[tu
         return None
     try:
         names = [p["name"] for p in cached]
-        texts = [p["ips"] for p in cached]
+        texts = [ips[0] for ips in [p["ips"] for p in cached] if type(ips) is list and len(ips) == 1]
     except (TypeError, KeyError):
         return None
-    if names != sorted(pods) or any(type(ips) is not list or len(ips) != 1 for ips in texts):
+    if len(texts) != len(names) or names != sorted(pods):
         return None
-    texts = [ips[0] for ips in texts]
     first = block.first
-    head = _address(first, 4).rsplit(".", 1)[0] + "."
+    head = f"{first >> 24}.{first >> 16 & 255}.{first >> 8 & 255}."
     tail = f"/{block.prefixlen}"
     size = len(head)
     last = [t[size:] for t in texts if type(t) is str and t.startswith(head)]
     if (len(last) != len(texts) or len(set(last)) != len(last)
-            or not _last_octets((first & 255) + 2, (block.last & 255) - 1, tail).issuperset(last)):
+            or not _last_octets((first & 255) + 2, (first & 255) + (1 << (32 - block.prefixlen)) - 2,
+                                tail).issuperset(last)):
         return None
     if recorded:  # records win over the cache: they must hold the same addresses
         if not isinstance(recorded, Mapping):
