@@ -29,7 +29,7 @@ options:
     description:
       - Return each peer as one peer line, C(NAME MODE UNDERLAY_IP POD_CIDRS VTEP_IPS VTEP_MAC)
         (lists joined with commas, V(-) for none), the compact form M(flatnet.cluster.peers)
-        takes: Ansible handles one string per peer much faster than a mapping of six keys.
+        takes. Ansible handles one string per peer much faster than a mapping of six keys.
     type: bool
     default: false
 seealso:

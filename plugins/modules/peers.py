@@ -139,7 +139,7 @@ actions:
 peers:
   description:
     - Per peer, its mode and the routes it should have.
-    - Only when something changed (or would change, in check mode) or with C(--diff): an unchanged
+    - Only when something changed (or would change, in check mode) or with C(--diff). An unchanged
       run on a node with a thousand peers returns the counts alone, since Ansible scans every value
       of a result.
   returned: with O(state=present), when something changed or in diff mode
