@@ -155,8 +155,8 @@ def test_a_hand_edited_block_of_a_node_outside_the_play_is_still_refused():
         ipam.build_plan({"node0": _nodes()["node0"]}, cached=edited, inventory_nodes=["node0", "node2"])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(prefix=st.integers(24, 29), pods=st.integers(0, 5), edits=st.lists(
     st.tuples(st.integers(0, 4), st.sampled_from(["swap", "drop", "dup", "offset", "noise"]), st.integers(0, 300)),
     max_size=4))
