@@ -39,7 +39,7 @@ def _net(text):
     """A route destination as a canonical network string (``ip -json`` prints /32 hosts bare)."""
     if text == "default":
         return None
-    if type(text) is str and ":" not in text:
+    if isinstance(text, str) and ":" not in text:
         addr, slash, plen = text.partition("/")
         value = _v4_int(addr)
         if value is not None:
@@ -53,7 +53,7 @@ def _net(text):
 
 
 def _addr(text):
-    if type(text) is str and _v4_int(text) is not None:
+    if isinstance(text, str) and _v4_int(text) is not None:
         return text
     return str(ipaddress.ip_address(text))
 

@@ -238,7 +238,7 @@ def _network(first: int, prefix: int, version: int) -> IPNetwork:
 def _canonical_block(text) -> IPNetwork | None:
     """``ADDRESS/PREFIX`` as a network when it is one exactly as the plan writes it (canonical
     address, decimal prefix, no host bits), else None (then parse_network judges it)."""
-    if type(text) is not str:
+    if not isinstance(text, str):
         return None
     addr, sep, plen = text.partition("/")
     if not sep or not (plen.isascii() and plen.isdigit()) or plen != str(int(plen)):
@@ -385,7 +385,7 @@ def _assign_blocks(
     for claim in claims:
         if claim.node not in blocks:
             continue
-        for raw in (claim.value if type(claim.value) is list else _as_list(claim.value)):
+        for raw in (claim.value if isinstance(claim.value, list) else _as_list(claim.value)):
             soft = claim.kind == "soft"
             # Recorded and cached blocks need no range check of their own: one outside the
             # (checked) cluster CIDR is refused below anyway. A canonical one (what the plan
@@ -558,11 +558,11 @@ def _unchanged_pod_ips(blocks: list[IPNetwork], pods: list[str], claims: list[tu
         return None
     block = blocks[0]
     (_recorded_source, recorded), (_cached_source, cached) = claims
-    if block.version != 4 or block.prefixlen < 24 or type(cached) is not list or len(cached) != len(pods):
+    if block.version != 4 or block.prefixlen < 24 or not isinstance(cached, list) or len(cached) != len(pods):
         return None
     try:
         names = [p["name"] for p in cached]
-        texts = [ips[0] for ips in [p["ips"] for p in cached] if type(ips) is list and len(ips) == 1]
+        texts = [ips[0] for ips in [p["ips"] for p in cached] if isinstance(ips, list) and len(ips) == 1]
     except (TypeError, KeyError):
         return None
     if len(texts) != len(names) or names != sorted(pods):
@@ -571,7 +571,7 @@ def _unchanged_pod_ips(blocks: list[IPNetwork], pods: list[str], claims: list[tu
     head = f"{first >> 24}.{first >> 16 & 255}.{first >> 8 & 255}."
     tail = f"/{block.prefixlen}"
     size = len(head)
-    last = [t[size:] for t in texts if type(t) is str and t.startswith(head)]
+    last = [t[size:] for t in texts if isinstance(t, str) and t.startswith(head)]
     if (len(last) != len(texts) or len(set(last)) != len(last)
             or not _last_octets((first & 255) + 2, (first & 255) + (1 << (32 - block.prefixlen)) - 2,
                                 tail).issuperset(last)):
@@ -692,8 +692,8 @@ def _assign_pod_ips(
     for source, mapping in claims:
         if not mapping or not missing:
             continue
-        if type(mapping) is list:  # the cached plan's pod entries, [{name, ips, ...}], as written
-            items = [(p["name"], p.get("ips")) for p in mapping if type(p) is dict and type(p.get("name")) is str]
+        if isinstance(mapping, list):  # the cached plan's pod entries, [{name, ips, ...}], as written
+            items = [(p["name"], p.get("ips")) for p in mapping if isinstance(p, dict) and isinstance(p.get("name"), str)]
             if any(items[i][0] > items[i + 1][0] for i in range(len(items) - 1)):
                 items.sort(key=lambda item: item[0])  # hand-edited: the sorted order decides, as below
         else:
@@ -702,8 +702,8 @@ def _assign_pod_ips(
             chosen = result.get(pod)
             if chosen is None:
                 continue
-            for raw in (values if type(values) is list else _as_list(values)):
-                text = raw if type(raw) is str else str(raw)
+            for raw in (values if isinstance(values, list) else _as_list(values)):
+                text = raw if isinstance(raw, str) else str(raw)
                 addr, slash, plen = text.partition("/")
                 try:
                     if ":" in addr:
@@ -1233,9 +1233,9 @@ def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, 
     inventory = set(str(n) for n in _as_list(inventory_nodes)) | set(in_play)
     cached_nodes = {}
     if isinstance(cached, Mapping) and isinstance(cached.get("nodes"), Mapping):
-        # type() first: an isinstance() against an ABC costs a rerun a call per node.
+        # dict first: an isinstance() against an ABC alone costs a rerun a slow call per node.
         cached_nodes = {str(k): val for k, val in cached["nodes"].items()
-                        if type(val) is dict or isinstance(val, Mapping)}
+                        if isinstance(val, (dict, Mapping))}
     kept = sorted(n for n in cached_nodes if n not in nodes and n in inventory)
     all_nodes = sorted(in_play + kept)
 
