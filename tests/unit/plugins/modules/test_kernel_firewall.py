@@ -157,7 +157,7 @@ def test_apply_idempotence_drift_and_absent(lab):
 
     # Drift: a rule edited by hand is detected (check mode) and repaired.
     good = sh("ip", "netns", "exec", lab.ns["node"], "nft", "list", "table", "inet", "flatnet").stdout
-    lab.nft("node", "insert rule inet flatnet forward ip saddr 10.244.0.2 drop")
+    lab.nft("node", "insert rule inet flatnet prerouting ip saddr 10.244.0.2 drop")
     assert lab.ping("pod", "198.51.100.2") is False
     res = lab.run(check_mode=True, **ARGS)
     assert res["actions"] == ["write table inet flatnet (live table differs from the recorded one)"]
