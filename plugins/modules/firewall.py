@@ -25,7 +25,7 @@ description:
     makes the kernel run connection tracking on the node at all.
   - The C(input) chain (when O(vxlan_port) is set and O(vxlan_guard)) drops UDP to that port
     from anyone but the cluster nodes' underlay IPs.
-  - There is no forward chain (since 0.2.0). It only accepted, with policy accept: an accept
+  - There is no forward chain (since 0.2.0). It only accepted, under policy accept, and an accept
     ends only its own chain, so it never overrode another table's drop, and it cost every
     forwarded packet a hook.
   - For idempotence and drift detection, after writing, a hash of the live table (C(nft -j), handles
