@@ -267,9 +267,10 @@ def hand_variants(backend):
                       lambda h: h.link_options(False)),
         "+ route proto 157": ("the peer routes with the collection's route protocol",
                               lambda h: h.route_proto(True), lambda h: h.route_proto(False)),
-        "+ table (now), br_netfilter off": ("the table now, with net.bridge.bridge-nf-call-iptables=0 in the nodes",
-                                      lambda h: (h.load_table(), h.br_nf(False)),
-                                      lambda h: (h.drop_table(), h.br_nf(True))),
+        "+ table (now), br_netfilter off": (
+            "the table now, with net.bridge.bridge-nf-call-iptables=0 in the nodes",
+            lambda h: (h.load_table(), h.br_nf(False)),
+            lambda h: (h.drop_table(), h.br_nf(True))),
     }
     if backend == "vxlan":
         v["+ guard only (masquerade off)"] = ("the VXLAN guard (input chain) alone: the table with "
