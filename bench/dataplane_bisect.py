@@ -38,7 +38,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
-from common import PREFIX, Skip, kill_group, median, on_cleanup, done, ratio, run, table  # noqa: E402
+from common import Skip, kill_group, median, on_cleanup, done, ratio, run, table  # noqa: E402
 import dataplane  # noqa: E402
 import labctl  # noqa: E402
 
