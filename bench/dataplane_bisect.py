@@ -408,7 +408,7 @@ def report(result):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--backend", action="append", choices=("vxlan", "host-gw"))
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--pings", type=int, default=1000)
