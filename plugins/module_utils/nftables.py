@@ -47,76 +47,75 @@ def _set(lines, name, version, elements, interval):
     lines.append("")
 
 
-def render(cluster_cidrs, masquerade=True, vxlan_port=None, peer_underlay_ips=(), bridge=None):
+def _match(kw, field, version, cidrs, negate=False):
+    """``ip saddr 10.244.0.0/16`` for one CIDR (a mask and a compare), ``ip saddr @cluster4``
+    (a set lookup, several times dearer per packet) only for more than one."""
+    op = "!= " if negate else ""
+    if len(cidrs) == 1:
+        return f"{kw} {field} {op}{cidrs[0]}"
+    return f"{kw} {field} {op}@cluster{version}"
+
+
+def render(cluster_cidrs, masquerade=True, vxlan_port=None, peer_underlay_ips=(), bridge=None,
+           notrack=True, vxlan_guard=True):
     """The full definition of ``table inet flatnet`` (nft syntax, ends with a newline).
 
-    Nothing here drops forwarded traffic: the forward chain only accepts. The only drop is VXLAN
-    from hosts that are not cluster nodes, so nobody can inject packets into the overlay.
+    Nothing here drops forwarded traffic. The only drop is VXLAN from hosts that are not
+    cluster nodes, so nobody can inject packets into the overlay.
+
+    Every base chain is a hook that every packet of the node passes (bridged pod traffic too,
+    where br_netfilter is loaded), so there is none that does not change a verdict or a
+    packet: no forward chain (accepting in it never overrode another table's drop, and the
+    policy accepts anyway; ``bridge`` is accepted and unused since 0.2.0), the notrack chains
+    only with ``notrack`` (when conntrack runs on the node: masquerade or services), the input
+    chain only with ``vxlan_guard``. docs/performance.md section 3 has what each one costs.
     """
+    del bridge  # the forward chain is gone (see above)
     cidrs = _by_family(cluster_cidrs, lambda t: ipaddress.ip_network(t, strict=False))
     if not cidrs[4] and not cidrs[6]:
         raise ValueError("cluster_cidrs is empty")
     peers = _by_family(peer_underlay_ips, ipaddress.ip_address)
     families = [v for v in (4, 6) if cidrs[v]]
+    guard = vxlan_port is not None and vxlan_guard
 
     lines = [f"table {FAMILY} {TABLE} {{"]
     for v in families:
         _set(lines, f"cluster{v}", v, cidrs[v], interval=True)
-    if vxlan_port is not None:
+    if guard:
         for v in (4, 6):
             _set(lines, f"nodes{v}", v, peers[v], interval=False)
 
-    # Pod-to-pod traffic needs no connection tracking (only traffic leaving the cluster is
-    # masqueraded), and tracking it costs about a tenth of the throughput of a bridged
-    # same-node path where br_netfilter is loaded: skip it. So too the VXLAN underlay.
-    lines.append("\tchain prerouting {")
-    lines.append("\t\ttype filter hook prerouting priority raw; policy accept;")
-    # Except replies from a Service's endpoints, which the services table (ip flatnet-svc,
-    # services_nft.py) marks with TRACK_MARK first: conntrack must see them to undo the DNAT.
-    for v in families:
-        lines.append(f"\t\t{IP_KW[v]} saddr @cluster{v} {IP_KW[v]} daddr @cluster{v} "
-                     f"meta mark & {TRACK_MARK:#x} == 0 notrack")
-    if vxlan_port is not None:
-        lines.append(f"\t\tudp dport {int(vxlan_port)} notrack")
-    lines.append("\t}")
-    if vxlan_port is not None:
-        lines.append("")
-        lines.append("\tchain output {")
-        lines.append("\t\ttype filter hook output priority raw; policy accept;")
-        lines.append(f"\t\tudp dport {int(vxlan_port)} notrack")
-        lines.append("\t}")
-    lines.append("")
-
-    lines.append("\tchain forward {")
-    lines.append("\t\ttype filter hook forward priority filter; policy accept;")
-    for v in families:
-        lines.append(f"\t\t{IP_KW[v]} saddr @cluster{v} accept")
-        lines.append(f"\t\t{IP_KW[v]} daddr @cluster{v} accept")
-    if bridge:
-        lines.append(f"\t\tiifname {_quote(bridge)} accept")
-        lines.append(f"\t\toifname {_quote(bridge)} accept")
-    lines.append("\t}")
-
+    chains = []
+    if notrack:
+        # Pod-to-pod traffic needs no connection tracking (only traffic leaving the cluster
+        # is masqueraded), and tracking it costs about a tenth of the throughput of a bridged
+        # same-node path where br_netfilter is loaded: skip it. So too the VXLAN underlay.
+        # Except replies from a Service's endpoints, which the services table (ip flatnet-svc,
+        # services_nft.py) marks with TRACK_MARK first: conntrack must see them to undo the DNAT.
+        rules = [f"{_match(IP_KW[v], 'saddr', v, cidrs[v])} {_match(IP_KW[v], 'daddr', v, cidrs[v])} "
+                 f"meta mark & {TRACK_MARK:#x} == 0 notrack" for v in families]
+        if vxlan_port is not None:
+            rules.append(f"udp dport {int(vxlan_port)} notrack")
+        chains.append(("prerouting", "type filter hook prerouting priority raw; policy accept;", rules))
+        if vxlan_port is not None:
+            chains.append(("output", "type filter hook output priority raw; policy accept;",
+                           [f"udp dport {int(vxlan_port)} notrack"]))
     if masquerade:
-        lines.append("")
-        lines.append("\tchain postrouting {")
-        lines.append("\t\ttype nat hook postrouting priority srcnat; policy accept;")
-        for v in families:
-            kw = IP_KW[v]
-            lines.append(
-                f"\t\t{kw} saddr @cluster{v} {kw} daddr != @cluster{v} {kw} daddr != {MULTICAST[v]} "
-                "masquerade fully-random"
-            )
+        chains.append(("postrouting", "type nat hook postrouting priority srcnat; policy accept;", [
+            f"{_match(IP_KW[v], 'saddr', v, cidrs[v])} {_match(IP_KW[v], 'daddr', v, cidrs[v], True)} "
+            f"{IP_KW[v]} daddr != {MULTICAST[v]} masquerade fully-random" for v in families]))
+    if guard:
+        # One rule per family, the port first: any other packet leaves after one compare.
+        chains.append(("input", "type filter hook input priority filter; policy accept;", [
+            f"udp dport {int(vxlan_port)} {IP_KW[v]} saddr != @nodes{v} drop" for v in (4, 6)]))
+    for name, hook, rules in chains:
+        lines.append(f"\tchain {name} {{")
+        lines.append(f"\t\t{hook}")
+        lines.extend(f"\t\t{rule}" for rule in rules)
         lines.append("\t}")
-
-    if vxlan_port is not None:
         lines.append("")
-        lines.append("\tchain input {")
-        lines.append("\t\ttype filter hook input priority filter; policy accept;")
-        for v in (4, 6):
-            lines.append(f"\t\t{IP_KW[v]} saddr @nodes{v} udp dport {int(vxlan_port)} accept")
-        lines.append(f"\t\tudp dport {int(vxlan_port)} drop")
-        lines.append("\t}")
+    if lines[-1] == "":
+        lines.pop()
     lines.append("}")
     return "\n".join(lines) + "\n"
 

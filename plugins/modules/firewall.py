@@ -6,22 +6,28 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: firewall
-short_description: Keep the nftables table C(inet flatnet) (forwarding, masquerade, VXLAN guard)
+short_description: Keep the nftables table C(inet flatnet) (masquerade, notrack, VXLAN guard)
 version_added: 0.1.0
 author: flatnet maintainers (@flatnet)
 description:
   - Writes the whole table C(inet flatnet) in one atomic C(nft -f -) transaction. Nothing else
     in the ruleset is ever read for changing, flushed or deleted.
-  - The C(prerouting) chain (priority raw) exempts pod-to-pod traffic (source and destination
-    in the cluster CIDRs) from connection tracking, and VXLAN underlay packets too (with the
-    C(output) chain), since only traffic leaving the cluster is masqueraded. Tracking them
+  - Every base chain of the table is a hook that every packet of the node passes (bridged pod
+    traffic too where C(br_netfilter) is loaded), so the table has only chains that change a
+    verdict or a packet. What each costs on this machine is measured in docs/performance.md
+    section 3 (C(bench/dataplane_bisect.py)).
+  - The C(prerouting) and C(output) chains (priority raw, when O(notrack)) exempt pod-to-pod
+    traffic (source and destination in the cluster CIDRs) and VXLAN underlay packets from
+    connection tracking, since only traffic leaving the cluster is masqueraded. Tracking them
     cost about a tenth of the throughput of a same-node path where C(br_netfilter) is loaded.
-  - The C(forward) chain (priority filter, policy accept) accepts traffic from or to the cluster
-    CIDRs (and through O(bridge) when given). It adds no drops.
   - The C(postrouting) chain (when O(masquerade)) masquerades traffic from the cluster CIDRs to
-    destinations outside them (except multicast), never pod-to-pod or node-to-pod.
-  - The C(input) chain (when O(vxlan_port) is set) accepts UDP to that port from the cluster
-    nodes' underlay IPs and drops it from anyone else.
+    destinations outside them (except multicast), never pod-to-pod or node-to-pod. It is what
+    makes the kernel run connection tracking on the node at all.
+  - The C(input) chain (when O(vxlan_port) is set and O(vxlan_guard)) drops UDP to that port
+    from anyone but the cluster nodes' underlay IPs.
+  - There is no forward chain (since 0.2.0). It only accepted, under policy accept, and an accept
+    ends only its own chain, so it never overrode another table's drop, and it cost every
+    forwarded packet a hook.
   - For idempotence and drift detection, after writing, a hash of the live table (C(nft -j), handles
     removed) and of the desired definition are stored in C(firewall.json). When both still
     match, nothing is done; a rule edited by hand or a deleted table is written again.
@@ -48,8 +54,28 @@ options:
     elements: str
     default: []
   bridge:
-    description: The node's pod bridge; forwarded traffic in or out of it is accepted too.
+    description:
+      - Unused since 0.2.0 (it named the bridge whose traffic the forward chain accepted; that
+        chain is gone). Accepted so that existing tasks keep working.
     type: str
+  notrack:
+    description:
+      - Exempt pod-to-pod and VXLAN underlay traffic from connection tracking (the raw
+        C(prerouting) and C(output) chains).
+      - Only useful when connection tracking runs on the node (O(masquerade), the services
+        table C(ip flatnet-svc), or another firewall); without it the chains are a cost with
+        no effect. The firewall role sets it to O(masquerade) or services declared.
+    type: bool
+    default: true
+    version_added: 0.2.0
+  vxlan_guard:
+    description:
+      - With O(vxlan_port), drop UDP to that port from anyone but O(peer_underlay_ips) (the
+        C(input) chain). V(false) leaves the overlay open to any host of the underlay, which
+        must then be trusted (variable C(flatnet_vxlan_guard)).
+    type: bool
+    default: true
+    version_added: 0.2.0
   state:
     description: V(present) writes the table; V(absent) deletes it and C(firewall.json).
     type: str
@@ -69,13 +95,12 @@ requirements:
 """
 
 EXAMPLES = r"""
-- name: Forwarding, masquerade and VXLAN guard for the pod network
+- name: Masquerade, notrack and VXLAN guard for the pod network
   flatnet.cluster.firewall:
     cluster_cidrs: "{{ flatnet_plan.cluster_cidrs }}"
     masquerade: "{{ flatnet_plan.masquerade }}"
     vxlan_port: "{{ flatnet_plan.vxlan.port if flatnet_plan.backend != 'host-gw' else none }}"
     peer_underlay_ips: "{{ flatnet_plan.nodes.values() | map(attribute='underlay.ip') | list }}"
-    bridge: cni0
 
 - name: Remove the table
   flatnet.cluster.firewall:
@@ -164,6 +189,8 @@ def main():
             vxlan_port=dict(type="int"),
             peer_underlay_ips=dict(type="list", elements="str", default=[]),
             bridge=dict(type="str"),
+            notrack=dict(type="bool", default=True),
+            vxlan_guard=dict(type="bool", default=True),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             state_dir=flatnet_state.state_dir_spec(),
         ),
@@ -193,7 +220,8 @@ def main():
 
     try:
         definition = nftables.render(p["cluster_cidrs"], p["masquerade"], p["vxlan_port"],
-                                     p["peer_underlay_ips"], p["bridge"])
+                                     p["peer_underlay_ips"], notrack=p["notrack"],
+                                     vxlan_guard=p["vxlan_guard"])
     except ValueError as e:
         module.fail_json(msg=f"invalid firewall input: {e}")
     desired = nftables.digest(definition)

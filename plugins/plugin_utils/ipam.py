@@ -81,6 +81,7 @@ _ROLE_VARS = {
     "bridge": "flatnet_bridge",
     "prune": "flatnet_prune",
     "firewall": "flatnet_firewall",
+    "vxlan_guard": "flatnet_vxlan_guard",
     "underlay_interface": "flatnet_underlay_interface",
     "cluster_name": "flatnet_cluster_name",
     "group": "flatnet_group",
@@ -1226,7 +1227,7 @@ def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, 
     nodes = requests
     in_play = _node_names(nodes)
     for name in in_play:
-        for key in ("prune", "firewall"):
+        for key in ("prune", "firewall", "vxlan_guard"):
             if nodes[name].get(key) is not None:
                 check_bool(nodes[name][key], v[key], f" on {name}")
         nodes[name]["pods"] = _pod_entries(name, nodes[name], pods_per_node, v)

@@ -68,8 +68,8 @@ def test_render_full_definition():
 
 \tchain prerouting {
 \t\ttype filter hook prerouting priority raw; policy accept;
-\t\tip saddr @cluster4 ip daddr @cluster4 meta mark & 0x8000 == 0 notrack
-\t\tip6 saddr @cluster6 ip6 daddr @cluster6 meta mark & 0x8000 == 0 notrack
+\t\tip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 meta mark & 0x8000 == 0 notrack
+\t\tip6 saddr fd00:10:244::/56 ip6 daddr fd00:10:244::/56 meta mark & 0x8000 == 0 notrack
 \t\tudp dport 8472 notrack
 \t}
 
@@ -78,27 +78,16 @@ def test_render_full_definition():
 \t\tudp dport 8472 notrack
 \t}
 
-\tchain forward {
-\t\ttype filter hook forward priority filter; policy accept;
-\t\tip saddr @cluster4 accept
-\t\tip daddr @cluster4 accept
-\t\tip6 saddr @cluster6 accept
-\t\tip6 daddr @cluster6 accept
-\t\tiifname "cni0" accept
-\t\toifname "cni0" accept
-\t}
-
 \tchain postrouting {
 \t\ttype nat hook postrouting priority srcnat; policy accept;
-\t\tip saddr @cluster4 ip daddr != @cluster4 ip daddr != 224.0.0.0/4 masquerade fully-random
-\t\tip6 saddr @cluster6 ip6 daddr != @cluster6 ip6 daddr != ff00::/8 masquerade fully-random
+\t\tip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random
+\t\tip6 saddr fd00:10:244::/56 ip6 daddr != fd00:10:244::/56 ip6 daddr != ff00::/8 masquerade fully-random
 \t}
 
 \tchain input {
 \t\ttype filter hook input priority filter; policy accept;
-\t\tip saddr @nodes4 udp dport 8472 accept
-\t\tip6 saddr @nodes6 udp dport 8472 accept
-\t\tudp dport 8472 drop
+\t\tudp dport 8472 ip saddr != @nodes4 drop
+\t\tudp dport 8472 ip6 saddr != @nodes6 drop
 \t}
 }
 """
@@ -107,6 +96,25 @@ def test_render_full_definition():
 def test_render_minimal_has_no_drop_and_no_nat():
     text = nftables.render(["10.244.0.0/16"], masquerade=False, vxlan_port=None)
     assert "drop" not in text and "postrouting" not in text and "input" not in text and "cluster6" not in text
+
+
+def test_render_has_no_chain_without_an_effect():
+    # Every base chain costs every packet a hook: none that only accepts (the old forward
+    # chain), no notrack without conntrack, no guard when asked not to.
+    text = nftables.render(["10.244.0.0/16"], True, 8472, ["192.168.50.11"], "cni0")
+    assert "forward" not in text and "cni0" not in text
+    bare = nftables.render(["10.244.0.0/16"], False, 8472, ["192.168.50.11"], notrack=False, vxlan_guard=False)
+    assert "chain" not in bare and "nodes4" not in bare and "set cluster4" in bare
+    guard_only = nftables.render(["10.244.0.0/16"], False, 8472, ["192.168.50.11"], notrack=False)
+    assert [line.strip() for line in guard_only.splitlines() if line.strip().startswith("chain")] == ["chain input {"]
+
+
+def test_render_uses_the_set_only_for_several_cidrs():
+    one = nftables.render(["10.244.0.0/16"], True, None)
+    assert "ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 meta mark" in one and "@cluster4" not in one
+    two = nftables.render(["10.244.0.0/16", "10.99.0.0/16"], True, None)
+    assert "ip saddr @cluster4 ip daddr @cluster4 meta mark" in two
+    assert "ip saddr @cluster4 ip daddr != @cluster4 ip daddr != 224.0.0.0/4 masquerade" in two
 
 
 def test_render_is_order_independent_and_rejects_nothing_to_do():

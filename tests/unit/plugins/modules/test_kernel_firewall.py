@@ -157,7 +157,7 @@ def test_apply_idempotence_drift_and_absent(lab):
 
     # Drift: a rule edited by hand is detected (check mode) and repaired.
     good = sh("ip", "netns", "exec", lab.ns["node"], "nft", "list", "table", "inet", "flatnet").stdout
-    lab.nft("node", "insert rule inet flatnet forward ip saddr 10.244.0.2 drop")
+    lab.nft("node", "insert rule inet flatnet prerouting ip saddr 10.244.0.2 drop")
     assert lab.ping("pod", "198.51.100.2") is False
     res = lab.run(check_mode=True, **ARGS)
     assert res["actions"] == ["write table inet flatnet (live table differs from the recorded one)"]
@@ -203,3 +203,31 @@ def test_forward_drop_elsewhere_wins_over_our_accept(lab):
     assert lab.ping("pod", "10.244.1.2")
     assert lab.run(state="absent")["changed"] is True
     assert lab.tables() == ["table ip filter", "table ip obs"]
+
+
+def test_vxlan_guard_off_and_on(lab):
+    """flatnet_vxlan_guard: false leaves out the input chain; back on, a stranger is dropped again."""
+    res = lab.run(**dict(ARGS, vxlan_guard=False))
+    assert res["changed"] is True and "chain input" not in res["ruleset"] and "drop" not in res["ruleset"]
+    lab.send_vxlan("out")
+    assert lab.counters("node") == [1]
+    res = lab.run(**ARGS)
+    assert res["actions"] == ["write table inet flatnet (definition changed)"]
+    lab.send_vxlan("out")
+    assert lab.counters("node") == [1]
+
+
+def test_notrack_exempts_pod_traffic_only_when_asked(lab):
+    """Pod-to-pod packets are untracked with notrack (the default), tracked without it; traffic
+    leaving the cluster is tracked either way (masquerade needs it)."""
+    lab.nft("node", "add chain ip obs seen { type filter hook forward priority 10; }; "
+                    "add rule ip obs seen ip daddr 10.244.1.2 ct state untracked counter; "
+                    "add rule ip obs seen ip daddr 10.244.1.2 ct state new,established counter; "
+                    "add rule ip obs seen ip daddr 198.51.100.2 ct state new,established counter")
+    assert lab.run(**ARGS)["changed"] is True
+    assert lab.ping("pod", "10.244.1.2") and lab.ping("pod", "198.51.100.2")
+    assert lab.counters("node")[1:] == [1, 0, 1]
+    res = lab.run(**dict(ARGS, notrack=False))
+    assert "notrack" not in res["ruleset"] and "masquerade" in res["ruleset"]
+    assert lab.ping("pod", "10.244.1.2") and lab.ping("pod", "198.51.100.2")
+    assert lab.counters("node")[1:] == [1, 1, 2]

@@ -243,6 +243,10 @@ BAD = [
     ("prune-maybe", {}, {"node2": {"prune": "maybe"}}, None, ["flatnet_prune 'maybe' on node2 is not a boolean"]),
     ("firewall-word", {}, {"node1": {"firewall": "enabled"}}, None,
      ["flatnet_firewall 'enabled' on node1 is not a boolean"]),
+    ("vxlan-guard-word", {}, {"node2": {"vxlan_guard": "strict"}}, None,
+     ["flatnet_vxlan_guard 'strict' on node2 is not a boolean"]),
+    ("vxlan-guard-two", {}, {"node1": {"vxlan_guard": 2}}, None,
+     ["flatnet_vxlan_guard 2 on node1 is not a boolean"]),
     ("backend-unknown", {"backend": "flannel"}, None, None, ["flatnet_backend 'flannel' is not supported"]),
     ("backend-trailing-newline", {"backend": "vxlan\n"}, None, None, ["flatnet_backend 'vxlan\\n'"]),
 ]
@@ -365,7 +369,7 @@ def test_first_and_last_pod_addresses_pass(ip):
 
 @pytest.mark.parametrize("text,value", [(True, True), ("no", False), ("on", True), (0, False)])
 def test_boolean_spellings(text, value):
-    assert plan({"masquerade": text}, {"node1": {"prune": text, "firewall": text}})["masquerade"] is value
+    assert plan({"masquerade": text}, {"node1": {"prune": text, "firewall": text, "vxlan_guard": text}})["masquerade"] is value
 
 
 def test_same_pod_name_twice_across_separate_nodes_is_the_only_duplicate_rule():
