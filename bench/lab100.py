@@ -154,7 +154,7 @@ def leftovers(name):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--nodes", type=int, help="generate a lab of this many nodes (default: the checked-in 100)")
     parser.add_argument("--per-subnet", type=int, default=5)
     parser.add_argument("--pods", type=int, default=10)

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Write the 100-node lab inventory (hosts.yml, group_vars/flatnet_nodes.yml).
 
@@ -83,7 +83,7 @@ def render(nodes, per_subnet, pods, name, sample):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--per-subnet", type=int, default=5)
     parser.add_argument("--pods", type=int, default=10)
