@@ -11,12 +11,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def plot(results, path):
     ms = results["measurements"]
-    panels = [name for name in ("plumbing", "playbooks", "dataplane") if name in ms]
+    panels = [name for name in ("plumbing", "playbooks", "dataplane", "lab100") if name in ms]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), squeeze=False)
     for ax, name in zip(axes[0], panels):
         globals()[f"_{name}"](ax, ms[name])
-    m = results["machine"]
-    fig.suptitle(f"flatnet.cluster benchmarks (medians)\n{m['nproc']} CPUs, kernel {m['kernel']}, "
+    m = results.get("machine") or {}
+    fig.suptitle(f"flatnet.cluster benchmarks (medians)\n{m.get('nproc', '?')} CPUs, kernel {m.get('kernel', '?')}, "
                  f"{m['iproute2'].split(',')[1].strip() if m.get('iproute2') else ''}", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -71,6 +71,23 @@ def _dataplane(ax, res):
     ax.grid(True, axis="x", alpha=0.3)
 
 
+def _lab100(ax, res):
+    # bench/lab100.py: one bar per step of the 100-node lab, wall time, peak memory and load.
+    # The settings comparison ("compare, ..."; "rerun, ..." in the first version) is a table.
+    rows = [r for r in res["rows"] if not r["step"].startswith(("compare, ", "rerun, "))]
+    bars = ax.barh(range(len(rows)), [r["seconds"] for r in rows], color="tab:green")
+    for rect, row in zip(bars, rows):
+        ax.text(rect.get_width() + 2, rect.get_y() + rect.get_height() / 2,
+                f"{row['seconds']:.0f} s, {row['peak_tree_mb'] / 1000:.1f} GB, load {row['load1']:.0f}",
+                va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [r["step"] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(r["seconds"] for r in rows) * 1.6)
+    ax.set_xlabel("wall time (s); labels: peak memory (process tree), load")
+    ax.set_title(f"{res['nodes']} nodes × {res['pods_per_node']} pods (lab)")
+    ax.grid(True, axis="x", alpha=0.3)
+
+
 def main(argv=None):
     """Draw the plot from saved results: ``python bench/plot.py RESULT.json... [-o PNG]``;
     later files add to (or replace) the measurements of earlier ones."""
@@ -87,6 +104,8 @@ def main(argv=None):
     for path in args.results:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
+        if "measurements" not in data:  # a bench/lab100.py result
+            data = {"measurements": {"lab100": data}}
         if merged is None:
             merged = data
         else:

@@ -19,9 +19,13 @@ description:
     ifalias C(flatnet pod <name>) and is a port of the node bridge.
   - Each pod gets a static (permanent) neighbour entry for its gateway, pointing at the bridge's
     MAC, and the bridge one for each pod address, pointing at the pod's C(eth0) MAC (derived from
-    the pod name), marked with protocol 157. Nobody ARPs on the pod network, and since permanent
-    entries do not count against the kernel's neighbour table limit (C(gc_thresh3)), hundreds of
-    pods per node do not overflow it. The gateway's entry needs the fixed bridge MAC that
+    the pod name), marked with protocol 157. Each pod also gets one for every other pod of the
+    node (same family), pointing at that pod's derived MAC, so that same-node pod to pod traffic
+    needs no ARP/ND either. Nobody ARPs on the pod network, and since permanent entries do not
+    count against the kernel's neighbour table limit (C(gc_thresh3)), hundreds of pods per node
+    do not overflow it (nor do the pods of a lab, whose nodes all share one kernel's table). With
+    N pods a node holds N * (N - 1) pod to pod entries (9,900 for 100 pods); adding or removing a
+    pod updates the entries of every other pod of the node. The gateway's entry needs the fixed bridge MAC that
     M(flatnet.cluster.node) sets; on a bridge with another MAC the pods resolve their gateway by
     ARP/ND, with a warning.
   - Drift is repaired, namely a missing or dead namespace, a missing veth, a wrong or extra address, a
@@ -314,7 +318,23 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
             f"run flatnet.cluster.node for {bridge} to fix it")
         br_mac = None
     want_neigh = {}  # pod IP -> (pod MAC, pod name)
-    fresh = set()  # pods added in this run: their neighbour entries need no action line of their own
+    # Same-node pod <-> pod: every pod gets a static entry for each other pod of the node too.
+    # In a lab, whose nodes are namespaces of one kernel, the pods' dynamic entries otherwise
+    # fill the one shared table (two per same-node pair that talks) and verify fails at 8 x 100.
+    peers = {}  # pod IP -> (pod MAC, pod name, family)
+    for name in sorted(desired):
+        for addr in desired[name]["ips"]:
+            peers[str(ipaddress.ip_interface(addr).ip)] = (pod_mac(name), name, family_of(addr))
+    if not prune:
+        for name, rec in sorted(rec_pods.items()):
+            for addr in rec.get("ips") or [] if name not in desired else []:
+                peers.setdefault(str(ipaddress.ip_interface(addr).ip), (pod_mac(name), name, family_of(addr)))
+    # Pods added in this run: their neighbour entries need no action line of their own.
+    fresh = {name for name in desired
+             if name not in rec_pods and observed["netns"].get(name, "missing") in ("missing", None)}
+    gone_ips = {str(ipaddress.ip_interface(addr).ip)
+                for name, rec in rec_pods.items() if name not in desired and prune
+                for addr in rec.get("ips") or []}
 
     # Pods that go: recorded but no longer declared.
     for name in sorted(rec_pods):
@@ -365,8 +385,6 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
             continue
         for addr in want["ips"]:
             want_neigh[str(ipaddress.ip_interface(addr).ip)] = (pod_mac(name), name)
-        if rec is None and ino in ("missing", None):
-            fresh.add(name)
         if rec is None and ino not in ("missing", None):
             steps["adopt"].append(name)
             act(f"adopt pod {name} (marked veth found, no record)")
@@ -455,18 +473,26 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
                               "proto", RT_PROTO])
                 if not create_veth:
                     act(f"{name}: set default route via {gw}")
-        want_gws = set() if br_mac is None else {
-            gateways[fam] for fam in {family_of(a) for a in want["ips"]} if fam in gateways}
-        for gw in sorted(want_gws):
-            if (pod_neigh.get(gw) or {}).get("lladdr") != br_mac:
-                lines.append(["neigh", "replace", gw, "lladdr", br_mac, "dev", "eth0",
+        fams = {family_of(a) for a in want["ips"]}
+        want_pod_neigh = {} if br_mac is None else {
+            gateways[fam]: (br_mac, None) for fam in fams if fam in gateways}
+        for dst, (mac, other, fam) in peers.items():
+            if other != name and fam in fams:
+                want_pod_neigh[dst] = (mac, other)
+        for dst, (mac, other) in sorted(want_pod_neigh.items()):
+            if (pod_neigh.get(dst) or {}).get("lladdr") != mac:
+                lines.append(["neigh", "replace", dst, "lladdr", mac, "dev", "eth0",
                               "nud", "permanent", "proto", RT_PROTO])
-                if not create_veth:
-                    act(f"{name}: set static neighbour {gw} lladdr {br_mac}")
+                # A new pod, or an entry for a new pod, is said by "add pod ...".
+                if not create_veth and other not in fresh:
+                    act(f"{name}: set static neighbour {dst} lladdr {mac}"
+                        + (f" (pod {other})" if other else ""))
         for dst, entry in sorted(pod_neigh.items()):
-            if dst not in want_gws and entry.get("protocol") == str(RT_PROTO):
+            if dst not in want_pod_neigh and entry.get("protocol") == str(RT_PROTO):
                 lines.append(["neigh", "del", dst, "dev", "eth0"])
-                act(f"{name}: remove static neighbour {dst}")
+                # The entries for a pod removed in this run are said by "remove pod ...".
+                if dst not in gone_ips:
+                    act(f"{name}: remove static neighbour {dst}")
         if lines:
             steps["pod"][name] = lines
 
@@ -533,6 +559,11 @@ def describe_observed(names, observed, record, bridge, gateways):
     lines = []
     br_mac = (observed["links"].get(bridge) or {}).get("address")
     gateway_entries = br_mac == bridge_mac(bridge, gateways.values())
+    pod_addrs = {}  # pod IP -> pod name, from what the pods carry
+    for name in sorted(names):
+        eth0 = ((observed["pods"].get(name) or {}).get("links") or {}).get("eth0") or {}
+        for addr in global_addrs(eth0):
+            pod_addrs[addr.split("/")[0]] = name
     for name in sorted(names):
         ino = observed["netns"].get(name, "missing")
         if ino == "missing":
@@ -560,6 +591,10 @@ def describe_observed(names, observed, record, bridge, gateways):
         bridge_neigh = observed.get("bridge_neigh") or {}
         missing += [f"{ip.split('/')[0]} on {bridge}" for ip in sorted(global_addrs(eth0 or {}))
                     if (bridge_neigh.get(ip.split("/")[0]) or {}).get("lladdr") != pod_mac(name)]
+        fams = {family_of(a) for a in global_addrs(eth0 or {})}
+        peers = [f"{ip} (pod {other})" for ip, other in sorted(pod_addrs.items())
+                 if other != name and family_of(ip) in fams and (ip, pod_mac(other)) not in have]
+        missing += peers[:3] + ([f"{len(peers) - 3} more pods"] if len(peers) > 3 else [])
         if missing:
             parts.append(f"static neighbours missing: {', '.join(missing)}")
         rec = record.get("pods", {}).get(name) or {}

@@ -184,12 +184,25 @@ def test_pods_three_runs_drift_prune_and_absent(node):
             "neigh", "show", "dev", node.bridge, "nud", "permanent"))
         return pod_side, bridge_side
 
+    # each pod: its gateways and every other pod of the node (same-node pod <-> pod)
     assert static_neighbours() == (
-        {name: [("10.77.0.1", mac), ("fd00:77::1", mac)] for name in names},
+        {name: sorted([("10.77.0.1", mac), ("fd00:77::1", mac)]
+                      + [(ip.split("/")[0], pods_mac(p["name"])) for p in pods if p["name"] != name
+                         for ip in p["ips"]]) for name in names},
         sorted((ip.split("/")[0], pods_mac(p["name"])) for p in pods for ip in p["ips"]))
     learned = [n for n in node.ipj("neigh", "show", "dev", node.bridge)
                if "PERMANENT" not in n.get("state", []) and n["dst"].startswith(("10.77.", "fd00:77:"))]
     assert learned == [], f"the node learned pod neighbours by ARP/ND: {learned}"
+    learned = {name: [n["dst"] for n in node.ipj("-n", name, "neigh", "show")
+                      if "PERMANENT" not in n.get("state", []) and not n["dst"].startswith("fe80:")]
+               for name in names}
+    assert learned == {name: [] for name in names}, f"pods learned neighbours by ARP/ND: {learned}"
+
+    # a deleted pod <-> pod entry
+    node.ip("-n", names[2], "neigh", "del", "10.77.0.2", "dev", "eth0")
+    r = repaired("deleted pod neighbour")
+    assert r["actions"] == [f"{names[2]}: set static neighbour 10.77.0.2 lladdr {pods_mac(names[0])} "
+                            f"(pod {names[0]})"], r["actions"]
 
     # deleted static neighbour entries
     node.ip("-n", names[0], "neigh", "del", "10.77.0.1", "dev", "eth0")
@@ -263,6 +276,8 @@ def test_pods_three_runs_drift_prune_and_absent(node):
     assert veth_name(names[3]) not in node.ip("-br", "link")
     assert not node.running(pid3)
     assert not node.module("pods", args)["changed"]
+    left = sorted(n["dst"] for n in node.ipj("-n", names[0], "neigh", "show", "nud", "permanent"))
+    assert left == ["10.77.0.1", "10.77.0.3", "fd00:77::1", "fd00:77::3"], left
 
     # absent: every recorded pod goes, the foreign netns stays
     r = node.module("pods", {"state": "absent"})
@@ -283,7 +298,9 @@ def test_bridge_without_fixed_mac_falls_back_to_arp(node):
     first = node.module("pods", args)
     assert first["changed"] and "not the fixed" in json.dumps(first.get("warnings")), first
     assert node.ping(pods[0]["name"], "10.77.0.1") and node.ping(pods[2]["name"], "10.77.0.1")
-    assert node.ipj("-n", pods[0]["name"], "neigh", "show", "nud", "permanent") == []
+    # no entry for the gateway; the other pods' entries do not depend on the bridge
+    assert sorted(n["dst"] for n in node.ipj("-n", pods[0]["name"], "neigh", "show", "nud", "permanent")) == [
+        "10.77.0.3", "10.77.0.4"]
     again = node.module("pods", args)
     assert not again["changed"], again
     assert len(node.ipj("neigh", "show", "dev", node.bridge, "nud", "permanent")) == 3

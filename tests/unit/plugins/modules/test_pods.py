@@ -430,3 +430,90 @@ def test_no_bridge_yet_uses_the_mac_the_node_module_will_give_it():
     obs = {"netns": {}, "links": {}, "pods": {}, "workloads": {}}
     steps = run(obs, record={"pods": {}})
     assert steps["pod"]["web"][-1][3:5] == ["lladdr", BR_MAC]
+
+
+# --- same-node pod <-> pod static neighbours -------------------------------------------
+
+def _pod_entry(ip, name):
+    return {"dst": ip, "dev": "eth0", "lladdr": m.pod_mac(name), "state": ["PERMANENT"], "protocol": "157"}
+
+
+def _two_pods_in_sync():
+    """web (10.244.0.2) and db (10.244.0.3), each with the gateway's and the other's entry."""
+    obs = observed_in_sync()
+    db_links = copy.deepcopy(POD_LINKS)
+    db_links[1].update(address=m.pod_mac("db"), link_index=8)
+    db_links[1]["addr_info"][0]["local"] = "10.244.0.3"
+    obs["netns"]["db"] = 4026532614
+    obs["links"][veth_name("db")] = dict(copy.deepcopy(HOST), ifindex=8, ifname=veth_name("db"),
+                                         ifalias="flatnet pod db")
+    obs["pods"]["db"] = {"links": {l["ifname"]: l for l in db_links}, "routes": {4: copy.deepcopy(ROUTES4)},
+                         "neigh": copy.deepcopy(POD_NEIGH) + [_pod_entry("10.244.0.2", "web")]}
+    obs["pods"]["web"]["neigh"].append(_pod_entry("10.244.0.3", "db"))
+    obs["workloads"]["db"] = False
+    obs["bridge_neigh"]["10.244.0.3"] = {"dst": "10.244.0.3", "lladdr": m.pod_mac("db"),
+                                         "state": ["PERMANENT"], "protocol": "157"}
+    want = dict(WANT, db={"ips": ["10.244.0.3/24"], "argv": None})
+    rec = copy.deepcopy(RECORD)
+    rec["pods"]["db"] = dict(rec["pods"]["web"], ips=["10.244.0.3/24"], veth=veth_name("db"),
+                             netns_inode=4026532614)
+    return obs, want, rec
+
+
+def test_pods_of_a_node_know_each_other_statically_and_in_sync_is_no_action():
+    obs, want, rec = _two_pods_in_sync()
+    steps = run(obs, want, rec)
+    assert steps["actions"] == [] and steps["pod"] == {} and steps["node"] == []
+
+
+def test_a_new_pod_gets_and_gives_static_entries_without_extra_action_lines():
+    obs, want, rec = _two_pods_in_sync()
+    want["api"] = {"ips": ["10.244.0.4/24"], "argv": None}
+    steps = run(obs, want, rec)
+    entry = ["nud", "permanent", "proto", 157]
+    assert steps["pod"]["web"] == [["neigh", "replace", "10.244.0.4", "lladdr", m.pod_mac("api"), "dev", "eth0"] + entry]
+    assert steps["pod"]["db"] == [["neigh", "replace", "10.244.0.4", "lladdr", m.pod_mac("api"), "dev", "eth0"] + entry]
+    api = steps["pod"]["api"]
+    assert ["neigh", "replace", "10.244.0.2", "lladdr", m.pod_mac("web"), "dev", "eth0"] + entry in api
+    assert ["neigh", "replace", "10.244.0.3", "lladdr", m.pod_mac("db"), "dev", "eth0"] + entry in api
+    assert steps["actions"] == ["add pod api", "api: add address 10.244.0.4/24"]
+
+
+def test_a_missing_or_wrong_pod_entry_is_drift_and_repaired():
+    obs, want, rec = _two_pods_in_sync()
+    obs["pods"]["web"]["neigh"] = copy.deepcopy(POD_NEIGH)  # db's entry gone
+    obs["pods"]["db"]["neigh"][1]["lladdr"] = "0a:00:00:00:00:09"  # web's entry wrong
+    steps = run(obs, want, rec)
+    assert steps["pod"]["web"] == [["neigh", "replace", "10.244.0.3", "lladdr", m.pod_mac("db"), "dev",
+                                    "eth0", "nud", "permanent", "proto", 157]]
+    assert steps["pod"]["db"] == [["neigh", "replace", "10.244.0.2", "lladdr", m.pod_mac("web"), "dev",
+                                   "eth0", "nud", "permanent", "proto", 157]]
+    assert sorted(steps["actions"]) == [
+        f"db: set static neighbour 10.244.0.2 lladdr {m.pod_mac('web')} (pod web)",
+        f"web: set static neighbour 10.244.0.3 lladdr {m.pod_mac('db')} (pod db)"]
+    diff = m.describe_observed({"web", "db"}, obs, rec, "cni0", GW)
+    assert "pod web: ips 10.244.0.2/24;" in diff and "static neighbours missing: 10.244.0.3 (pod db)" in diff
+    assert "static neighbours missing: 10.244.0.2 (pod web)" in diff
+
+
+def test_a_removed_pod_leaves_no_entry_behind_in_the_others_unless_not_pruned():
+    obs, want, rec = _two_pods_in_sync()
+    del want["db"]
+    steps = run(obs, want, rec)
+    assert steps["pod"]["web"] == [["neigh", "del", "10.244.0.3", "dev", "eth0"]]
+    assert "remove pod db" in steps["actions"]
+    assert not any(a.startswith("web:") for a in steps["actions"])  # said by "remove pod db"
+    steps = run(obs, want, rec, prune=False)
+    assert "web" not in steps["pod"] and steps["actions"] == []
+
+
+def test_pod_entries_stay_within_a_family():
+    obs = {"netns": {}, "links": {"cni0": BRIDGE}, "pods": {}, "workloads": {}}
+    steps = m.plan({"v4": {"ips": ["10.244.0.2/24"], "argv": None},
+                    "v6": {"ips": ["fd00:10::3/64"], "argv": None},
+                    "ds": {"ips": ["10.244.0.4/24", "fd00:10::4/64"], "argv": None}}, obs,
+                   {"pods": {}}, "cni0", 1450, {4: "10.244.0.1", 6: "fd00:10::1"})
+    dsts = {name: {line[2] for line in lines if line[:2] == ["neigh", "replace"]}
+            for name, lines in steps["pod"].items()}
+    assert dsts == {"v4": {"10.244.0.1", "10.244.0.4"}, "v6": {"fd00:10::1", "fd00:10::4"},
+                    "ds": {"10.244.0.1", "fd00:10::1", "10.244.0.2", "fd00:10::3"}}
