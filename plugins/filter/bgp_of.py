@@ -15,6 +15,7 @@ description:
     Without route reflectors on that subnet they form a full mesh (C(role) V(mesh)); a
     reflector peers with every node of its subnet (C(rr_client) for the non-reflectors); a
     client peers only with the reflectors of its subnet.
+  - The same plugin file provides C(bgp_check_results) (the verify results of a node's BGP state).
 options:
   _input:
     description: The plan, C(flatnet_plan).
@@ -56,7 +57,7 @@ from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp import bgp_of
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp import bgp_of, check_results
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError
 
 
@@ -69,6 +70,16 @@ def _bgp_of(plan, node):
         raise AnsibleFilterError(f"bgp_of: {exc}") from None
 
 
+def _bgp_check_results(query, plan, node):
+    if not isinstance(query, Mapping):
+        raise AnsibleFilterError(f"bgp_check_results: the input is not a flatnet.cluster.bgp query result: {type(query).__name__}")
+    try:
+        return check_results(query, plan, str(node))
+    except (PlanError, ValueError, KeyError) as exc:
+        raise AnsibleFilterError(f"bgp_check_results: {exc}") from None
+
+
 class FilterModule:
     def filters(self):
-        return {"bgp_of": _bgp_of}
+        # bgp_check_results is documented in bgp_check_results.yml.
+        return {"bgp_of": _bgp_of, "bgp_check_results": _bgp_check_results}

@@ -37,9 +37,12 @@ options:
     description: The node's BGP view, C(flatnet_plan | flatnet.cluster.bgp_of(inventory_hostname)).
     type: dict
   state:
-    description: Whether BIRD runs with this configuration, or is stopped and removed.
+    description:
+      - Whether BIRD runs with this configuration, or is stopped and removed.
+      - V(query) changes nothing - it returns C(running), the sessions of O(config), the routes
+        BIRD learned and the C(proto bird) routes of the kernel (C(kernel_routes)), for verify.
     type: str
-    choices: [present, absent]
+    choices: [present, absent, query]
     default: present
   supervisor:
     description: How BIRD is run.
@@ -62,7 +65,8 @@ options:
   wait:
     description:
       - Seconds to wait for every session to reach C(Established) before returning (0 - do not
-        wait; a node's sessions come up when its peers run BIRD too, so a play waits in verify).
+        wait; a node's sessions come up when its peers run BIRD too, so a play waits in verify
+        with O(state=query)).
     type: float
     default: 0
 extends_documentation_fragment:
@@ -103,6 +107,16 @@ routes:
   type: list
   elements: dict
   sample: [{prefix: 10.244.1.0/24, protocol: peer_192_168_50_12, via: 192.168.50.12}]
+running:
+  description: Whether BIRD answers on its socket.
+  returned: unless O(state=absent)
+  type: bool
+kernel_routes:
+  description: The C(proto bird) routes of the main table (O(state=query)).
+  returned: when O(state=query)
+  type: list
+  elements: dict
+  sample: [{prefix: 10.244.1.0/24, via: 192.168.50.12}]
 pid:
   description: PIDs of the BIRD process tree (process supervisor).
   returned: when BIRD runs
@@ -365,6 +379,17 @@ class Bgp:
             if sup == "process":
                 flatnet_state.remove_dir_if_empty(os.path.dirname(rec.get("socket") or self.socket))
 
+    def kernel_routes(self):
+        try:
+            routes = self.kernel.json("ip", ["-json", "route", "show", "proto", str(bird.RTPROT_BIRD)])
+        except KernelError as exc:
+            self.module.fail_json(msg=str(exc))
+        out = []
+        for r in routes:
+            dst = r.get("dst", "")
+            out.append({"prefix": dst if "/" in dst or dst == "default" else f"{dst}/32", "via": r.get("gateway")})
+        return out
+
     def leftover_routes(self, cluster_cidrs):
         """``proto bird`` routes of the main table inside the recorded cluster CIDRs."""
         if not cluster_cidrs:
@@ -409,7 +434,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             config=dict(type="dict"),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
+            state=dict(type="str", choices=["present", "absent", "query"], default="present"),
             supervisor=dict(type="str", choices=["auto", "process", "systemd"], default="auto"),
             config_path=dict(type="path", default="/etc/flatnet/bird.conf"),
             socket=dict(type="path"),
@@ -417,13 +442,17 @@ def main():
             wait=dict(type="float", default=0),
             state_dir=flatnet_state.state_dir_spec(),
         ),
-        required_if=[("state", "present", ("config",))],
+        required_if=[("state", "present", ("config",)), ("state", "query", ("config",))],
         supports_check_mode=True,
     )
     b = Bgp(module)
     result = dict(changed=False, supervisor=b.supervisor)
     if module.params["state"] == "absent":
         b.absent()
+    elif module.params["state"] == "query":
+        result["running"] = b.answering()
+        result["sessions"], result["routes"] = b.status(module.params["wait"]) if result["running"] else ({}, [])
+        result["kernel_routes"] = b.kernel_routes()
     else:
         try:
             before, after = b.present()
@@ -432,7 +461,8 @@ def main():
         if module._diff:
             result["diff"] = dict(before=before or "", after=after, before_header=module.params["config_path"],
                                   after_header=module.params["config_path"])
-        if b.answering():
+        result["running"] = b.answering()
+        if result["running"]:
             result["sessions"], result["routes"] = b.status(module.params["wait"])
             if b.supervisor == "process":
                 result["pid"] = b.process_members()

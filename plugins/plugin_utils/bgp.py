@@ -160,3 +160,49 @@ def bgp_of(plan: Mapping, name: str) -> dict:
         "sessions": sessions,
         "accept": accept,
     }
+
+
+SESSION_CHECK = "bgp-session"
+ROUTES_CHECK = "bgp-routes"
+
+
+def check_results(query: Mapping, plan: Mapping, node: str) -> list[dict]:
+    """Verify results (plugin_utils/report.py shape) of one node's BGP state.
+
+    ``query``: what ``flatnet.cluster.bgp`` with ``state: query`` returned (``running``,
+    ``sessions`` by peer name, ``kernel_routes`` [{prefix, via}] of proto bird). One
+    ``bgp-session`` result per planned session (Established or not) and one ``bgp-routes``
+    result per prefix the node must have learned (in the kernel, via its owner), plus a
+    failed one per learned prefix that the plan did not give to that next hop.
+    """
+    view = bgp_of(plan, node)
+    running = bool(query.get("running"))
+    sessions = query.get("sessions") or {}
+    out = []
+    for s in view["sessions"]:
+        got = sessions.get(s["name"]) or {}
+        info = got.get("info") if running else None
+        ok = info == "Established"
+        out.append({"check": SESSION_CHECK, "proto": "bgp", "src_node": node, "src": "bird", "src_ip": view["router_id"],
+                    "dst_node": s["name"], "dst": "bird", "dst_ip": s["address"], "ok": ok,
+                    "reason": "ok" if ok else ("bird-down" if not running else "session-down"),
+                    "seen": info or (got.get("state") if running else "BIRD not running"),
+                    "expected": "Established"})
+    learned = {}
+    for r in query.get("kernel_routes") or []:
+        learned.setdefault(str(r.get("prefix")), set()).add(str(r.get("via")))
+    expected = {a["prefix"]: a for a in view["accept"]}
+    for prefix, a in sorted(expected.items()):
+        vias = learned.get(prefix, set())
+        ok = vias == {a["next_hop"]}
+        out.append({"check": ROUTES_CHECK, "proto": "bgp", "src_node": node, "src": "kernel", "src_ip": None,
+                    "dst_node": a["node"], "dst": prefix, "dst_ip": a["next_hop"], "ok": ok,
+                    "reason": "ok" if ok else ("missing-prefix" if not vias else "wrong-next-hop"),
+                    "seen": ", ".join(sorted(vias)) or "no proto bird route",
+                    "expected": f"{prefix} via {a['next_hop']}"})
+    for prefix in sorted(set(learned) - set(expected)):
+        out.append({"check": ROUTES_CHECK, "proto": "bgp", "src_node": node, "src": "kernel", "src_ip": None,
+                    "dst_node": None, "dst": prefix, "dst_ip": ", ".join(sorted(learned[prefix])), "ok": False,
+                    "reason": "foreign-prefix", "seen": f"{prefix} via {', '.join(sorted(learned[prefix]))}",
+                    "expected": "only the plan's prefixes of the BGP peers"})
+    return out

@@ -116,3 +116,36 @@ def test_bgp_of_refuses_other_backends():
     nodes = {"node1": _node("192.168.50.11"), "node2": _node("192.168.50.12")}
     with pytest.raises(PlanError, match="not bgp"):
         bgp_of(ipam.build_plan(nodes, backend="auto"), "node1")
+
+
+def _query(plan, node, sessions_info="Established", drop=(), extra=()):
+    view = bgp_of(plan, node)
+    return {"running": True,
+            "sessions": {s["name"]: {"info": sessions_info, "state": "up"} for s in view["sessions"]},
+            "kernel_routes": [{"prefix": a["prefix"], "via": a["next_hop"]} for a in view["accept"]
+                              if a["node"] not in drop] + list(extra)}
+
+
+def test_check_results_pass_and_fail():
+    from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp import check_results
+    plan = _plan(3)
+    good = check_results(_query(plan, "node1"), plan, "node1")
+    assert [r["check"] for r in good].count("bgp-session") == 2 and all(r["ok"] for r in good)
+    n2 = plan["nodes"]["node2"]["pod_cidrs"][0]
+    bad = check_results(_query(plan, "node1", "Active", drop=("node3",),
+                               extra=[{"prefix": "0.0.0.0/0", "via": "192.168.50.12"},
+                                      {"prefix": n2, "via": "192.168.50.13"}]), plan, "node1")
+    reasons = sorted(r["reason"] for r in bad if not r["ok"])
+    assert reasons == ["foreign-prefix", "missing-prefix", "session-down", "session-down", "wrong-next-hop"]
+    down = check_results({"running": False}, plan, "node1")
+    assert {r["reason"] for r in down} == {"bird-down", "missing-prefix"}
+
+
+def test_report_knows_the_bgp_checks():
+    from ansible_collections.flatnet.cluster.plugins.plugin_utils import report
+    from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp import check_results
+    plan = _plan(3)
+    results = check_results({"running": False}, plan, "node1")
+    built = report.build(results, plan=plan)
+    assert not built["ok"] and built["summary"]["failed_required"] == len(results)
+    assert any("BIRD does not run" in f["cause"] for f in built["failures"])
