@@ -16,8 +16,12 @@ The configuration, per node:
     kernel export refuses them: the bridge's connected route carries the traffic);
   - one ``protocol bgp`` per session (iBGP), with ``rr client`` on a reflector's clients;
   - import filter: a prefix inside a cluster CIDR, exactly one that the plan gave to a peer,
-    with that peer's underlay address as next hop; anything else (a default route, the
-    underlay, another node's CIDR announced by the wrong node) is rejected;
+    with that peer's underlay address as next hop; or, from a next hop of the underlay subnet
+    that the plan does not know (a node added later with --limit), one node-sized block that
+    no known node holds; anything else (a default route, the underlay, another node's CIDR
+    announced by the wrong node, a part of a known block) is rejected;
+  - on a full mesh, a dynamic ``protocol bgp`` accepting sessions from the underlay subnet, so
+    that a new node's sessions come up without a run on the others;
   - export filter: this node's pod CIDRs (and, on a reflector, the routes it reflects).
 """
 
@@ -82,6 +86,7 @@ def render(view, log="stderr"):
             continue  # never accepted: the filter only takes prefixes inside the cluster
         accept.append((prefix, hop, _desc(a.get("node", ""))))
     reflector = view.get("role") == "reflector"
+    underlay = _net4(view["underlay_network"], "underlay_network") if view.get("underlay_network") else None
     sessions = []
     for s in view.get("sessions") or []:
         sessions.append((protocol_name(s.get("address")), _v4(s.get("address"), "session address"),
@@ -110,6 +115,16 @@ def render(view, log="stderr"):
               "  if net.type != NET_IP4 then reject;",
               "  if ! (net ~ [ " + ", ".join(f"{k}+" for k in clusters) + " ]) then reject;"]
     lines += [f"  if net = {p} && bgp_next_hop = {h} then accept;  # {d}" for p, h, d in accept]
+    # A node that joined after this node's last run (added with --limit): one node-sized block
+    # that no node of this plan holds (nor a part of one), from an address of this subnet.
+    known_hops = sorted({h for _p, h, _d in accept}, key=int)
+    if known_hops:
+        lines.append("  if bgp_next_hop ~ [ " + ", ".join(map(str, known_hops)) + " ] then reject;")
+    taken = [p for p, _h, _d in accept] + own
+    if taken:
+        lines.append("  if net ~ [ " + ", ".join(f"{p}+" for p in taken) + " ] then reject;")
+    if underlay is not None and own:
+        lines.append(f"  if net.len = {own[0].prefixlen} && bgp_next_hop ~ {underlay} then accept;  # a new node")
     lines += ["  reject;", "}", "",
               "filter flatnet_export {"]
     lines += [f"  if proto = \"flatnet_pods\" && net = {c} then accept;" for c in own]
@@ -134,6 +149,13 @@ def render(view, log="stderr"):
         cluster_id = _v4(view["rr_cluster_id"], "rr_cluster_id")
     else:
         cluster_id = None
+    if view.get("role") == "mesh" and underlay is not None:
+        # A full mesh accepts a session from a node of its subnet that it does not know yet (a
+        # node added with --limit): the import filter decides what that node may announce.
+        lines += ["", "protocol bgp flatnet_new from flatnet_peer {",
+                  f"  neighbor range {underlay} internal;",
+                  "  dynamic name \"flatnet_new_\";",
+                  "}"]
     for name, address, client, desc in sessions:
         lines += ["", f"protocol bgp {name} from flatnet_peer {{",
                   f"  description \"{desc}\";",

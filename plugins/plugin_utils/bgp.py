@@ -112,7 +112,7 @@ def check_bgp(bgp, plan: Mapping) -> dict:
 
 
 def bgp_of(plan: Mapping, name: str) -> dict:
-    """Node ``name``'s BIRD view: ``{router_id, asn, hold_time, keepalive_time, pod_cidrs,
+    """Node ``name``'s BIRD view: ``{router_id, underlay_network, asn, hold_time, keepalive_time, pod_cidrs,
     cluster_cidrs, role, rr_cluster_id, sessions: [{name, address, rr_client}],
     accept: [{node, prefix, next_hop}]}``. O(nodes)."""
     nodes = plan.get("nodes") or {}
@@ -150,6 +150,7 @@ def bgp_of(plan: Mapping, name: str) -> dict:
               for p in served for c in p["pod_cidrs"]]
     return {
         "router_id": me["underlay"]["ip"],
+        "underlay_network": me["underlay"].get("network") or f"{me['underlay']['ip']}/32",
         "asn": int(bgp.get("asn") or DEFAULT_ASN),
         "hold_time": int(bgp.get("hold_time") or DEFAULT_HOLD_TIME),
         "keepalive_time": int(bgp.get("keepalive_time") or DEFAULT_KEEPALIVE_TIME),

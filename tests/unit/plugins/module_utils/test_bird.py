@@ -15,7 +15,7 @@ from ansible_collections.flatnet.cluster.plugins.module_utils import bird
 def view(role="mesh", **kw):
     v = {"router_id": "192.168.50.11", "asn": 64512, "hold_time": 9, "keepalive_time": 3,
          "pod_cidrs": ["10.244.0.0/24"], "cluster_cidrs": ["10.244.0.0/16"], "role": role,
-         "rr_cluster_id": "192.168.50.11" if role == "reflector" else None,
+         "rr_cluster_id": "192.168.50.11" if role == "reflector" else None, "underlay_network": "192.168.50.0/24",
          "sessions": [{"name": "node2", "address": "192.168.50.12", "rr_client": role == "reflector"},
                       {"name": "node3", "address": "192.168.50.13", "rr_client": False}],
          "accept": [{"node": "node2", "prefix": "10.244.1.0/24", "next_hop": "192.168.50.12"},
@@ -37,13 +37,19 @@ def test_mesh_config():
     assert "hold time 9;" in text and "keepalive time 3;" in text
     assert "protocol bgp peer_192_168_50_12 from flatnet_peer {" in text
     assert "rr client" not in text and "RTS_BGP then accept;  # reflected" not in text
-    assert text.count("protocol bgp ") == 2
+    assert text.count("protocol bgp ") == 3  # two sessions and the dynamic one for new nodes
+    assert "neighbor range 192.168.50.0/24 internal;" in text
+    # A node joined later: one free block from this subnet; never a known node's (or part of it).
+    assert "if bgp_next_hop ~ [ 192.168.50.12, 192.168.50.13 ] then reject;" in text
+    assert "if net ~ [ 10.244.1.0/24+, 10.244.2.0/24+, 10.244.0.0/24+ ] then reject;" in text
+    assert "if net.len = 24 && bgp_next_hop ~ 192.168.50.0/24 then accept;" in text
 
 
 def test_reflector_config():
     text = bird.render(view("reflector"))
     assert text.count("rr client;") == 1 and "rr cluster id 192.168.50.11;" in text
     assert "if source = RTS_BGP then accept;  # reflected to the clients" in text
+    assert "neighbor range" not in text  # a reflector only talks to the nodes of its plan
 
 
 @pytest.mark.parametrize("kw,match", [

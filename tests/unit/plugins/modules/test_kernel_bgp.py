@@ -28,7 +28,7 @@ CIDRS = {"node1": "10.244.0.0/24", "node2": "10.244.1.0/24", "rogue": "10.244.2.
 
 
 def view(me, others, hold=9):
-    return {"router_id": IPS[me], "asn": 64512, "hold_time": hold, "keepalive_time": 3,
+    return {"router_id": IPS[me], "underlay_network": "192.168.77.0/24", "asn": 64512, "hold_time": hold, "keepalive_time": 3,
             "pod_cidrs": [CIDRS[me]], "cluster_cidrs": [CLUSTER], "role": "mesh", "rr_cluster_id": None,
             "sessions": [{"name": o, "address": IPS[o], "rr_client": False} for o in others],
             "accept": [{"node": o, "prefix": CIDRS[o], "next_hop": IPS[o]} for o in others]}
