@@ -247,7 +247,7 @@ class Bgp:
         flatnet_state.save(self.record_path, self.record)
         return ident
 
-    def wait_answering(self, timeout=5.0):
+    def wait_answering(self, timeout=20.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.answering():
@@ -327,7 +327,7 @@ class Bgp:
             self.systemctl("restart", "bird.service")
         elif changed_config:
             self.reload()
-        if not self.wait_answering(10.0):
+        if not self.wait_answering(30.0):
             self.module.fail_json(msg=f"bird.service does not answer on {self.socket}: see journalctl -u bird",
                                   actions=self.actions)
 
