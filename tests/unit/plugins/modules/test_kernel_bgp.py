@@ -146,3 +146,20 @@ def test_mesh_filters_reload_kill_and_absent(lab):
     assert bird_routes(n1) == []
     assert n1.sh(["sh", "-c", f"ls /run/{n1.prefix}-bird.conf {n1.state_dir}/bgp.json 2>/dev/null; true"]).stdout == ""
     assert not run(n1, state="absent")["changed"]
+
+
+def test_foreign_config_file_is_refused_and_bad_view_fails_before_any_change():
+    node = ThrowawayNode()
+    try:
+        path = f"/run/{node.prefix}-bird.conf"
+        node.sh(["sh", "-c", f"echo 'router id 1.2.3.4;' > {path}"])
+        res = run(node, view("node1", ["node2"]), expect_fail=True)
+        assert "was not written by flatnet.cluster.bgp" in res["msg"] and path in res["msg"]
+        assert node.sh(["cat", path]).stdout == "router id 1.2.3.4;\n"
+        node.sh(["rm", path])
+        bad = dict(view("node1", ["node2"]), pod_cidrs=["10.99.0.0/24"])
+        res = run(node, bad, expect_fail=True)
+        assert "outside the cluster" in res["msg"]
+        assert node.sh(["sh", "-c", f"ls {path} {node.state_dir} 2>/dev/null; true"]).stdout == ""
+    finally:
+        node.close()
