@@ -116,7 +116,9 @@ def measure(n, env, keep=False):
 
         for sig, key in (("KILL", "kill"), ("STOP", "freeze")):
             victim = names[-1] if sig == "KILL" else names[-2]
-            others = {m: p for m, p in pids.items() if m != victim}
+            # The killed node keeps its stale routes (its BIRD had no time to remove them): it is
+            # not a peer that must see the frozen node's withdrawal.
+            others = {m: p for m, p in pids.items() if m not in (names[-1], victim)}
             vcidr = plan_cidr(lab, victim)
             vpid = bgp_lab.node_pid(STATE_DIR, lab, victim)
             with open(f"/proc/{vpid}/root/var/lib/flatnet/bgp.json", encoding="utf-8") as f:
