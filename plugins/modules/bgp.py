@@ -74,8 +74,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
+    description: Renders and checks the configuration, and reports what would be written, started or reloaded.
   diff_mode:
     support: full
+    description: Shows the configuration file before and after.
 """
 
 EXAMPLES = r"""
