@@ -43,7 +43,7 @@ def inventory(path, n, lab):
                     for i in range(1, n + 1))
     with open(os.path.join(path, "hosts.yml"), "w", encoding="utf-8") as f:
         f.write("all:\n  children:\n    lab_nodes:\n      children:\n        flatnet_nodes:\n          hosts:\n"
-                + hosts + f"      hosts:\n        newnode: {{flatnet_lab_ip: 192.168.50.250}}\n")
+                + hosts + "      hosts:\n        newnode: {flatnet_lab_ip: 192.168.50.250}\n")
     os.makedirs(os.path.join(path, "group_vars"), exist_ok=True)
     with open(os.path.join(path, "group_vars", "lab_nodes.yml"), "w", encoding="utf-8") as f:
         f.write(f"""flatnet_lab_name: {lab}
@@ -138,7 +138,7 @@ def measure(n, env, keep=False):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--nodes", default="10,30")
     ap.add_argument("--keep", action="store_true", help="leave the labs up (debugging)")
     a = ap.parse_args()

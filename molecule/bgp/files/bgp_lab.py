@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Lab helper of the bgp scenario and bench/bgp.py (run as root on the controller).
 

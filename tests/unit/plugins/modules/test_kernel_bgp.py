@@ -98,7 +98,7 @@ def wait_for(fn, timeout=20.0):
 
 def test_mesh_filters_reload_kill_and_absent(lab):
     n1, n2, rogue = lab["node1"], lab["node2"], lab["rogue"]
-    rogue.sh(["sh", "-c", f"mkdir -p /run/rb && cat > /run/rb/rogue.conf"], data=ROGUE)
+    rogue.sh(["sh", "-c", "mkdir -p /run/rb && cat > /run/rb/rogue.conf"], data=ROGUE)
     rogue.sh(["sh", "-c", "bird -s /run/rb/ctl -c /run/rb/rogue.conf"])  # daemonises; dies with the node
 
     # Check mode on a fresh node changes nothing and says what it would do.

@@ -46,7 +46,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("bgp,fragments", [(b, f) for _, b, f in BAD], ids=[i for i, _, _ in BAD])
+@pytest.mark.parametrize("bgp,fragments", [(case[1], case[2]) for case in BAD], ids=[case[0] for case in BAD])
 def test_bad_input_is_refused_naming_variable_and_value(bgp, fragments):
     with pytest.raises(PlanError) as err:
         _plan(bgp=bgp)
