@@ -169,8 +169,9 @@ class Lab:
         except ValueError:
             raise AssertionError(f"module output is not JSON: {proc.stdout}{proc.stderr}") from None
 
-    def run(self, svcs, **kw):
-        return self.module(MODULE, {"services": svcs, "service_cidrs": ["10.96.0.0/12"],
+    def run(self, svcs, as_json=False, **kw):
+        given = {"services_json": json.dumps(svcs)} if as_json else {"services": svcs}
+        return self.module(MODULE, {**given, "service_cidrs": ["10.96.0.0/12"],
                                     "cluster_cidrs": ["10.244.0.0/16"], "node": "node", "bridge": "br0",
                                     "source": "10.244.0.1", **kw.pop("extra", {})}, **kw)
 
@@ -263,7 +264,7 @@ def test_cluster_ip_node_port_reject_affinity_and_idempotence(lab):
     try:
         assert client.stdout.readline().strip() == "ready"
         res = lab.run(services(web=("p2",)))
-        assert res["actions"] == ["write table ip flatnet-svc (definition changed)"], res
+        assert res["actions"] == ["update table ip flatnet-svc (1 chains, 0 elements)"], res
         assert names(lab.get("p1", "10.96.0.5", 80, 10)) == {"p2"}
         out, _err = client.communicate("go\n", timeout=10)
         assert json.loads(out)["name"] in ("p2", "p3"), out
@@ -285,3 +286,95 @@ def test_cluster_ip_node_port_reject_affinity_and_idempotence(lab):
     routes = sh("ip", "-n", lab.ns["node"], "route", "show", "proto", "158").stdout
     assert routes.strip() == ""
     assert not os.path.exists(os.path.join(lab.state_dir, "services.json"))
+
+
+def nft(lab, *argv, check=True):
+    return sh("ip", "netns", "exec", lab.ns["node"], "nft", *argv, check=check)
+
+
+def affinity_elements(lab):
+    out = nft(lab, "list", "table", "ip", "flatnet-svc").stdout
+    return sorted(line.strip() for line in out.splitlines() if "expires" in line)
+
+
+def np_chains(lab):
+    """Names of the chains whose comment names the service np."""
+    out, names_, current = nft(lab, "list", "chains", "ip").stdout, [], None
+    for line in out.splitlines():
+        if line.strip().startswith("chain "):
+            current = line.split()[1]
+        elif "default/np:" in line and current:
+            names_.append(current)
+    return sorted(names_)
+
+
+def test_partial_write_keeps_affinity_and_drift_is_repaired(lab):
+    assert not lab.module(FIREWALL, {"cluster_cidrs": ["10.244.0.0/16"], "bridge": "br0"}).get("failed")
+    res = lab.run(services(), as_json=True)
+    assert res["changed"] and not res.get("failed"), res
+    assert lab.run(services(), as_json=True)["changed"] is False
+    # Fill the sticky service's affinity set, then change another service (web): the write is
+    # partial and the affinity entry (and so the chosen endpoint) survives.
+    first = names(lab.get("p2", "10.96.0.7", 80, 5))
+    assert len(first) == 1
+    before = affinity_elements(lab)
+    assert before, "no affinity element after requests to the sticky service"
+    res = lab.run(services(web=("p3",)), as_json=True)
+    assert res["actions"][0].startswith("update table ip flatnet-svc (1 chains,"), res
+    assert affinity_elements(lab), "the affinity set was emptied by a change to another service"
+    assert names(lab.get("p2", "10.96.0.7", 80, 5)) == first
+    assert names(lab.get("p1", "10.96.0.5", 80, 10)) == {"p3"}
+    # Check mode and diff of a partial change.
+    res = lab.run(services(), as_json=True, check_mode=True, diff=True)
+    assert res["changed"] and res["actions"][0].startswith("update table"), res
+    assert "numgen random mod 3 map" in res["diff"]["after"]
+    assert names(lab.get("p1", "10.96.0.5", 80, 10)) == {"p3"}
+
+    # Removing a service: its chain is flushed now and deleted by the next write.
+    svcs = [s for s in services(web=("p3",)) if s["name"] != "np"]
+    res = lab.run(svcs, as_json=True)
+    assert res["actions"][0].startswith("update table"), res
+    stale = np_chains(lab)
+    assert len(stale) == 2, stale  # np's service and node port chains, empty, kept until the next write
+    assert lab.run(svcs, as_json=True)["changed"] is False
+    reply = lab.get("out", "198.51.100.1", 30080, 1, timeout=0.5)[0]
+    assert "error" in reply, reply  # no longer served
+    res = lab.run(svcs + [service("extra", "10.96.0.13", ["p2"])], as_json=True)
+    assert res["actions"][0].startswith("update table"), res
+    left = nft(lab, "list", "chains", "ip").stdout
+    assert not [name for name in stale if f"chain {name} " in left], left
+    assert names(lab.get("p1", "10.96.0.13", 80, 3)) == {"p2"}
+    res = lab.run(services(web=("p3",)), as_json=True)
+    assert res["actions"][0].startswith("update table"), res
+    assert names(lab.get("out", "198.51.100.1", 30080, 10)) == {"p2", "p3"}
+    assert lab.run(services(web=("p3",)), as_json=True)["changed"] is False
+
+    # Drift: a hand-added rule, a deleted map element, a deleted chain are each written again.
+    svcs = services(web=("p3",))
+    for damage in (["add", "rule", "ip", "flatnet-svc", "services", "counter"],
+                   ["delete", "element", "ip", "flatnet-svc", "service-ips", "{ 10.96.0.5 . tcp . 80 }"],
+                   ["add", "element", "ip", "flatnet-svc", "endpoints", "{ 10.1.1.1 . tcp . 1 }"]):
+        nft(lab, *damage)
+        res = lab.run(svcs, as_json=True)
+        assert res["actions"] == ["write table ip flatnet-svc (live table differs from the recorded one)"], (damage, res)
+        assert lab.run(svcs, as_json=True)["changed"] is False
+    assert names(lab.get("p1", "10.96.0.5", 80, 10)) == {"p3"}
+    nft(lab, "flush", "chain", "ip", "flatnet-svc", "services")
+    assert lab.run(svcs, as_json=True)["actions"][0].startswith("write table"), "flushed chain not seen"
+
+
+def test_large_table_drift_check(lab):
+    """Above FULL_CHECK_MAX_CHAINS service chains the check lists chains and verdict maps only."""
+    many = [service(f"s{i}", f"10.96.{1 + i // 250}.{1 + i % 250}", ["p3"]) for i in range(210)]
+    res = lab.run(many, as_json=True)
+    assert res["changed"] and not res.get("failed"), res
+    assert lab.run(many, as_json=True)["changed"] is False
+    nft(lab, "delete", "element", "ip", "flatnet-svc", "service-ips", "{ 10.96.1.5 . tcp . 80 }")
+    assert lab.run(many, as_json=True)["actions"][0].startswith("write table")
+    chains = nft(lab, "list", "chains", "ip").stdout
+    victim = [line.split()[1] for line in chains.splitlines() if line.strip().startswith("chain svc-")][0]
+    nft(lab, "flush", "chain", "ip", "flatnet-svc", victim)  # invisible to chains + maps...
+    nft(lab, "add", "chain", "ip", "flatnet-svc", "extra")   # ...but a new chain is not
+    assert lab.run(many, as_json=True)["actions"][0].startswith("write table")
+    assert lab.run(many, as_json=True)["changed"] is False
+    assert names(lab.get("p1", "10.96.1.5", 80, 3)) == {"p3"}
