@@ -25,6 +25,13 @@ options:
     description: The node whose peers to list (usually C(inventory_hostname)).
     type: str
     required: true
+  lines:
+    description:
+      - Return each peer as one peer line, C(NAME MODE UNDERLAY_IP POD_CIDRS VTEP_IPS VTEP_MAC)
+        (lists joined with commas, V(-) for none), the compact form M(flatnet.cluster.peers)
+        takes. Ansible handles one string per peer much faster than a mapping of six keys.
+    type: bool
+    default: false
 seealso:
   - module: flatnet.cluster.plan
   - module: flatnet.cluster.peers
@@ -36,6 +43,11 @@ EXAMPLES = r"""
     underlay_interface: "{{ flatnet_plan.nodes[inventory_hostname].underlay.interface }}"
     peers: "{{ flatnet_plan | flatnet.cluster.peers_of(inventory_hostname) }}"
 
+- name: The same, with one string per peer (what the backend role passes)
+  flatnet.cluster.peers:
+    underlay_interface: "{{ flatnet_plan.nodes[inventory_hostname].underlay.interface }}"
+    peers: "{{ flatnet_plan | flatnet.cluster.peers_of(inventory_hostname, lines=true) }}"
+
 - name: The peers this node reaches through VXLAN
   ansible.builtin.debug:
     msg: "{{ flatnet_plan | flatnet.cluster.peers_of(inventory_hostname) | selectattr('mode', 'equalto', 'vxlan') | map(attribute='name') }}"
@@ -43,9 +55,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: The peers, sorted by name.
+  description: The peers, sorted by name (strings with O(lines=true)).
   type: list
-  elements: dict
+  elements: raw
   sample:
     - {name: node2, mode: direct, underlay_ip: 192.168.50.12, pod_cidrs: [10.244.1.0/24],
        vtep_ips: [10.244.1.0], vtep_mac: "0e:b4:f2:fb:1e:23"}
@@ -55,15 +67,19 @@ from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.flatnet.cluster.plugins.module_utils.peers_reconcile import PeersError, peer_line
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError, peers_of
 
 
-def _peers_of(plan, node):
+def _peers_of(plan, node, lines=False):
     if not isinstance(plan, Mapping) or not isinstance(plan.get("nodes"), Mapping):
         raise AnsibleFilterError(f"peers_of: the input is not a flatnet plan (no 'nodes' mapping): {type(plan).__name__}")
+    if not isinstance(lines, bool):
+        raise AnsibleFilterError(f"peers_of: lines must be true or false, not {lines!r}")
     try:
-        return peers_of(plan, str(node))
-    except (PlanError, ValueError) as exc:
+        peers = peers_of(plan, str(node))
+        return [peer_line(peer) for peer in peers] if lines else peers
+    except (PlanError, PeersError, ValueError) as exc:
         raise AnsibleFilterError(f"peers_of: {exc}") from None
 
 

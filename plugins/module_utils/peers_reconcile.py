@@ -12,6 +12,7 @@ Private module_utils of flatnet.cluster: the API may change without notice.
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import ALIAS
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import RT_PROTO as _RT_PROTO
@@ -24,15 +25,42 @@ class PeersError(Exception):
     """A request the module must refuse before changing anything."""
 
 
+def _v4_int(text):
+    """The integer of a canonical dotted-quad IPv4 address, or None. inet_pton accepts only
+    that form (no leading zeros, no spaces), so an accepted text is already canonical; it is
+    also far cheaper than ipaddress, and a node with 1,000 peers parses thousands of them."""
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def _net(text):
     """A route destination as a canonical network string (``ip -json`` prints /32 hosts bare)."""
     if text == "default":
         return None
+    if isinstance(text, str) and ":" not in text:
+        addr, slash, plen = text.partition("/")
+        value = _v4_int(addr)
+        if value is not None:
+            if not slash:
+                return addr + "/32"
+            if plen.isascii() and plen.isdigit() and plen == str(int(plen)) and int(plen) <= 32:
+                host = (1 << (32 - int(plen))) - 1
+                if not value & host:
+                    return text
     return str(ipaddress.ip_network(text, strict=False))
 
 
 def _addr(text):
+    if isinstance(text, str) and _v4_int(text) is not None:
+        return text
     return str(ipaddress.ip_address(text))
+
+
+def _family(canonical):
+    """4 or 6 for a canonical address or network string (as _addr and _net return them)."""
+    return 6 if ":" in canonical else 4
 
 
 def _mac(text):
@@ -59,8 +87,8 @@ class Route:
     def _via_words(self):
         if not self.via:
             return []
-        dst_v = ipaddress.ip_network(self.dst).version
-        via_v = ipaddress.ip_address(self.via).version
+        dst_v = _family(self.dst)  # both canonical: made by _net and _addr
+        via_v = _family(self.via)
         if dst_v == via_v:
             return ["via", self.via]
         # An IPv4 route through an IPv6 gateway (RTA_VIA, kernel >= 5.2).
@@ -105,9 +133,9 @@ def desired_state(peers, underlay_interface, vxlan):
             if not underlay_interface:
                 raise PeersError(f"peer {name} is direct but no underlay_interface was given")
             direct[name] = underlay_ip
-            gw_v = ipaddress.ip_address(underlay_ip).version
+            gw_v = _family(underlay_ip)
             for cidr in cidrs:
-                if ipaddress.ip_network(cidr).version == 6 and gw_v == 4:
+                if _family(cidr) == 6 and gw_v == 4:
                     skipped.append(
                         f"peer {name}: IPv6 pod CIDR {cidr} not routed: the kernel has no IPv6 route "
                         f"through an IPv4 gateway ({underlay_ip}); use backend vxlan for dual-stack "
@@ -124,9 +152,9 @@ def desired_state(peers, underlay_interface, vxlan):
             vteps = {}
             for ip in peer.get("vtep_ips") or []:
                 ip = _addr(ip)
-                vteps.setdefault(ipaddress.ip_address(ip).version, ip)
+                vteps.setdefault(_family(ip), ip)
             for cidr in cidrs:
-                vtep = vteps.get(ipaddress.ip_network(cidr).version)
+                vtep = vteps.get(_family(cidr))
                 if vtep is None:
                     skipped.append(f"peer {name}: pod CIDR {cidr} not routed: no VTEP IP of its family")
                     continue
@@ -155,6 +183,85 @@ def desired_state(peers, underlay_interface, vxlan):
         }
     return {"routes": routes, "neigh": neigh, "fdb": fdb, "device": device,
             "skipped": skipped, "direct_gateways": direct, "device_name": dev}
+
+
+PEER_MODES = ("direct", "vxlan")
+PEER_KEYS = ("name", "mode", "underlay_ip", "pod_cidrs", "vtep_ips", "vtep_mac")
+
+
+def check_peers(entries):
+    """The ``peers`` option, checked here instead of by Ansible's suboptions (whose checks of
+    1,000 entries cost more than the rest of an unchanged run): each entry is a mapping of
+    PEER_KEYS or a peer line (parse_peer_line). Returns mappings with every key set; raises
+    PeersError naming the entry and the field."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise PeersError(f"peers must be a list of peers, not {type(entries).__name__}")
+    result = []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, str):
+            result.append(parse_peer_line(entry, index))
+            continue
+        if not isinstance(entry, dict):
+            raise PeersError(f"peers[{index}] is a {type(entry).__name__}, not a mapping or a peer line")
+        unknown = sorted(str(k) for k in entry if k not in PEER_KEYS)
+        if unknown:
+            raise PeersError(f"peers[{index}] has unknown keys {', '.join(unknown)}; "
+                             f"a peer takes {', '.join(PEER_KEYS)}")
+        where = f"peers[{index}]" + (f" ({entry['name']})" if isinstance(entry.get("name"), str) else "")
+        peer = {}
+        for key in ("name", "underlay_ip"):
+            value = entry.get(key)
+            if not isinstance(value, str) or not value:
+                raise PeersError(f"{where}: {key} is required and must be a string, got {value!r}")
+            peer[key] = value
+        mode = entry.get("mode")
+        mode = "direct" if mode is None else mode
+        if mode not in PEER_MODES:
+            raise PeersError(f"{where}: mode {mode!r} is not one of {', '.join(PEER_MODES)}")
+        peer["mode"] = mode
+        for key in ("pod_cidrs", "vtep_ips"):
+            value = entry.get(key)
+            value = [] if value is None else value
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise PeersError(f"{where}: {key} must be a list of strings, got {value!r}")
+            peer[key] = value
+        mac = entry.get("vtep_mac")
+        if mac is not None and not isinstance(mac, str):
+            raise PeersError(f"{where}: vtep_mac must be a string, got {mac!r}")
+        peer["vtep_mac"] = mac
+        result.append(peer)
+    return result
+
+
+def peer_line(peer):
+    """A peer as one line: ``NAME MODE UNDERLAY_IP POD_CIDRS VTEP_IPS VTEP_MAC``, lists joined
+    with commas, ``-`` for an empty list or no MAC. One string per peer keeps the module's
+    arguments small: Ansible loads, copies and scans every value of them."""
+    fields = [peer["name"], peer.get("mode") or "direct", peer["underlay_ip"],
+              ",".join(peer.get("pod_cidrs") or []) or "-", ",".join(peer.get("vtep_ips") or []) or "-",
+              peer.get("vtep_mac") or "-"]
+    for field in fields:
+        if not isinstance(field, str) or not field or any(c.isspace() for c in field):
+            raise PeersError(f"peer {peer.get('name')!r}: {field!r} cannot be a field of a peer line "
+                             "(empty, not a string, or with white space)")
+    return " ".join(fields)
+
+
+def parse_peer_line(line, index=0):
+    """The mapping of a peer line (peer_line), or PeersError naming the entry."""
+    parts = line.split()
+    if len(parts) != 6:
+        raise PeersError(f"peers[{index}] {line!r} is not a peer line: write NAME MODE UNDERLAY_IP "
+                         "POD_CIDRS VTEP_IPS VTEP_MAC (lists joined with commas, - for none)")
+    name, mode, underlay_ip, cidrs, vteps, mac = parts
+    if mode not in PEER_MODES:
+        raise PeersError(f"peers[{index}] ({name}): mode {mode!r} is not one of {', '.join(PEER_MODES)}")
+    return {"name": name, "mode": mode, "underlay_ip": underlay_ip,
+            "pod_cidrs": [] if cidrs == "-" else cidrs.split(","),
+            "vtep_ips": [] if vteps == "-" else vteps.split(","),
+            "vtep_mac": None if mac == "-" else mac}
 
 
 def _iface(text):

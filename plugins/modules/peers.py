@@ -37,37 +37,22 @@ options:
     description: Underlay interface of this node; the device of the host-gw routes.
     type: str
   peers:
-    description: Every other node of the cluster (the plan's C(peers) of this node).
+    description:
+      - Every other node of the cluster, as the P(flatnet.cluster.peers_of#filter) filter lists
+        them from the plan. Each entry is a mapping or a peer line.
+      - "A mapping has the keys C(name) (peer node name, required), C(mode) (how the peer is
+        reached: V(direct) or V(vxlan); default V(direct)), C(underlay_ip) (the peer's underlay
+        IP: host-gw gateway or VXLAN tunnel endpoint; required), C(pod_cidrs) (the peer's pod
+        CIDRs, one per family), C(vtep_ips) (its VTEP IPs, the network address of each pod CIDR;
+        used by V(vxlan)) and C(vtep_mac) (its VTEP MAC; required for V(vxlan))."
+      - "A peer line holds the same fields in one string, C(NAME MODE UNDERLAY_IP POD_CIDRS
+        VTEP_IPS VTEP_MAC), lists joined with commas and V(-) for an empty list or no MAC
+        (C(peers_of(node, lines=true)) writes them). One string per peer keeps the arguments of
+        a node with a thousand peers small: Ansible loads, copies and scans every value of them."
+      - The module checks the entries itself and fails naming the entry and the field.
     type: list
-    elements: dict
+    elements: raw
     default: []
-    suboptions:
-      name:
-        description: Peer node name.
-        type: str
-        required: true
-      mode:
-        description: How the peer is reached.
-        type: str
-        choices: [direct, vxlan]
-        default: direct
-      underlay_ip:
-        description: The peer's underlay IP (host-gw gateway, or VXLAN tunnel endpoint).
-        type: str
-        required: true
-      pod_cidrs:
-        description: The peer's pod CIDRs (one per family).
-        type: list
-        elements: str
-        default: []
-      vtep_ips:
-        description: The peer's VTEP IPs (network address of each pod CIDR); used by C(vxlan).
-        type: list
-        elements: str
-        default: []
-      vtep_mac:
-        description: The peer's VTEP MAC; required for C(vxlan).
-        type: str
   vxlan:
     description: This node's VXLAN device; only used while some peer is C(vxlan).
     type: dict
@@ -152,12 +137,21 @@ actions:
   elements: str
   sample: ["add route 10.244.1.0/24 via 192.168.50.12 dev eth0"]
 peers:
-  description: Per peer, its mode and the routes it should have.
-  returned: always
+  description:
+    - Per peer, its mode and the routes it should have.
+    - Only when something changed (or would change, in check mode) or with C(--diff). An unchanged
+      run on a node with a thousand peers returns the counts alone, since Ansible scans every value
+      of a result.
+  returned: with O(state=present), when something changed or in diff mode
   type: list
   elements: dict
   sample: [{"name": "node2", "mode": "direct", "underlay_ip": "192.168.50.12",
             "pod_cidrs": ["10.244.1.0/24"], "routes": ["10.244.1.0/24 via 192.168.50.12 dev eth0"]}]
+counts:
+  description: How many peers (in all, direct and vxlan) and routes the node should have.
+  returned: when O(state=present)
+  type: dict
+  sample: {"peers": 2, "direct": 1, "vxlan": 1, "routes": 2}
 skipped:
   description: Pod CIDRs that cannot be routed and were left out, with the reason.
   returned: always
@@ -175,6 +169,7 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import AL
 from ansible_collections.flatnet.cluster.plugins.module_utils.peers_reconcile import (
     PeersError,
     check_direct_on_link,
+    check_peers,
     desired_state,
     parse_addrs,
     parse_device,
@@ -186,15 +181,6 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.peers_reconcile im
     recorded_devices,
     render_current,
     render_desired,
-)
-
-PEER_SPEC = dict(
-    name=dict(type="str", required=True),
-    mode=dict(type="str", choices=["direct", "vxlan"], default="direct"),
-    underlay_ip=dict(type="str", required=True),
-    pod_cidrs=dict(type="list", elements="str", default=[]),
-    vtep_ips=dict(type="list", elements="str", default=[]),
-    vtep_mac=dict(type="str"),
 )
 
 VXLAN_SPEC = dict(
@@ -256,11 +242,18 @@ def summary(peers, desired):
     return result
 
 
+def record_peers(peers):
+    """The peers as peers.json records them (the summary without routes)."""
+    return [{"name": peer["name"], "mode": peer["mode"], "underlay_ip": peer["underlay_ip"],
+             "pod_cidrs": list(peer["pod_cidrs"])} for peer in sorted(peers, key=lambda p: p["name"])]
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             underlay_interface=dict(type="str"),
-            peers=dict(type="list", elements="dict", options=PEER_SPEC, default=[]),
+            # Checked by check_peers, not by suboptions: see the option's documentation.
+            peers=dict(type="list", elements="raw", default=[]),
             vxlan=dict(type="dict", options=VXLAN_SPEC, default={}),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             state_dir=flatnet_state.state_dir_spec(),
@@ -271,7 +264,7 @@ def main():
     vxlan = p["vxlan"] or {}
     dev = vxlan.get("device") or "flatnet.1"
     state_file = os.path.join(p["state_dir"], "peers.json")
-    result = dict(changed=False, actions=[], peers=[], skipped=[])
+    result = dict(changed=False, actions=[], skipped=[])
     # A corrupt record fails here, before anything is read or changed.
     record = flatnet_state.load_or_fail(module, state_file)
     recorded = recorded_devices(record)
@@ -279,8 +272,10 @@ def main():
     try:
         kernel = Kernel(module)
         desired = None
+        peers = []
         if p["state"] == "present":
-            desired = desired_state(p["peers"], p["underlay_interface"], vxlan)
+            peers = check_peers(p["peers"])
+            desired = desired_state(peers, p["underlay_interface"], vxlan)
         route_json = kernel.routes()
         routes = parse_routes(route_json)
         link = parse_device(kernel.device(dev))
@@ -308,29 +303,33 @@ def main():
         if desired is not None:
             check_direct_on_link(desired["direct_gateways"], route_json, p["underlay_interface"])
             plan = plan_present(desired, routes, link, dev_addrs, neigh, fdb, retire=retire)
-            after = render_desired(desired)
-            result["peers"] = summary(p["peers"], desired)
+            # The per-peer summary and the --diff text cost as much as the rest of an unchanged
+            # run with 1,000 peers: made only when they are returned.
+            if plan.changed or module._diff:
+                result["peers"] = summary(peers, desired)
+            modes = [peer["mode"] for peer in peers]
+            result["counts"] = {"peers": len(peers), "direct": modes.count("direct"),
+                                "vxlan": modes.count("vxlan"), "routes": len(desired["routes"])}
             result["skipped"] = desired["skipped"]
             for message in desired["skipped"]:
                 module.warn(message)
         else:
             plan = plan_absent(routes, retire)
-            after = ""
-        before = render_current(routes, link, dev_addrs, neigh, fdb)
     except (PeersError, IPError, ValueError) as e:
         module.fail_json(msg=str(e), **result)
 
     result["changed"] = plan.changed
     result["actions"] = plan.actions
     if module._diff:
+        after = render_desired(desired) if desired is not None else ""
+        before = render_current(routes, link, dev_addrs, neigh, fdb)
         before = "".join(f"vxlan {d['name']} (old, ours)\n" for d in retire) + before
         result["diff"] = dict(before=before, after=after,
                               before_header=f"routing ({dev})", after_header=f"routing ({dev})")
 
     if not module.check_mode:
         if p["state"] == "present":
-            final = {"device": dev if desired["device"] else None,
-                     "peers": [{k: v for k, v in s.items() if k != "routes"} for s in result["peers"]]}
+            final = {"device": dev if desired["device"] else None, "peers": record_peers(peers)}
             # Recorded before the kernel changes: a device about to be made is already ours by
             # record, and an old one stays recorded until it is gone.
             intent = dict(final)

@@ -230,8 +230,37 @@ def _ip_int(text: str):
     return None
 
 
+def _network(first: int, prefix: int, version: int) -> IPNetwork:
+    """A netaddr network from integers, without formatting and parsing a string."""
+    return IPNetwork((first, prefix), version=version)
+
+
+def _canonical_block(text) -> IPNetwork | None:
+    """``ADDRESS/PREFIX`` as a network when it is one exactly as the plan writes it (canonical
+    address, decimal prefix, no host bits), else None (then parse_network judges it)."""
+    if not isinstance(text, str):
+        return None
+    addr, sep, plen = text.partition("/")
+    if not sep or not (plen.isascii() and plen.isdigit()) or plen != str(int(plen)):
+        return None
+    parsed = _ip_int(addr)
+    if parsed is None:
+        return None
+    first, version = parsed
+    prefix = int(plen)
+    width = 32 if version == 4 else 128
+    if prefix > width or first & ((1 << (width - prefix)) - 1):
+        return None
+    if version == 6 and _address(first, 6) != addr:
+        return None
+    return _network(first, prefix, version)
+
+
 def _address(value: int, version: int) -> str:
-    return str((ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address)(value))
+    if version == 4:
+        # Integer ops: ten times cheaper than ipaddress, and the plan formats an address per pod.
+        return f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
+    return str(ipaddress.IPv6Address(value))
 
 
 def gateway(cidr) -> str:
@@ -356,18 +385,21 @@ def _assign_blocks(
     for claim in claims:
         if claim.node not in blocks:
             continue
-        for raw in _as_list(claim.value):
+        for raw in (claim.value if isinstance(claim.value, list) else _as_list(claim.value)):
             soft = claim.kind == "soft"
-            try:
-                # Recorded and cached blocks need no range check of their own: one outside the
-                # (checked) cluster CIDR is refused below anyway.
-                net = parse_network(raw, f"{v['pod_cidr']} of {claim.node}" if claim.kind == "pin"
-                                    else f"pod CIDR of {claim.node} ({claim.source})",
-                                    usable=claim.kind == "pin")
-            except PlanError:
-                if soft:
-                    continue
-                raise
+            # Recorded and cached blocks need no range check of their own: one outside the
+            # (checked) cluster CIDR is refused below anyway. A canonical one (what the plan
+            # writes) is parsed with integer ops: a rerun reads one per node of the cluster.
+            net = _canonical_block(raw) if claim.kind != "pin" else None
+            if net is None:
+                try:
+                    net = parse_network(raw, f"{v['pod_cidr']} of {claim.node}" if claim.kind == "pin"
+                                        else f"pod CIDR of {claim.node} ({claim.source})",
+                                        usable=claim.kind == "pin")
+                except PlanError:
+                    if soft:
+                        continue
+                    raise
             fam = net.version
             if claim.kind == "pin":
                 key = (claim.node, fam)
@@ -447,7 +479,7 @@ def _assign_blocks(
             while cluster.first + index * size in taken[fam]:
                 index += 1
             first = cluster.first + index * size
-            net = IPNetwork(f"{IPAddress(first, fam)}/{prefix}")
+            net = _network(first, prefix, fam)
             taken[fam][first] = (node, "allocated")
             blocks[node][fam] = net
     return blocks
@@ -505,6 +537,56 @@ def _check_pod_names(node: str, names: list, v: Mapping = PLAIN_NAMES) -> None:
         seen.add(name)
 
 
+@functools.lru_cache(maxsize=64)
+def _last_octets(low: int, high: int, tail: str) -> frozenset:
+    """The texts ``"<octet><tail>"`` of the last IPv4 octets low..high (canonical decimal)."""
+    return frozenset(f"{octet}{tail}" for octet in range(low, high + 1))
+
+
+def _unchanged_pod_ips(blocks: list[IPNetwork], pods: list[str], claims: list[tuple[str, object]]):
+    """The pods' addresses when a rerun changes nothing on the node, else None.
+
+    A rerun's common case: an IPv4 block of /24 or longer, the cached plan's pod entries for
+    exactly these pods (as written: sorted by name, one ``ADDR/PREFIX`` each), and records on
+    the node that are absent or say the same. Then the generic path (_assign_pod_ips) would keep
+    every cached address as it is, and it is enough to check, with set operations over the
+    node's texts instead of parsing each, that each one is a canonical usable address of the
+    block and that no two pods share one. Anything else (pins, CNI ranges, a hand-edited or
+    stale entry, another pod set, IPv6) returns None: the generic path decides, and refuses.
+    """
+    if len(blocks) != 1 or len(claims) != 2:
+        return None
+    block = blocks[0]
+    (_recorded_source, recorded), (_cached_source, cached) = claims
+    if block.version != 4 or block.prefixlen < 24 or not isinstance(cached, list) or len(cached) != len(pods):
+        return None
+    try:
+        names = [p["name"] for p in cached]
+        texts = [ips[0] for ips in [p["ips"] for p in cached] if isinstance(ips, list) and len(ips) == 1]
+    except (TypeError, KeyError):
+        return None
+    if len(texts) != len(names) or names != sorted(pods):
+        return None
+    first = block.first
+    head = f"{first >> 24}.{first >> 16 & 255}.{first >> 8 & 255}."
+    tail = f"/{block.prefixlen}"
+    size = len(head)
+    last = [t[size:] for t in texts if isinstance(t, str) and t.startswith(head)]
+    if (len(last) != len(texts) or len(set(last)) != len(last)
+            or not _last_octets((first & 255) + 2, (first & 255) + (1 << (32 - block.prefixlen)) - 2,
+                                tail).issuperset(last)):
+        return None
+    if recorded:  # records win over the cache: they must hold the same addresses
+        if not isinstance(recorded, Mapping):
+            return None
+        cut = -len(tail)
+        for name, text in zip(names, texts):
+            held = recorded.get(name)
+            if held is not None and held != [text[:cut]] and held != [text]:
+                return None
+    return {name: [text] for name, text in zip(names, texts)}
+
+
 def _assign_pod_ips(
     node: str,
     blocks: list[IPNetwork],
@@ -522,7 +604,8 @@ def _assign_pod_ips(
     by_family = {b.version: b for b in blocks}
     ceilings = ceilings or {}
     for block in blocks:
-        usable = usable_pod_count(block)
+        # usable_pod_count() without re-normalising the block: this runs once per node.
+        usable = max(0, block.last - block.first + 1 - len(_reserved_offsets(block)))
         if len(pods) > usable:
             opt = v["node_prefix"] if block.version == 4 else v["node_prefix_v6"]
             raise PlanError(
@@ -530,6 +613,10 @@ def _assign_pod_ips(
                 f"run fewer pods on {node} or set {opt} to {_min_prefix_for(block.version, len(pods))} "
                 "or shorter (needs a teardown when blocks already exist)"
             )
+    if not pins and not ceilings:
+        kept = _unchanged_pod_ips(blocks, pods, claims)
+        if kept is not None:
+            return kept
     taken: dict[int, dict[int, str]] = {f: {} for f in by_family}
     pinned: set[tuple[int, int]] = set()
     result: dict[str, dict[int, IPAddress]] = {p: {} for p in pods}
@@ -593,19 +680,42 @@ def _assign_pod_ips(
 
     reserved = {fam: _reserved_offsets(block) for fam, block in by_family.items()}
     bounds = {fam: (block.first, block.last) for fam, block in by_family.items()}
+    suffix = {fam: f"/{block.prefixlen}" for fam, block in by_family.items()}
+    # The text a kept IPv4 claim already has ("ADDR" or "ADDR/PREFIX"), reused for the output:
+    # inet_pton accepts only the canonical dotted quad (no leading zeros, no spaces), so the
+    # text is what formatting the parsed integer would give. A rerun then formats nothing.
+    texts: dict[str, dict[int, str]] = {}  # pod -> family -> kept text
+    missing = len(pods) * len(by_family) - sum(len(chosen) for chosen in result.values())
+    # A rerun reads one claim per pod of the cluster: the loop parses them with inet_pton and
+    # keeps its lookups local.
+    pton, from_bytes, af4, af6 = socket.inet_pton, int.from_bytes, socket.AF_INET, socket.AF_INET6
     for source, mapping in claims:
-        for pod in sorted(mapping or {}):
-            if pod not in result:
+        if not mapping or not missing:
+            continue
+        if isinstance(mapping, list):  # the cached plan's pod entries, [{name, ips, ...}], as written
+            items = [(p["name"], p.get("ips")) for p in mapping if isinstance(p, dict) and isinstance(p.get("name"), str)]
+            if any(items[i][0] > items[i + 1][0] for i in range(len(items) - 1)):
+                items.sort(key=lambda item: item[0])  # hand-edited: the sorted order decides, as below
+        else:
+            items = [(pod, mapping[pod]) for pod in sorted(mapping)]
+        for pod, values in items:
+            chosen = result.get(pod)
+            if chosen is None:
                 continue
-            for raw in _as_list(mapping[pod]):
-                # A rerun reads one claim per pod of the cluster: parse them cheaply.
-                parsed = _ip_int(str(raw))
-                if parsed is None:
+            for raw in (values if isinstance(values, list) else _as_list(values)):
+                text = raw if isinstance(raw, str) else str(raw)
+                addr, slash, plen = text.partition("/")
+                try:
+                    if ":" in addr:
+                        ip, fam = from_bytes(pton(af6, addr), "big"), 6
+                    else:
+                        ip, fam = from_bytes(pton(af4, addr), "big"), 4
+                except (OSError, ValueError):
                     continue
-                ip, fam = parsed
-                if fam in result[pod] or fam not in by_family:
+                if fam in chosen or fam not in by_family:
                     continue
-                if not bounds[fam][0] <= ip <= bounds[fam][1] or ip in reserved[fam]:
+                low, high = bounds[fam]
+                if not low <= ip <= high or ip in reserved[fam]:
                     continue  # the node block changed (pin); the pod gets a fresh address
                 holder = taken[fam].get(ip)
                 if holder is not None:
@@ -616,9 +726,17 @@ def _assign_pod_ips(
                         )
                     continue
                 taken[fam][ip] = pod
-                result[pod][fam] = ip
+                chosen[fam] = ip
+                missing -= 1
+                if fam == 4:
+                    if not slash:
+                        texts.setdefault(pod, {})[4] = text + suffix[4]
+                    elif slash + plen == suffix[4]:
+                        texts.setdefault(pod, {})[4] = text
 
     for fam, block in by_family.items():
+        if not missing:
+            break  # a rerun: every pod kept its address
         candidate = block.first + 2
         for pod in sorted(pods):
             if fam in result[pod]:
@@ -635,12 +753,18 @@ def _assign_pod_ips(
             taken[fam][candidate] = pod
             result[pod][fam] = candidate
             candidate += 1
-    # The stdlib formats an address several times faster than netaddr: this loop runs once
-    # per pod of the cluster.
-    return {
-        pod: [f"{_address(int(result[pod][b.version]), b.version)}/{b.prefixlen}" for b in blocks]
-        for pod in sorted(pods)
-    }
+    # Integer ops format an address several times faster than netaddr or ipaddress: this loop
+    # runs once per pod of the cluster. Kept claims reuse their text.
+    fams = [(b.version, suffix[b.version]) for b in blocks]  # netaddr properties cost a call each
+    out = {}
+    for pod in sorted(pods):
+        chosen = result[pod]
+        kept = texts.get(pod)
+        if kept is not None and len(kept) == len(fams):
+            out[pod] = [kept[fam] for fam, _tail in fams]
+        else:
+            out[pod] = [(kept or {}).get(fam) or _address(int(chosen[fam]), fam) + tail for fam, tail in fams]
+    return out
 
 
 def pod_ips(node_cidr, pods, existing=None, pins=None) -> dict[str, list[str]]:
@@ -1112,8 +1236,10 @@ def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, 
     inventory = set(str(n) for n in _as_list(inventory_nodes)) | set(in_play)
     cached_nodes = {}
     if isinstance(cached, Mapping) and isinstance(cached.get("nodes"), Mapping):
-        cached_nodes = {str(k): val for k, val in cached["nodes"].items() if isinstance(val, Mapping)}
-    kept = sorted(n for n in cached_nodes if n in inventory and n not in nodes)
+        # dict first: an isinstance() against an ABC alone costs a rerun a slow call per node.
+        cached_nodes = {str(k): val for k, val in cached["nodes"].items()
+                        if isinstance(val, (dict, Mapping))}
+    kept = sorted(n for n in cached_nodes if n not in nodes and n in inventory)
     all_nodes = sorted(in_play + kept)
 
     underlays = {}
@@ -1183,11 +1309,11 @@ def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, 
             request = nodes[name] or {}
             pod_reqs = request.get("pods") or []
             recorded_pods = (request.get("recorded") or {}).get("pods") or {}
-            cached_pods = {
-                p["name"]: p.get("ips")
-                for p in (cached_nodes.get(name, {}).get("pods") or [])
-                if isinstance(p, Mapping) and "name" in p
-            }
+            # The cached pod entries go as they are: building a {pod: ips} map for every node
+            # would cost a rerun more than reading the claims themselves.
+            cached_pods = cached_nodes.get(name, {}).get("pods") or []
+            if not isinstance(cached_pods, list):
+                cached_pods = {}
             containers = _cni.container_ips(request.get("cni_containers"), name)
             splits = None
             try:
@@ -1219,10 +1345,12 @@ def _build_plan(nodes, cluster_cidr, node_prefix, node_prefix_v6, service_cidr, 
         else:
             pods_out = [dict(p) for p in (cached_nodes[name].get("pods") or []) if isinstance(p, Mapping)]
         underlay = {k: val for k, val in underlays[name].items() if not k.startswith("_")}
+        # The blocks are canonical here: no re-normalising (gateway() and vtep_ip() take any CIDR).
+        firsts = [(b.first, b.version, b.prefixlen) for b in node_blocks]
         out_nodes[name] = {
             "pod_cidrs": [str(b) for b in node_blocks],
-            "gateways": [gateway(b) for b in node_blocks],
-            "vtep_ips": [vtep_ip(b) for b in node_blocks],
+            "gateways": [f"{_address(first + 1, fam)}/{plen}" for first, fam, plen in firsts],
+            "vtep_ips": [_address(first, fam) for first, fam, _plen in firsts],
             "vtep_mac": vtep_mac(underlays[name]["ip"]),
             "underlay": underlay,
             "pods": pods_out,

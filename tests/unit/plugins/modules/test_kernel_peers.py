@@ -17,6 +17,7 @@ import sys
 import pytest
 
 import ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 as _iproute2
+from ansible_collections.flatnet.cluster.plugins.module_utils.peers_reconcile import peer_line
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
@@ -166,6 +167,14 @@ def test_host_gw_and_vxlan_traffic_drift_and_teardown(lab):
 
     res1 = lab.run("node1", **node_args("node1", PLAN["node1"] + [GHOST]))
     assert res1["changed"] is False
+    # Unchanged: the counts, not the per-peer list (issue 16: a small result at 1,000 peers).
+    assert "peers" not in res1 and res1["counts"] == {"peers": 3, "direct": 1, "vxlan": 2, "routes": 3}
+    # The same peers as peer lines (what the backend role passes) change nothing either.
+    lines = [peer_line(p) for p in PLAN["node1"] + [GHOST]]
+    as_lines = lab.run("node1", **node_args("node1", lines))
+    assert as_lines["changed"] is False and as_lines["actions"] == [] and as_lines["counts"] == res1["counts"]
+    res1 = lab.run("node1", check_mode=True, diff=True, **node_args("node1", PLAN["node1"] + [GHOST]))
+    assert res1["changed"] is False and res1["diff"]["before"] == res1["diff"]["after"]
     assert {p["name"]: p["routes"] for p in res1["peers"]} == {
         "ghost": ["10.244.3.0/24 via 10.244.3.0 dev flatnet.1 onlink"],
         "node2": ["10.244.1.0/24 via 192.168.50.12 dev eth0"],
