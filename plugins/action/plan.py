@@ -13,6 +13,7 @@ import os
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.flatnet.cluster.plugins.module_utils.state import write_atomic
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp import check_bgp
 
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.services import (
     DEFAULT_CLUSTER_DOMAIN,
@@ -56,6 +57,8 @@ ARGUMENT_SPEC = {
         },
     },
     "masquerade": {"type": "raw", "default": True},
+    # The bgp backend (plugin_utils/bgp.py): checked after the plan is built, before any change.
+    "bgp": {"type": "raw", "default": {}},
     "bridge": {"type": "raw", "default": DEFAULT_BRIDGE},
     "pods_per_node": {"type": "raw", "default": 0},
     "cni": {"type": "raw", "default": False},
@@ -165,6 +168,8 @@ class ActionModule(ActionBase):
             )
             plan_services(plan, nodes, _plain(args["services"]), _plain(args["node_port_range"]), cached,
                           prepared)
+            if plan.get("backend") == "bgp":
+                plan["bgp"] = check_bgp(_plain(args["bgp"]), plan)
         except PlanError as exc:
             result.update(failed=True, changed=False, msg=str(exc))
             return result

@@ -86,10 +86,39 @@ options:
     description:
       - How pod traffic reaches other nodes. V(host-gw) routes via the peer's underlay address
         and needs every pair of nodes on one underlay network; V(vxlan) tunnels everything;
-        V(auto) routes directly to peers on the same underlay network and tunnels to the rest.
+        V(auto) routes directly to peers on the same underlay network and tunnels to the rest;
+        V(bgp) lets BIRD exchange the routes to peers on the same underlay network (see O(bgp))
+        and tunnels to the rest.
     type: str
-    choices: [host-gw, vxlan, auto]
+    choices: [host-gw, vxlan, auto, bgp]
     default: host-gw
+  bgp:
+    description:
+      - The BGP backend's settings, used (and checked) when O(backend=bgp); returned as C(bgp)
+        in the plan. Messages name the role variables C(flatnet_bgp_*).
+    type: dict
+    default: {}
+    suboptions:
+      asn:
+        description: The cluster's private AS number (64512-65534 or 4200000000-4294967294); iBGP.
+        type: int
+        default: 64512
+      route_reflectors:
+        description:
+          - Nodes of the plan that reflect routes. Empty - a full mesh between the nodes of each
+            underlay subnet. Otherwise the other nodes of a subnet peer only with the reflectors
+            of their subnet; a subnet without a reflector keeps a full mesh.
+        type: list
+        elements: str
+        default: []
+      hold_time:
+        description: BGP hold time in seconds (3 or more); a silent peer's routes go after it.
+        type: int
+        default: 9
+      keepalive_time:
+        description: BGP keepalive interval in seconds; at most a third of O(bgp.hold_time).
+        type: int
+        default: 3
   mtu:
     description:
       - Pod MTU (bridge, veths, VXLAN device). V(null) computes it - the smallest underlay MTU,

@@ -43,7 +43,7 @@ DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 DEFAULT_NODE_PREFIX = 24
 DEFAULT_NODE_PREFIX_V6 = 64
 DEFAULT_VXLAN = {"vni": 1, "port": 8472, "device": "flatnet.1"}
-BACKENDS = ("host-gw", "vxlan", "auto")
+BACKENDS = ("host-gw", "vxlan", "auto", "bgp")
 # VXLAN encapsulation cost: outer IP + UDP + VXLAN + inner Ethernet.
 VXLAN_OVERHEAD = {4: 50, 6: 70}
 MIN_MTU = 576
@@ -1077,7 +1077,7 @@ def plan_json(plan: Mapping) -> str:
 def peers_of(plan: Mapping, name: str) -> list[dict]:
     """The peer view of node ``name``: every other node of ``plan["nodes"]``, sorted by name,
     as ``{name, mode, underlay_ip, pod_cidrs, vtep_ips, vtep_mac}``; ``mode`` is ``direct``
-    (a route via the peer's underlay IP) or ``vxlan``. O(nodes): the plan holds each node once
+    (a route via the peer's underlay IP), ``vxlan``, or ``bgp`` (BIRD learns the route). O(nodes): the plan holds each node once
     and every node derives its own view."""
     nodes = plan.get("nodes") or {}
     if name not in nodes:
@@ -1095,9 +1095,12 @@ def peers_of(plan: Mapping, name: str) -> list[dict]:
         ip, net = _parsed_underlay(str(under.get("ip")), str(under.get("network") or under.get("ip")))
         adjacent = ip.version == my_ip.version and ip in my_net and my_ip in net
         direct = backend == "host-gw" or (backend == "auto" and adjacent and not v6_over_v4)
+        # bgp: BIRD serves the peers on this node's underlay subnet (an on-link next hop);
+        # the others are tunnelled as with auto (plugin_utils/bgp.py, docs/backends.md).
+        served = backend == "bgp" and adjacent and not v6_over_v4
         peers.append({
             "name": other,
-            "mode": "direct" if direct else "vxlan",
+            "mode": "bgp" if served else "direct" if direct else "vxlan",
             "underlay_ip": under.get("ip"),
             "pod_cidrs": list(entry.get("pod_cidrs") or []),
             "vtep_ips": list(entry.get("vtep_ips") or []),

@@ -22,6 +22,8 @@ CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "iden
 CHECKS += ["pod-container", "container-container", "node-container-local", "node-container-remote", "cni-check"]
 # NodePort services from outside the cluster (service_probe mode=outside).
 CHECKS += ["nodeport"]
+# The bgp backend (plugin_utils/bgp.py check_results; roles/verify/tasks/bgp.yml).
+CHECKS += ["bgp-session", "bgp-routes"]
 FIELDS = ["check", "proto", "src_node", "src", "src_ip", "dst_node", "dst", "dst_ip",
           "ok", "reason", "seen", "expected", "error"]
 # Optional fields: a pair that failed once and passed when retried (probe's retry round), and a
@@ -113,6 +115,25 @@ def _underlay_ip(plan, node):
     return (((plan or {}).get("nodes", {}).get(node) or {}).get("underlay") or {}).get("ip")
 
 
+def _diagnose_bgp(r, on):
+    sn, reason = r["src_node"], r["reason"]
+    birdc = "birdc -s /run/flatnet/bird.ctl"  # the lab's socket; real hosts: plain birdc
+    if reason == "bird-down":
+        return (f"BIRD does not run (or does not answer) on {sn}: rerun playbooks/site.yml to start it",
+                [on(sn, "cat /var/lib/flatnet/bgp.json /var/lib/flatnet/bird.log"), on(sn, "systemctl status bird")])
+    if reason == "session-down":
+        return (f"the BGP session {sn} -> {r.get('dst_node')} ({r.get('dst_ip')}) is {r.get('seen')}: the peer's BIRD "
+                "is down, TCP port 179 is blocked, or the two configurations disagree (rerun site.yml on both)",
+                [on(sn, f"{birdc} show protocols all"), on(sn, f"ping -c1 {r.get('dst_ip')}")])
+    if reason == "foreign-prefix":
+        return (f"{sn} has a proto bird route the plan did not give to that next hop: a stale route of an old "
+                "BIRD, or a BIRD that is not flatnet's",
+                [on(sn, "ip route show proto bird"), on(sn, f"{birdc} show route all {r.get('dst')}")])
+    return (f"{sn} did not learn {r.get('dst')} from {r.get('dst_node')} ({reason}): the owner's session or "
+            "announcement is missing, or the import filter refused it",
+            [on(sn, f"{birdc} show route all {r.get('dst')}"), on(sn, f"{birdc} show protocols")])
+
+
 def diagnose(r, plan=None, bridge="cni0"):
     """(likely cause, [commands]) for one failed result; commands are prefixed with the node."""
     check, reason = r["check"], r["reason"]
@@ -132,6 +153,8 @@ def diagnose(r, plan=None, bridge="cni0"):
                 [on(dn, "nft list table ip flatnet-svc"), on(dn, "conntrack -L -d " + str(dst_ip)),
                  on(dn, f"ip route get {src_ip or '<the outside address>'}")])
 
+    if check in ("bgp-session", "bgp-routes"):
+        return _diagnose_bgp(r, on)
     if reason == "bad-address":
         return (f"pod {src} on {sn} does not carry its planned addresses (or eth0 is down): it was changed "
                 f"by hand or the pods step did not run; rerun playbooks/site.yml",
