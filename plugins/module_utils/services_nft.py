@@ -18,9 +18,10 @@ Layout (docs/services.md):
 - Filter chains reject a service without endpoints (TCP reset / ICMP unreachable) and drop
   anything else sent into the service range; in prerouting after DNAT too, because an ICMP
   error made in the forward hook never reached a pod behind the bridge (br_netfilter).
-- A raw chain (priority -310, before the firewall's notrack at raw) marks replies from
-  endpoints with TRACK_MARK so that ``inet flatnet`` leaves them to conntrack, which undoes
-  the DNAT.
+- A raw chain (priority -310, before the firewall's notrack at raw) marks traffic to and from
+  endpoints with TRACK_MARK so that ``inet flatnet`` leaves it to conntrack, which undoes the
+  DNAT of replies; tracking only the replies breaks a direct connection that reuses the client
+  port of an earlier one through the ClusterIP.
 
 ``plan()`` splits the table into a static part (base chains, helper chains, set and map
 declarations) and per-service parts (chains, affinity sets, set and map elements), so that
@@ -203,7 +204,10 @@ def _static_chains():
              "ip daddr @cluster-ips reject", "ip daddr @service-ranges drop"]
     return [
         ("raw-prerouting", ("filter", "prerouting", PRIO_RAW), None,
-         [f"ip saddr . meta l4proto . th sport @endpoints meta mark set mark or {TRACK_MARK:#x}"]),
+         # Both directions: a reply tracked without its request can match an older, DNATed
+         # connection from the same client port and be rewritten to come from the ClusterIP.
+         [f"ip saddr . meta l4proto . th sport @endpoints meta mark set mark or {TRACK_MARK:#x}",
+          f"ip daddr . meta l4proto . th dport @endpoints meta mark set mark or {TRACK_MARK:#x}"]),
         ("nat-prerouting", ("nat", "prerouting", PRIO_NAT_PRE), None, ["jump services"]),
         ("nat-output", ("nat", "output", PRIO_NAT_OUT), None, ["jump services"]),
         ("nat-postrouting", ("nat", "postrouting", PRIO_NAT_POST), None, ["jump masquerading"]),

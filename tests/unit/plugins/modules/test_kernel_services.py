@@ -378,3 +378,46 @@ def test_large_table_drift_check(lab):
     assert lab.run(many, as_json=True)["actions"][0].startswith("write table")
     assert lab.run(many, as_json=True)["changed"] is False
     assert names(lab.get("p1", "10.96.1.5", 80, 3)) == {"p3"}
+
+
+SAME_PORT = r"""
+import json, socket, sys
+port = int(sys.argv[1])
+out = []
+for host, dport in ((sys.argv[2], int(sys.argv[3])), (sys.argv[4], int(sys.argv[5]))):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(3)
+    s.bind(("0.0.0.0", port))
+    try:
+        s.connect((host, dport))
+        s.sendall(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        out.append(json.loads(data.split(b"\r\n\r\n", 1)[1]))
+    except OSError as exc:
+        out.append({"error": type(exc).__name__})
+    finally:
+        s.close()
+print(json.dumps(out))
+"""
+
+
+def test_direct_connection_after_one_through_the_service_from_the_same_port(lab):
+    """A pod that reached an endpoint through its ClusterIP and then reaches the endpoint's own
+    IP from the same source port (the old connection still in conntrack's TIME_WAIT) gets a
+    working connection: the endpoint's reply must not be matched to the old, DNATed entry and
+    rewritten to come from the ClusterIP. So both directions of traffic to an endpoint's port
+    are tracked, never only the reply."""
+    lab.module(FIREWALL, {"cluster_cidrs": ["10.244.0.0/16"], "bridge": "br0"})
+    res = lab.run([service("one", "10.96.0.13", ["p3"])])
+    assert not res.get("failed"), res
+    for port in (41001, 41002, 41003):
+        out = json.loads(sh("ip", "netns", "exec", lab.ns["p1"], sys.executable, "-c", SAME_PORT, port,
+                            "10.96.0.13", 80, PODS["p3"][0], 8080).stdout)
+        assert [r.get("name") for r in out] == ["p3", "p3"], out
+        assert [r.get("client_ip") for r in out] == [PODS["p1"][0]] * 2, out
