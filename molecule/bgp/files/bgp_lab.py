@@ -50,7 +50,7 @@ def poll(pids, cidr, present, timeout):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("action", choices=["kill", "wait", "residue"])
+    ap.add_argument("action", choices=["kill", "wait", "gone", "residue"])
     ap.add_argument("state_dir")
     ap.add_argument("lab")
     ap.add_argument("rest", nargs="*")
@@ -70,9 +70,9 @@ def main():
         out.update(victim=victim, bird_pid=sid, signal=a.signal)
         if a.signal == "STOP":
             in_node(vpid, ["kill", "-CONT", str(sid)], pidns=True)
-    elif a.action == "wait":
+    elif a.action in ("wait", "gone"):
         cidr, nodes = a.rest[0], a.rest[1:]
-        out = poll({n: node_pid(a.state_dir, a.lab, n) for n in nodes}, cidr, True, a.timeout)
+        out = poll({n: node_pid(a.state_dir, a.lab, n) for n in nodes}, cidr, a.action == "wait", a.timeout)
     else:
         out = {}
         for n in a.rest:
