@@ -69,6 +69,16 @@ options:
         description: One address of the pod, without prefix.
         type: str
         required: true
+  target_lines:
+    description:
+      - The same destinations as O(targets), one line C(NODE POD IP) each, as the
+        P(flatnet.cluster.probe_targets#filter) filter gives them with C(lines=true). Ansible
+        passes a string per target much faster than a mapping (1,000 pods and more).
+      - Added to O(targets) (the C(flatnet.cluster.verify) role passes the pods as lines and the
+        containers attached through CNI as O(targets)).
+    type: list
+    elements: str
+    version_added: 0.2.0
   node_ips:
     description:
       - Addresses this node may show up as when its host network talks to pods - the underlay
@@ -136,9 +146,14 @@ options:
         required: true
   sample:
     description:
-      - V(null) probes every pair. A number N makes each local pod probe one pod on every
-        node plus N random pairs of this node; the host network then probes every local pod
-        and one pod on every other node.
+      - V(null) probes every pair (pods x pods in the cluster).
+      - A number N samples by node, so that a node's probes grow with the nodes and not with
+        pods x nodes. Each local pod probes the next pod of its node; every other node is probed
+        once by one local pod (the local pods take turns, and whole rounds more are made while a pod
+        has no remote target yet); on top of that come N random pairs. The target pod on each
+        node is chosen by this node's rank, so across the cluster every pod of every node is
+        the target of cross-node probes, and every ordered pair of nodes is covered once.
+      - The host network then probes every local pod and one pod on every other node.
       - The choice is deterministic for a given O(seed) and node.
     type: int
   seed:
@@ -510,26 +525,64 @@ def group_targets(targets):
     return {n: dict(sorted(pods.items())) for n, pods in sorted(out.items())}
 
 
+def parse_target_lines(lines):
+    """Targets ``{node, pod, ip}`` from ``NODE POD IP`` lines; ValueError names a bad line."""
+    targets = []
+    for line in lines:
+        words = str(line).split()
+        if len(words) != 3:
+            raise ValueError(f"target_lines: {line!r} is not 'NODE POD IP' (three words)")
+        try:
+            ipaddress.ip_address(words[2])
+        except ValueError:
+            raise ValueError(f"target_lines: {words[2]!r} in {line!r} is not an IP address") from None
+        targets.append({"node": words[0], "pod": words[1], "ip": words[2]})
+    return targets
+
+
 def select_pairs(sources, targets, node, sample=None, seed="flatnet"):
     """Pairs (source, (dst_node, dst_pod)) to probe from this node.
 
-    ``sources``: source names (pods of this node). Full mesh without ``sample``; with it,
-    one pod on every node per source, plus ``sample`` random extra pairs. A source never
-    probes itself. Deterministic for a given seed and node.
+    ``sources``: source names (pods of this node). Full mesh without ``sample``. With it, the
+    pairs cover nodes rather than pods, so a node's share grows with the nodes, not with
+    pods x nodes:
+
+    - every other node once (whole rounds more while sources are left without one), the source
+      rotating over this node's pods and the target pod over the target node's pods by this
+      node's rank, so that across the cluster every pod is a source and a target of cross-node
+      probes;
+    - every source to one other pod of this node (the next one: each pod a target too);
+    - ``sample`` random extra pairs.
+
+    A source never probes itself. Deterministic for a given seed and node.
     """
     grouped = group_targets(targets)
     every = [(s, (n, p)) for s in sources for n, pods in grouped.items() for p in pods
              if not (n == node and p == s)]
-    if sample is None:
+    if sample is None or not sources:
         return every
-    rng = random.Random(f"{seed}:{node}")
+    ranks = {n: k for k, n in enumerate(sorted(set(grouped) | {node}))}
+    rank = ranks[node]
     chosen = []
-    for s in sources:
-        for n, pods in grouped.items():
-            candidates = [p for p in pods if not (n == node and p == s)]
-            if candidates:
-                chosen.append((s, (n, candidates[rng.randrange(len(candidates))])))
-    picked = set(chosen)
+    mine = list(grouped.get(node, {}))
+    for i, s in enumerate(sources):
+        others = [p for p in mine[i + 1:] + mine[:i + 1] if p != s]
+        if others:
+            chosen.append((s, (node, others[0])))
+    far = [n for n in grouped if n != node]
+    if far:
+        # Whole rounds over the other nodes, as many as it takes to give every source one.
+        for j in range(-(-len(sources) // len(far)) * len(far)):
+            n = far[j % len(far)]
+            pods = list(grouped[n])
+            # This node's place among the nodes that probe n (0 .. nodes-2): distinct per
+            # source node, so n's pods are the targets of different nodes in turn.
+            place = rank if rank < ranks[n] else rank - 1
+            chosen.append((sources[(j + rank) % len(sources)], (n, pods[(place + j // len(far) * len(far)) % len(pods)])))
+    picked = set()
+    # Few sources and few far pods can pick a pair twice: keep it once.
+    chosen = [pair for pair in chosen if not (pair in picked or picked.add(pair))]
+    rng = random.Random(f"{seed}:{node}")
     rest = [pair for pair in every if pair not in picked]
     chosen.extend(rng.sample(rest, min(max(sample, 0), len(rest))))
     return chosen
@@ -760,6 +813,7 @@ def main():
             local_pods=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str", required=True), ips=dict(type="list", elements="str", default=[]))),
             targets=dict(type="list", elements="dict", default=[], options=target_spec),
+            target_lines=dict(type="list", elements="str"),
             node_ips=dict(type="list", elements="str", default=[]),
             http_port=dict(type="int", default=8083),
             udp_port=dict(type="int", default=8081),
@@ -778,6 +832,11 @@ def main():
         ),
         supports_check_mode=True,
     )
+    if module.params["target_lines"] is not None:
+        try:
+            module.params["targets"] = module.params["targets"] + parse_target_lines(module.params["target_lines"])
+        except ValueError as e:
+            module.fail_json(msg=str(e))
     ip = IPRoute2(module)
 
     def read_addrs(pod):

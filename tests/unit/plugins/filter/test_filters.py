@@ -5,10 +5,10 @@ import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.flatnet.cluster.plugins.filter import node_cidrs, pod_ips, vtep_mac
+from ansible_collections.flatnet.cluster.plugins.filter import node_cidrs, pod_ips, probe_targets, vtep_mac
 from ansible_collections.flatnet.cluster.plugins.plugin_utils import ipam
 
-MODULES = {"node_cidrs": node_cidrs, "pod_ips": pod_ips, "vtep_mac": vtep_mac}
+MODULES = {"node_cidrs": node_cidrs, "pod_ips": pod_ips, "probe_targets": probe_targets, "vtep_mac": vtep_mac}
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
@@ -55,3 +55,44 @@ def test_vtep_mac():
     assert _filter("vtep_mac")("192.168.50.11") == ipam.vtep_mac("192.168.50.11")
     with pytest.raises(AnsibleFilterError, match="vtep_mac: "):
         _filter("vtep_mac")("not-an-ip")
+
+
+PLAN = {"nodes": {
+    "node2": {"pods": [{"name": "node2-a", "ips": ["10.244.1.2/24", "fd00:1::2/64"]},
+                       {"name": "node2-b", "ips": ["10.244.1.3/24"]}]},
+    "node1": {"pods": [{"name": "node1-a", "ips": ["10.244.0.2/24"]}]},
+    "node3": {"pods": []},
+}}
+
+
+def test_probe_targets_lists_every_pod_address_nodes_sorted():
+    f = _filter("probe_targets")
+    assert f(PLAN) == [
+        {"node": "node1", "pod": "node1-a", "ip": "10.244.0.2"},
+        {"node": "node2", "pod": "node2-a", "ip": "10.244.1.2"},
+        {"node": "node2", "pod": "node2-a", "ip": "fd00:1::2"},
+        {"node": "node2", "pod": "node2-b", "ip": "10.244.1.3"},
+    ]
+    assert f(PLAN, lines=True) == ["node1 node1-a 10.244.0.2", "node2 node2-a 10.244.1.2",
+                                   "node2 node2-a fd00:1::2", "node2 node2-b 10.244.1.3"]
+
+
+def test_probe_targets_first_pods_of_the_other_nodes():
+    f = _filter("probe_targets")
+    assert f(PLAN, first_pods_except="node1") == [
+        {"node": "node2", "pod": "node2-a", "ip": "10.244.1.2"},
+        {"node": "node2", "pod": "node2-a", "ip": "fd00:1::2"},
+    ]
+    assert f(PLAN, first_pods_except="node2") == [{"node": "node1", "pod": "node1-a", "ip": "10.244.0.2"}]
+
+
+def test_probe_targets_lines_are_what_the_probe_module_reads():
+    from ansible_collections.flatnet.cluster.plugins.modules import probe
+    f = _filter("probe_targets")
+    assert probe.parse_target_lines(f(PLAN, lines=True)) == f(PLAN)
+
+
+@pytest.mark.parametrize("bad", [None, [], {"pods": []}, {"nodes": ["node1"]}])
+def test_probe_targets_refuses_what_is_not_a_plan(bad):
+    with pytest.raises(AnsibleFilterError, match="probe_targets: the input must be the plan"):
+        _filter("probe_targets")(bad)

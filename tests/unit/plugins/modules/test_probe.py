@@ -30,19 +30,61 @@ def test_full_mesh_skips_only_self():
     assert ("node1-pod-1", ("node1", "node1-pod-2")) in pairs
 
 
-def test_sample_covers_every_node_from_every_pod_and_is_deterministic():
+def test_sample_covers_every_node_and_every_local_pod_and_is_deterministic():
     sources = [p["name"] for p in LOCAL]
     a = probe.select_pairs(sources, TARGETS, "node1", sample=3, seed="s")
     b = probe.select_pairs(sources, TARGETS, "node1", sample=3, seed="s")
     assert a == b
-    assert len(a) == len(sources) * 3 + 3
+    # one same-node pair per source, whole rounds over the 2 other nodes until every source has
+    # one (4 sources: 2 rounds), 3 random ones
+    assert len(a) == len(sources) + 4 + 3
     assert len(set(a)) == len(a)
+    assert {n for _src, (n, _p) in a} == {"node1", "node2", "node3"}
     for s in sources:
-        assert {n for src, (n, _p) in a if src == s} == {"node1", "node2", "node3"}
         assert (s, ("node1", s)) not in a
+        assert any(n == "node1" for src, (n, _p) in a if src == s)   # the bridge path
+        assert any(n != "node1" for src, (n, _p) in a if src == s)   # a path across nodes
+    # every local pod is a same-node target
+    assert {p for _src, (n, p) in a if n == "node1"} >= set(sources)
     other = probe.select_pairs(sources, TARGETS, "node2", sample=3, seed="s")
     assert other != a  # the seed is mixed with the node name
-    assert probe.select_pairs(sources, TARGETS, "node1", sample=0, seed="s") == a[: len(sources) * 3]
+    assert probe.select_pairs(sources, TARGETS, "node1", sample=0, seed="s") == a[:-3]
+
+
+def test_sample_grows_with_nodes_not_with_pods_times_nodes():
+    nodes = [f"n{k:03d}" for k in range(100)]
+    targets = [{"node": n, "pod": f"{n}-p{i}", "ip": f"10.{k // 250}.{k % 250}.{i + 2}"}
+               for k, n in enumerate(nodes) for i in range(10)]
+    sources = [f"n000-p{i}" for i in range(10)]
+    pairs = probe.select_pairs(sources, targets, "n000", sample=10)
+    assert len(pairs) == 10 + 99 + 10
+    full = probe.select_pairs(sources, targets, "n000")
+    assert len(full) == 10 * 999
+
+
+@pytest.mark.parametrize("nodes,pods", [(12, 4), (3, 10), (2, 1), (5, 5)])
+def test_sample_across_the_cluster_covers_every_node_pair_and_every_pod(nodes, pods):
+    names = [f"node{k}" for k in range(nodes)]
+    targets = [{"node": n, "pod": f"{n}-pod-{i}", "ip": f"10.244.{k}.{i + 2}"}
+               for k, n in enumerate(names) for i in range(pods)]
+    node_pairs, sources_far, targets_far, targets_near = set(), set(), set(), set()
+    for n in names:
+        mine = [t["pod"] for t in targets if t["node"] == n]
+        for src, (dst_node, dst) in probe.select_pairs(mine, targets, n, sample=0):
+            assert src != dst
+            if dst_node == n:
+                targets_near.add(dst)
+            else:
+                node_pairs.add((n, dst_node))
+                sources_far.add(src)
+                targets_far.add(dst)
+    every_pod = {t["pod"] for t in targets}
+    assert node_pairs == {(a, b) for a in names for b in names if a != b}
+    assert sources_far == every_pod
+    # with fewer other nodes than pods, the extra rounds still reach every pod
+    assert targets_far == every_pod
+    if pods > 1:
+        assert targets_near == every_pod
 
 
 def test_sample_larger_than_the_mesh_is_the_mesh():
@@ -70,7 +112,8 @@ def test_plan_with_sample_keeps_every_local_pod_for_the_host():
     assert local == {p["name"] for p in LOCAL}
     remote_nodes = {p["dst_node"] for p in probes if p["check"] == "node-pod-remote"}
     assert remote_nodes == {"node2", "node3"}
-    assert Counter(p["check"] for p in probes)["pod-pod"] == (4 * 3 + 2) * 2
+    # 4 same-node pairs, max(2 other nodes, 4 sources) cross-node pairs, 2 random ones
+    assert Counter(p["check"] for p in probes)["pod-pod"] == (4 + 4 + 2) * 2
 
 
 def test_plan_matches_address_families():
@@ -240,3 +283,21 @@ def test_no_retry_when_disabled_or_nothing_failed(monkeypatch):
     results, info = probe.run_probes(probes, {"timeout": 1.0}, retries=0)
     assert len(seen) == 2 and not results[1]["ok"] and not results[1]["retried"]
     assert info["retried"] == 0
+
+
+@pytest.mark.parametrize("line,problem", [
+    ("node1 pod1", "is not 'NODE POD IP'"),
+    ("node1 pod1 10.0.0.1 extra", "is not 'NODE POD IP'"),
+    ("", "is not 'NODE POD IP'"),
+    ("node1 pod1 10.0.0.300", "is not an IP address"),
+    ("node1 pod1 10.0.0.1/24", "is not an IP address"),
+])
+def test_target_lines_refuse_a_bad_line_by_name(line, problem):
+    with pytest.raises(ValueError, match=problem):
+        probe.parse_target_lines(["node1 pod0 10.0.0.2", line])
+
+
+def test_target_lines_parse_into_targets():
+    assert probe.parse_target_lines(["node1 pod-1 10.244.0.2", " node2  pod-2 fd00::2 "]) == [
+        {"node": "node1", "pod": "pod-1", "ip": "10.244.0.2"},
+        {"node": "node2", "pod": "pod-2", "ip": "fd00::2"}]
