@@ -353,6 +353,20 @@ def stop_tree(ident, grace=GRACE):
     return terminate(lambda: _member_procs(ident), grace)
 
 
+def stop_trees(idents, grace=GRACE):
+    """Stop several trees at once: one TERM round and one wait for all of them (a node's probe
+    agents), instead of a process table scan per tree. Returns (signalled, left)."""
+    idents = [ident for ident in idents if ident]
+    if not idents:
+        return [], []
+
+    def scan():
+        snap = procs.snapshot()
+        return [p for ident in idents for p in _member_procs(ident, snap)]
+
+    return terminate(scan, grace)
+
+
 def own_netns_inode():
     return procs.netns_inode("self")
 

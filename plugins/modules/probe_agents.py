@@ -259,15 +259,17 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
         return dict(changed=changed, actions=actions, agents={k: v["pid"] for k, v in agents.items()})
 
     if p["state"] == "stopped":
-        names = p["pods"] or sorted(agents)
+        names = [pod for pod in (p["pods"] or sorted(agents)) if pod in agents]
+        running = [pod for pod in names if trees.get(pod)]
+        for pod in running:
+            actions.append(f"stop probe agent in pod {pod} (pid {' '.join(map(str, trees[pod]))})")
+        if running:
+            changed = True
+            if not module.check_mode:
+                # All at once: TERM to every agent, then one wait (a scan of the process table
+                # per agent made stopping 10 agents take seconds).
+                workload.stop_trees([idents[pod] for pod in running])
         for pod in names:
-            if pod not in agents:
-                continue
-            if trees.get(pod):
-                actions.append(f"stop probe agent in pod {pod} (pid {' '.join(map(str, trees[pod]))})")
-                changed = True
-                if not module.check_mode:
-                    workload.stop_tree(idents[pod])
             if not module.check_mode:
                 _remove(os.path.join(run_dir, f"{pod}.log"))
             agents.pop(pod)

@@ -186,6 +186,25 @@ def test_stop_tree_kills_what_ignores_term():
             os.kill(pid, signal.SIGKILL)
 
 
+def test_stop_trees_stops_several_trees_in_one_round_and_leaves_others():
+    trees = [_tree("sleep 60 & wait") for _ in range(3)]
+    other, other_tree = _tree("sleep 62 & wait")
+    try:
+        assert _wait_for(lambda: all(len(workload.members(t)) == 2 for _p, t in trees + [(other, other_tree)]))
+        pids = sorted(pid for _p, t in trees[:2] for pid in workload.members(t))
+        signalled, left = workload.stop_trees([trees[0][1], None, trees[1][1]], grace=2)
+        assert signalled == pids and left == []
+        assert workload.members(trees[0][1]) == [] and workload.members(trees[1][1]) == []
+        assert len(workload.members(trees[2][1])) == 2 and len(workload.members(other_tree)) == 2
+        assert workload.stop_trees([]) == ([], [])
+    finally:
+        for _p, t in trees + [(other, other_tree)]:
+            for pid in workload.members(t):
+                os.kill(pid, signal.SIGKILL)
+        for p, _t in trees + [(other, other_tree)]:
+            p.wait(timeout=5)
+
+
 def test_stop_netns_never_touches_the_callers_namespace():
     assert workload.stop_netns(procs.netns_inode("self")) == ([], [])
     assert workload.stop_netns(None) == ([], [])
