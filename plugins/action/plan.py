@@ -66,6 +66,7 @@ ARGUMENT_SPEC = {
     "cluster_name": {"type": "raw"},
     "group": {"type": "raw"},
     "plan_file": {"type": "raw"},
+    "as_fact": {"type": "bool", "default": True},
     "inventory_nodes": {"type": "list", "elements": "str"},
     # Services (plugin_utils/services.py): checked and allocated here too, before any change.
     "services": {"type": "raw", "default": []},
@@ -184,10 +185,11 @@ class ActionModule(ActionBase):
                                   "permissions or set plan_file to null")
                 return result
 
-        result.update(
-            changed=False,
-            ansible_facts={"flatnet_plan": plan},
-            plan_file=plan_file,
-            plan_file_written=written,
-        )
+        result.update(changed=False, plan_file=plan_file, plan_file_written=written)
+        if args["as_fact"]:
+            result["ansible_facts"] = {"flatnet_plan": plan}
+        else:
+            # Ansible deep-copies every fact of a host for every task and host it runs: a
+            # 100-node plan as a fact made the controller, not the nodes, the bottleneck.
+            result["plan"] = plan
         return result

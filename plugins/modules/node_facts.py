@@ -16,7 +16,11 @@ description:
     else the interface of the default route (IPv4 first, then IPv6).
   - Reads what earlier runs recorded under C(/var/lib/flatnet) (pod CIDRs, pod addresses, service allocations),
     so that the plan keeps them stable.
-  - Reports kernel capabilities (VXLAN, nftables, IPv6). Changes nothing.
+  - Reports kernel capabilities (VXLAN, nftables, IPv6, whether bridged traffic passes the IP
+    hooks) and which of the programs the plan may run are installed (C(dnsmasq) for the cluster
+    DNS, C(bird) and C(birdc) for the bgp backend), so that the plan role's preflight is one
+    check on what this call read, and whether M(flatnet.cluster.bgp) left its record or log
+    here (C(bgp_recorded)). Changes nothing.
 author: flatnet maintainers (@flatnet)
 options:
   underlay_interface:
@@ -61,7 +65,9 @@ ansible_facts:
         underlay: {interface: eth0, ip: 192.168.50.11, prefix: 24, network: 192.168.50.0/24,
                    mtu: 1500, family: 4, chosen_by: default-route}
         recorded: {pod_cidrs: [10.244.0.0/24], pods: {node1-pod-1: [10.244.0.2]}}
-        kernel: {vxlan: true, nft: /usr/sbin/nft, ipv6: true}
+        kernel: {vxlan: true, nft: /usr/sbin/nft, ipv6: true, bridge_nf_call_iptables: "1"}
+        programs: {dnsmasq: /usr/sbin/dnsmasq, bird: null, birdc: null}
+        bgp_recorded: false
 """
 
 import glob
@@ -197,6 +203,27 @@ def ipv6_enabled():
         return False
 
 
+# The bgp module's record and log in the state directory (plugins/modules/bgp.py RECORD, LOG).
+BGP_FILES = ("bgp.json", "bird.log")
+# Where the roles run them from (Debian's packages dnsmasq-base and bird2 put them there).
+PROGRAMS = {"dnsmasq": "/usr/sbin/dnsmasq", "bird": "/usr/sbin/bird", "birdc": "/usr/sbin/birdc"}
+
+
+def bridge_nf_call_iptables():
+    """'1' or '0' as this network namespace has it; None when br_netfilter is not loaded."""
+    try:
+        with open("/proc/sys/net/bridge/bridge-nf-call-iptables", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def programs():
+    """Path of each program the plan may run, None where it is not installed."""
+    return {name: path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+            for name, path in PROGRAMS.items()}
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -224,7 +251,12 @@ def main():
             "vxlan": vxlan_available(),
             "nft": module.get_bin_path("nft"),
             "ipv6": ipv6_enabled(),
+            "bridge_nf_call_iptables": bridge_nf_call_iptables(),
         },
+        "programs": programs(),
+        # What the bgp module left on this node (its record or log): without either, stopping
+        # BGP (any other backend) has nothing to do and the bgp role skips the call.
+        "bgp_recorded": any(os.path.exists(os.path.join(module.params["state_dir"], f)) for f in BGP_FILES),
     }
     module.exit_json(changed=False, ansible_facts={"flatnet_node": facts})
 

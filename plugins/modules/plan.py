@@ -199,6 +199,16 @@ options:
         successful plan (not in check mode, and only when the plan changed). Parent directories
         are created. V(null) disables the cache.
     type: path
+  as_fact:
+    description:
+      - V(true) sets the plan as the fact C(flatnet_plan) on every host of the play (RV(ansible_facts.flatnet_plan)).
+      - V(false) returns it as RV(plan) only, to be registered and set with M(ansible.builtin.set_fact), as the
+        C(flatnet.cluster.plan) role does. Ansible deep-copies every fact of a host each time it prepares a task
+        for that host, so a big plan as a fact costs the controller plan size x hosts x tasks (at 100 nodes,
+        over a third of its time); a variable set with M(ansible.builtin.set_fact) is not copied.
+    type: bool
+    default: true
+    version_added: 0.2.0
   inventory_nodes:
     description:
       - Every node of the cluster, in the play or not (for example C(groups['flatnet_nodes'])).
@@ -297,9 +307,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+plan:
+  description: The plan, as RV(ansible_facts.flatnet_plan) describes it.
+  returned: success and O(as_fact=false)
+  type: dict
+  version_added: 0.2.0
 ansible_facts:
   description: Facts set on every host of the play.
-  returned: success
+  returned: success and O(as_fact=true)
   type: dict
   contains:
     flatnet_plan:

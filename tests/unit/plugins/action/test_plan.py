@@ -92,6 +92,16 @@ def test_plan_file_written_and_reused(tmp_path):
     assert not [p for p in os.listdir(path.parent) if p != "plan.json"]  # no temp files left
 
 
+def test_as_fact_false_returns_the_same_plan_as_a_value_not_a_fact():
+    as_fact = run_action({"nodes": NODES})
+    value = run_action({"nodes": NODES, "as_fact": False})
+    assert "ansible_facts" not in value
+    assert value["plan"] == as_fact["ansible_facts"]["flatnet_plan"]
+    assert "plan" not in as_fact
+    failed = run_action({"nodes": NODES, "as_fact": False, "cluster_cidr": "10.244.1.5/16"})
+    assert failed["failed"] is True and "plan" not in failed
+
+
 def test_check_mode_does_not_write(tmp_path):
     path = tmp_path / "sub" / "plan.json"
     result = run_action({"nodes": NODES, "plan_file": str(path)}, check_mode=True)

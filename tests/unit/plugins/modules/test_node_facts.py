@@ -72,3 +72,41 @@ def test_recorded_reads_records_and_refuses_a_corrupt_one(tmp_path):
     (tmp_path / "pods.json").write_text("[]")
     with pytest.raises(state.StateError, match="pods.json is corrupt"):
         m.read_recorded(str(tmp_path))
+
+
+def test_programs_are_paths_or_none(tmp_path, monkeypatch):
+    tool = tmp_path / "dnsmasq"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    plain = tmp_path / "bird"
+    plain.write_text("not executable\n")
+    monkeypatch.setattr(m, "PROGRAMS", {"dnsmasq": str(tool), "bird": str(plain),
+                                                 "birdc": str(tmp_path / "absent")})
+    assert m.programs() == {"dnsmasq": str(tool), "bird": None, "birdc": None}
+
+
+def test_bridge_nf_call_iptables_is_the_value_or_none(monkeypatch):
+    import builtins
+    real_open = builtins.open
+
+    def fake(value):
+        def opener(path, *a, **kw):
+            if path == "/proc/sys/net/bridge/bridge-nf-call-iptables":
+                if value is None:
+                    raise FileNotFoundError(path)
+                import io
+                return io.StringIO(value + "\n")
+            return real_open(path, *a, **kw)
+        return opener
+
+    monkeypatch.setattr(builtins, "open", fake("1"))
+    assert m.bridge_nf_call_iptables() == "1"
+    monkeypatch.setattr(builtins, "open", fake("0"))
+    assert m.bridge_nf_call_iptables() == "0"
+    monkeypatch.setattr(builtins, "open", fake(None))
+    assert m.bridge_nf_call_iptables() is None
+
+
+def test_bgp_files_are_the_bgp_modules_record_and_log():
+    from ansible_collections.flatnet.cluster.plugins.modules import bgp
+    assert set(m.BGP_FILES) == {bgp.RECORD, bgp.LOG}
