@@ -35,6 +35,9 @@ class ReportError(Exception):
     """The results cannot be read (wrong shape)."""
 
 
+# Above this many nodes the text report lists the failed node pairs instead of the grid.
+MATRIX_MAX_NODES = 16
+
 def flatten(results):
     """A flat list of result dicts from what the playbook hands over.
 
@@ -333,7 +336,19 @@ def render_text(report, max_failures=50):
             flag += f" ({c['skipped']} skipped)"
         lines.append(f"  {name:<16} {c['passed']:>5}/{c['total']:<5} passed{flag}")
     nodes = report["nodes"]
-    if nodes:
+    if len(nodes) > MATRIX_MAX_NODES:
+        # A 100-column grid helps nobody on a terminal: only the node pairs that failed.
+        bad = [(src, dst, cell) for src in nodes for dst, cell in sorted(report["matrix"].get(src, {}).items())
+               if cell["passed"] != cell["total"]]
+        lines.append("")
+        lines.append(f"matrix: {len(nodes)} nodes, {sum(len(row) for row in report['matrix'].values())} node pairs "
+                     f"probed, {len(bad)} with failures (the whole matrix is in the JSON and HTML reports)"
+                     + (":" if bad else ""))
+        for src, dst, cell in bad[:max_failures * 4]:
+            lines.append(f"  {src} -> {dst}: {cell['passed']}/{cell['total']} passed")
+        if len(bad) > max_failures * 4:
+            lines.append(f"  ... and {len(bad) - max_failures * 4} more node pairs with failures")
+    elif nodes:
         lines.append("")
         lines.append("matrix (passed/total, row = source node, column = destination node):")
         width = max(12, *(len(n) + 2 for n in nodes))

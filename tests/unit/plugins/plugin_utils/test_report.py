@@ -266,3 +266,15 @@ def test_a_failed_node_port_is_diagnosed_as_such():
     assert "node port default/np:30083 of node2" in cause
     assert "on node2: nft list table ip flatnet-svc" in commands
     assert report["matrix"]["outside"]["node2"] == {"total": 1, "passed": 0}
+
+
+def test_a_big_cluster_lists_failed_node_pairs_instead_of_the_grid():
+    names = [f"n{k:02d}" for k in range(rpt.MATRIX_MAX_NODES + 4)]
+    results = [res(src_node=a, src=f"{a}-p", dst_node=b, dst=f"{b}-p") for a in names for b in names]
+    results.append(res(src_node="n03", src="n03-p", dst_node="n07", dst="n07-p", ok=False))
+    text = rpt.render_text(rpt.build(results))
+    assert "matrix (passed/total" not in text
+    assert f"matrix: {len(names)} nodes, {len(names) ** 2} node pairs probed, 1 with failures" in text
+    assert "  n03 -> n07: 1/2 passed" in text
+    small = rpt.render_text(rpt.build(results[:4]))
+    assert "matrix (passed/total, row = source node, column = destination node):" in small
