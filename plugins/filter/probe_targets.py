@@ -19,11 +19,12 @@ options:
     description: The plan, C(flatnet_plan).
     type: dict
     required: true
-  first_pods_except:
+  first_pods:
     description:
-      - Instead, only the first pod of every node but this one (nodes without pods are left
-        out), the far ends of the path MTU check.
-    type: str
+      - Instead, only the first pod of every node (nodes without pods are left out), the far
+        ends of the path MTU check (M(flatnet.cluster.probe) skips its own node's).
+    type: bool
+    default: false
   lines:
     description:
       - Return each target as one line, C(NODE POD IP), the compact form that
@@ -44,9 +45,9 @@ EXAMPLES = r"""
     local_pods: "{{ flatnet_plan.nodes[inventory_hostname].pods }}"
     target_lines: "{{ flatnet_plan | flatnet.cluster.probe_targets(lines=true) }}"
 
-- name: The far ends of the path MTU check from this node
+- name: The far ends of the path MTU check
   ansible.builtin.debug:
-    msg: "{{ flatnet_plan | flatnet.cluster.probe_targets(first_pods_except=inventory_hostname) }}"
+    msg: "{{ flatnet_plan | flatnet.cluster.probe_targets(first_pods=true) }}"
 """
 
 RETURN = r"""
@@ -64,15 +65,13 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleFilterError
 
 
-def probe_targets(plan, first_pods_except=None, lines=False):
+def probe_targets(plan, first_pods=False, lines=False):
     if not isinstance(plan, Mapping) or not isinstance(plan.get("nodes"), Mapping):
         raise AnsibleFilterError("probe_targets: the input must be the plan (flatnet_plan), a mapping with 'nodes'")
     out = []
     for name in sorted(plan["nodes"]):
-        if first_pods_except is not None and name == first_pods_except:
-            continue
         pods = plan["nodes"][name].get("pods") or []
-        if first_pods_except is not None:
+        if first_pods:
             pods = pods[:1]
         for pod in pods:
             for ip in pod.get("ips") or []:

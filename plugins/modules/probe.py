@@ -110,7 +110,8 @@ options:
     type: int
   mtu_targets:
     description:
-      - Pods on other nodes to send the MTU datagrams to (same suboptions as O(targets)).
+      - Pods on other nodes to send the MTU datagrams to (same suboptions as O(targets)); targets on
+        this node (O(node)) are skipped.
       - The first local pod is the source.
     type: list
     elements: dict
@@ -632,6 +633,8 @@ def plan_probes(params):
     if "mtu" in checks and mtu and local:
         src = sorted(local)[0]
         for t in params.get("mtu_targets") or []:
+            if t["node"] == node:
+                continue  # the role passes every node's first pod, this node's too
             dst_ip = strip_prefix(t["ip"])
             src_ip = next((ip for ip in local[src] if family_of(ip) == family_of(dst_ip)), None)
             if src_ip is not None:

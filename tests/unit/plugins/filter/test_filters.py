@@ -77,13 +77,13 @@ def test_probe_targets_lists_every_pod_address_nodes_sorted():
                                    "node2 node2-a fd00:1::2", "node2 node2-b 10.244.1.3"]
 
 
-def test_probe_targets_first_pods_of_the_other_nodes():
+def test_probe_targets_first_pods_of_every_node():
     f = _filter("probe_targets")
-    assert f(PLAN, first_pods_except="node1") == [
+    assert f(PLAN, first_pods=True) == [
+        {"node": "node1", "pod": "node1-a", "ip": "10.244.0.2"},
         {"node": "node2", "pod": "node2-a", "ip": "10.244.1.2"},
         {"node": "node2", "pod": "node2-a", "ip": "fd00:1::2"},
     ]
-    assert f(PLAN, first_pods_except="node2") == [{"node": "node1", "pod": "node1-a", "ip": "10.244.0.2"}]
 
 
 def test_probe_targets_lines_are_what_the_probe_module_reads():
