@@ -11,10 +11,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def plot(results, path):
     ms = results["measurements"]
-    panels = [name for name in ("plumbing", "playbooks", "dataplane", "lab100") if name in ms]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), squeeze=False)
-    for ax, name in zip(axes[0], panels):
+    panels = [name for name in ("plumbing", "playbooks", "plan", "peers", "dataplane", "lab100") if name in ms]
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.8 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax, name in zip(flat, panels):
         globals()[f"_{name}"](ax, ms[name])
+    for ax in flat[len(panels):]:
+        ax.axis("off")
     m = results.get("machine") or {}
     fig.suptitle(f"flatnet.cluster benchmarks (medians)\n{m.get('nproc', '?')} CPUs, kernel {m.get('kernel', '?')}, "
                  f"{m['iproute2'].split(',')[1].strip() if m.get('iproute2') else ''}", fontsize=11)
@@ -69,6 +74,39 @@ def _dataplane(ax, res):
     ax.set_xlabel("TCP throughput / plain veth pair (same run)")
     ax.set_title("Data plane (iperf3)")
     ax.grid(True, axis="x", alpha=0.3)
+
+
+def _plan(ax, res):
+    # bench/run --only plan: build_plan at 100, 1,000, 5,000 nodes; time and plan file size.
+    rows = sorted(res["rows"], key=lambda r: r["nodes"])
+    nodes = [r["nodes"] for r in rows]
+    ax.plot(nodes, [r["first_s"] for r in rows], marker="o", label="plan, first run (s)")
+    ax.plot(nodes, [r["rerun_s"] for r in rows], marker="s", label="plan, rerun with the cached plan (s)")
+    ax.plot(nodes, [r["plan_mb"] for r in rows], marker="^", label="plan file (MB)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("nodes (10 pods each)")
+    ax.set_ylabel("seconds / MB")
+    ax.set_title("The plan grows linearly with the nodes")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _peers(ax, res):
+    # bench/run --only peers: one peers call on a node, first and unchanged rerun, by peer count.
+    for mode in sorted({r["mode"] for r in res["rows"]}):
+        rows = sorted((r for r in res["rows"] if r["mode"] == mode and r.get("form", "lines") == "lines"),
+                      key=lambda r: r["peers"])
+        label = {"direct": "host-gw", "vxlan": "VXLAN"}.get(mode, mode)
+        ax.plot([r["peers"] for r in rows], [r["first_s"] for r in rows], marker="o", label=f"{label}, first call")
+        ax.plot([r["peers"] for r in rows], [r["rerun_s"] for r in rows], marker="s", linestyle="--",
+                label=f"{label}, unchanged rerun")
+    ax.set_xscale("log")
+    ax.set_xlabel("peers of the node")
+    ax.set_ylabel("seconds (whole module process)")
+    ax.set_title("One peers call")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def _lab100(ax, res):
