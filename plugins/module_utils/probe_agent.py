@@ -33,6 +33,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 
 def plain_ip(host):
@@ -116,12 +117,17 @@ def handle_connection(conn, peer, name):
         conn.close()
 
 
-def make_http_socket(port, bind=None):
+def _bound_socket(kind, port, bind=None):
     family, address = _families(bind)
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, kind)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     _dual_stack(sock, family, address)
     sock.bind((address, port))
+    return sock
+
+
+def make_http_socket(port, bind=None):
+    sock = _bound_socket(socket.SOCK_STREAM, port, bind)
     sock.listen(128)
     return sock
 
@@ -132,17 +138,14 @@ def serve_http(sock, name):
         try:
             conn, peer = sock.accept()
         except OSError:
+            # Out of descriptors or memory for a moment: wait rather than spin.
+            time.sleep(0.05)
             continue
         threading.Thread(target=handle_connection, args=(conn, peer, name), daemon=True).start()
 
 
 def make_udp_socket(port, bind=None):
-    family, address = _families(bind)
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    _dual_stack(sock, family, address)
-    sock.bind((address, port))
-    return sock
+    return _bound_socket(socket.SOCK_DGRAM, port, bind)
 
 
 def serve_udp(sock, name):
