@@ -38,6 +38,7 @@ class ReportError(Exception):
 # Above this many nodes the text report lists the failed node pairs instead of the grid.
 MATRIX_MAX_NODES = 16
 
+
 def flatten(results):
     """A flat list of result dicts from what the playbook hands over.
 

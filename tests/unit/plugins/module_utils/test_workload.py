@@ -187,7 +187,7 @@ def test_stop_tree_kills_what_ignores_term():
 
 
 def test_stop_trees_stops_several_trees_in_one_round_and_leaves_others():
-    trees = [_tree("sleep 60 & wait") for _ in range(3)]
+    trees = [_tree("sleep 60 & wait") for _n in range(3)]
     other, other_tree = _tree("sleep 62 & wait")
     try:
         assert _wait_for(lambda: all(len(workload.members(t)) == 2 for _p, t in trees + [(other, other_tree)]))

@@ -81,7 +81,7 @@ def test_programs_are_paths_or_none(tmp_path, monkeypatch):
     plain = tmp_path / "bird"
     plain.write_text("not executable\n")
     monkeypatch.setattr(m, "PROGRAMS", {"dnsmasq": str(tool), "bird": str(plain),
-                                                 "birdc": str(tmp_path / "absent")})
+                                        "birdc": str(tmp_path / "absent")})
     assert m.programs() == {"dnsmasq": str(tool), "bird": None, "birdc": None}
 
 
