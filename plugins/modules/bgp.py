@@ -382,14 +382,12 @@ class Bgp:
                 flatnet_state.remove_dir_if_empty(os.path.dirname(rec.get("socket") or self.socket))
 
     def kernel_routes(self):
-        try:
-            routes = self.kernel.json("ip", ["-json", "route", "show", "proto", str(bird.RTPROT_BIRD)])
-        except KernelError as exc:
-            self.module.fail_json(msg=str(exc))
+        """``proto bird`` routes of the main table, ``{prefix, via}``."""
         out = []
-        for r in routes:
+        for r in self._bird_routes():
             dst = r.get("dst", "")
-            out.append({"prefix": dst if "/" in dst or dst == "default" else f"{dst}/32", "via": r.get("gateway")})
+            host = "/128" if ":" in dst else "/32"
+            out.append({"prefix": dst if "/" in dst or dst == "default" else dst + host, "via": r.get("gateway")})
         return out
 
     def leftover_routes(self, cluster_cidrs):
@@ -397,20 +395,21 @@ class Bgp:
         if not cluster_cidrs:
             return []
         nets = [ipaddress.ip_network(c) for c in cluster_cidrs]
-        try:
-            routes = self.kernel.json("ip", ["-json", "route", "show", "proto", str(bird.RTPROT_BIRD)])
-        except KernelError as exc:
-            self.module.fail_json(msg=str(exc), actions=self.actions)
         out = []
-        for r in routes:
-            dst = r.get("dst", "")
+        for r in self.kernel_routes():
             try:
-                net = ipaddress.ip_network(dst if "/" in dst else f"{dst}/32")
+                net = ipaddress.ip_network(r["prefix"])
             except ValueError:
-                continue
+                continue  # "default"
             if any(net.version == n.version and net.subnet_of(n) for n in nets):
                 out.append(str(net))
         return sorted(out)
+
+    def _bird_routes(self):
+        try:
+            return self.kernel.json("ip", ["-json", "route", "show", "proto", str(bird.RTPROT_BIRD)])
+        except KernelError as exc:
+            self.module.fail_json(msg=str(exc), actions=self.actions)
 
     def status(self, wait):
         """Sessions (by peer name) and learned routes, waiting up to ``wait`` s for Established."""
