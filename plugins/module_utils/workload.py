@@ -348,9 +348,7 @@ def terminate(scan, grace=GRACE):
 
 def stop_tree(ident, grace=GRACE):
     """Stop the tree ``ident``: TERM, then KILL after ``grace``. Returns (signalled, left)."""
-    if not ident:
-        return [], []
-    return terminate(lambda: _member_procs(ident), grace)
+    return stop_trees([ident], grace)
 
 
 def stop_trees(idents, grace=GRACE):

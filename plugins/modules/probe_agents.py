@@ -329,7 +329,7 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
     if stale and not module.check_mode:
         workload.stop_procs(stale)
 
-    to_start = []
+    to_start, to_stop = [], []
     for pod in p["pods"]:
         argv = agent_argv(python, agent_path, pod, p["http_port"], p["udp_port"], p["lifetime"])
         entry = agents.get(pod)
@@ -350,12 +350,15 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
                     agents[pod] = dict(entry, workload=ident)  # a 0.1 entry, rewritten
                 continue
             actions.append(f"restart probe agent in pod {pod} (pid {entry['pid']}: {why})")
-            if not module.check_mode:
-                workload.stop_tree(ident)
+            to_stop.append(ident)
         else:
             actions.append(f"start probe agent in pod {pod}")
         changed = True
         to_start.append((pod, argv))
+
+    if to_stop and not module.check_mode:
+        # The agents to restart, all in one round (as state=stopped does).
+        workload.stop_trees(to_stop)
 
     failed = []
     if not module.check_mode and to_start:

@@ -141,6 +141,8 @@ def test_unwritable_plan_file(tmp_path):
 @pytest.mark.parametrize("args,msg", [
     ({}, "missing required arguments: nodes"),
     ({"nodes": NODES, "bogus": 1}, "bogus"),
+    ({"nodes": NODES, "as_fact": "maybe"}, "as_fact"),
+    ({"nodes": NODES, "as_fact": [True]}, "as_fact"),
 ])
 def test_option_validation(args, msg):
     with pytest.raises(AnsibleActionFail, match=msg):
