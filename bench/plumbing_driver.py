@@ -148,7 +148,7 @@ def check_gone(spec):
 def fixed_bridge_mac(spec):
     """The MAC flatnet.cluster.node gives the bridge (the pods pin their gateway to it)."""
     sys.path.insert(0, spec["pythonpath"])
-    from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import bridge_mac
+    from ansible_collections.flatnet.cluster.plugins.module_utils.names import bridge_mac
 
     return bridge_mac(spec["bridge"], ["10.244.0.1/24"])
 

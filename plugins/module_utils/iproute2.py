@@ -1,50 +1,23 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Copyright: flatnet.cluster contributors
-"""The one place where flatnet.cluster modules talk to the kernel through iproute2.
+"""Readers of iproute2 state over the one kernel runner (:mod:`.kernel`).
 
-Every call is an argument list (never a shell string) run with LC_ALL=C. State is read
-with ``ip -json``; changes are applied with ``ip -batch`` so that a node's whole
-reconcile costs a handful of processes, whatever the number of pods or peers.
+State is read with ``ip -json``; changes are applied with ``ip -batch`` so that a node's
+whole reconcile costs a handful of processes, whatever the number of pods or peers.
 """
 
 from __future__ import annotations
 
 import os
 
-# The names and markers live in names.py (the controller imports them too); they are
-# re-exported here for the modules.
-from ansible_collections.flatnet.cluster.plugins.module_utils.names import (
-    ALIAS,
-    POD_ALIAS_PREFIX,
-    RT_PROTO,
-    bridge_mac,
-    derived_mac,
-    veth_name,
-)
-from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import (
-    KernelError,
-    Runner,
-    batch_text,
-    decode_stream,
-)
-
-__all__ = [
-    "ALIAS", "POD_ALIAS_PREFIX", "RT_PROTO", "bridge_mac", "derived_mac", "veth_name",
-    "IPError", "IPRoute2", "KernelError", "Runner", "batch_text", "decode_stream",
-    "is_up", "global_addrs", "netns_inode", "sysctl_path", "read_sysctl", "write_sysctl",
-]
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import Runner
 
 NETNS_DIR = "/run/netns"
-
-# One error type for every kernel tool; the old name stays for the modules that use it.
-IPError = KernelError
 
 
 class IPRoute2:
     """``ip`` and ``bridge`` for one module run, through the shared :class:`Runner`."""
-
-    ENV = Runner.ENV
 
     def __init__(self, module, runner=None):
         self.module = module
@@ -53,7 +26,7 @@ class IPRoute2:
 
     # --- running -----------------------------------------------------------------
     def run(self, argv, data=None, check=True):
-        """Run ``ip ARGV``; return (rc, stdout, stderr). Raise IPError when check and rc != 0."""
+        """Run ``ip ARGV``; return (rc, stdout, stderr). Raise KernelError when check and rc != 0."""
         return self.runner.run("ip", argv, data=data, check=check)
 
     def json(self, argv, netns=None):
@@ -100,14 +73,7 @@ class IPRoute2:
 
     def addrs(self, netns=None):
         """Addresses by link name: ``{name: ["10.0.0.1/24", ...]}`` (global scope only)."""
-        result = {}
-        for link in self.json(["addr", "show"], netns):
-            result[link["ifname"]] = [
-                f"{a['local']}/{a['prefixlen']}"
-                for a in link.get("addr_info", [])
-                if a.get("scope") == "global"
-            ]
-        return result
+        return {link["ifname"]: global_addrs(link) for link in self.json(["addr", "show"], netns)}
 
     def routes(self, netns=None, family=4, table="main", proto=None):
         """Routes of one family in one table; optionally only those of protocol ``proto``."""

@@ -1,13 +1,16 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Copyright: flatnet.cluster contributors
-"""The one runner through which flatnet.cluster talks to the kernel's tools: ``ip``,
-``bridge`` and ``nft``.
+"""The one runner through which flatnet.cluster runs the host's network tools: ``ip``,
+``bridge``, ``nft``, ``sysctl``, ``nsenter``, ``bird``, ``birdc``, ``systemctl`` and the CNI
+plugins.
 
 One environment (``LC_ALL=C``), argument lists only (never a shell), one error type
 (:class:`KernelError`) and one quoting rule for batch input: a word that a batch line
 cannot carry is refused, never escaped (iproute2 knows no escapes). Modules never build
-batch text or call ``run_command`` for these tools themselves.
+batch text or call ``run_command`` for these tools themselves. A missing tool raises
+:class:`ToolMissing`, naming the Debian package; only a module's ``main`` turns any of
+these errors into ``fail_json``.
 """
 
 from __future__ import annotations
@@ -22,12 +25,24 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.netns import NoNet
 ENV = {"LC_ALL": "C", "LANGUAGE": "C"}
 
 # Where each tool comes from, for the error when it is missing.
-PACKAGES = {"ip": "iproute2", "bridge": "iproute2", "nft": "nftables", "nsenter": "util-linux"}
+PACKAGES = {
+    "ip": "iproute2", "bridge": "iproute2", "nft": "nftables",
+    "nsenter": "util-linux", "unshare": "util-linux", "sysctl": "procps",
+    "bird": "bird2", "birdc": "bird2", "systemctl": "systemd",
+}
 SBIN = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
 
 
 class KernelError(Exception):
     """A kernel tool failed or was handed input it cannot take; the message says which."""
+
+
+class ToolMissing(KernelError):
+    """A tool is not installed on this host; the message names its Debian package."""
+
+    def __init__(self, tool, package=None, why=""):
+        self.tool, self.package = tool, package or PACKAGES.get(tool, tool)
+        super().__init__(f"{tool} was not found on this host: install the {self.package} package{why}")
 
 
 def batch_word(word) -> str:
@@ -47,6 +62,10 @@ def batch_text(lines) -> str:
     return "".join(" ".join(batch_word(w) for w in line) + "\n" for line in lines)
 
 
+def _text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def decode_stream(text):
     """Decode concatenated JSON documents (what ``ip -json -batch`` prints)."""
     if isinstance(text, bytes):
@@ -63,43 +82,56 @@ def decode_stream(text):
 
 
 class Runner:
-    """Runs ``ip``, ``bridge`` and ``nft`` for one module run."""
-
-    ENV = ENV
+    """Runs the host's network tools for one module run."""
 
     def __init__(self, module):
         self.module = module
         self._bins = {}
 
-    def bin(self, tool, required=True):
-        """Path of ``tool`` on the managed host; a missing one fails with its package name."""
+    def bin(self, tool, required=True, why=""):
+        """Path of ``tool`` on the managed host (None when missing and not required);
+        a missing required one raises :class:`ToolMissing` naming its package (``why``
+        is added to the message: what the tool is needed for)."""
         if tool not in self._bins:
-            path = self.module.get_bin_path(tool, required=False, opt_dirs=SBIN)
-            if not path and required:
-                pkg = PACKAGES.get(tool, tool)
-                self.module.fail_json(msg=f"{tool} was not found on this host: install the {pkg} package")
-            self._bins[tool] = path
+            self._bins[tool] = self.module.get_bin_path(tool, required=False, opt_dirs=SBIN)
+        if not self._bins[tool] and required:
+            raise ToolMissing(tool, why=why)
         return self._bins[tool]
 
-    def run(self, tool, argv, data=None, check=True, prefix=None):
-        """Run ``TOOL ARGV`` (optionally behind ``prefix``, e.g. nsenter into a lab node);
-        return (rc, stdout, stderr). Raise KernelError when check and rc != 0."""
-        cmd = list(prefix or []) + [self.bin(tool)] + [str(a) for a in argv]
+    def run(self, tool, argv, data=None, check=True, net=None, env=None, exe=None):
+        """Run ``TOOL ARGV``; return (rc, stdout, stderr). Raise KernelError when check and
+        rc != 0.
+
+        ``net``: a network namespace file (``/proc/PID/ns/net``, ``/run/netns/NAME``) to run
+        the tool in, through ``nsenter``. ``env``: variables added to the one environment.
+        ``exe``: the tool's path when it is not on PATH (a CNI plugin); ``tool`` names it.
+        """
+        cmd = [exe or self.bin(tool)] + [str(a) for a in argv]
+        if net:
+            cmd = [self.bin("nsenter"), f"--net={net}"] + cmd
         rc, out, err = self.module.run_command(
-            cmd, data=data, binary_data=True, environ_update=ENV, check_rc=False
+            cmd, data=data, binary_data=True, environ_update=dict(ENV, **(env or {})), check_rc=False
         )
         if check and rc != 0:
             shown = " ".join([tool] + [str(a) for a in argv])
-            raise KernelError(f"{shown} failed (rc={rc}): {err.strip() or out.strip()}")
+            raise KernelError(f"{shown} failed (rc={rc}): {_text(err).strip() or _text(out).strip()}")
         return rc, out, err
 
-    def json(self, tool, argv, prefix=None):
+    def json(self, tool, argv, net=None):
         """Decoded output of a JSON show command (``[]`` when it printed nothing)."""
-        _rc, out, _err = self.run(tool, argv, prefix=prefix)
+        _rc, out, _err = self.run(tool, argv, net=net)
         out = out.strip()
         return json.loads(out) if out else []
 
-    def batch(self, tool, lines, opts=(), force=False, prefix=None):
+    def sysctl(self, key, value=None, net=None):
+        """Read a sysctl (``value`` None) or write it, in this host's or ``net``'s namespace;
+        return the value read, or None after a write."""
+        if value is None:
+            return _text(self.run("sysctl", ["-n", key], net=net)[1]).strip()
+        self.run("sysctl", ["-q", "-w", f"{key}={value}"], net=net)
+        return None
+
+    def batch(self, tool, lines, opts=(), force=False, net=None):
         """Apply commands (each an argument list) in one ``TOOL [OPTS] [-force] -batch -``.
 
         With force the tool goes on after a failing line and the combined error is raised
@@ -109,14 +141,14 @@ class Runner:
             return
         text = batch_text(lines)
         argv = list(opts) + (["-force"] if force else []) + ["-batch", "-"]
-        self.run(tool, argv, data=text, prefix=prefix)
+        self.run(tool, argv, data=text, net=net)
 
-    def json_batch(self, tool, lines, opts=(), prefix=None):
+    def json_batch(self, tool, lines, opts=(), net=None):
         """Several JSON show commands in one batch process; one decoded result per line."""
         if not lines:
             return []
         _rc, out, _err = self.run(tool, list(opts) + ["-json", "-batch", "-"],
-                                  data=batch_text(lines), prefix=prefix)
+                                  data=batch_text(lines), net=net)
         return decode_stream(out)
 
     def many(self, tool, jobs, parallel=32):

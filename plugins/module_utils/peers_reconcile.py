@@ -14,8 +14,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import ALIAS
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import RT_PROTO as _RT_PROTO
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import ALIAS
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import RT_PROTO as _RT_PROTO
 
 # ``ip -json`` prints the protocol number as a string; batch lines are strings too.
 RT_PROTO = str(_RT_PROTO)

@@ -32,6 +32,7 @@ import time
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import procs
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import netns_inode
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import ENV
 
 TOKEN_ENV = "FLATNET_WORKLOAD_ID"
 # Seconds between TERM and KILL, and again for KILL to take effect.
@@ -65,7 +66,7 @@ def spawn(argv, log_path, env=None, mode="ab"):
             cwd="/",
             close_fds=True,
             start_new_session=True,
-            env=env if env is not None else dict(os.environ, LC_ALL="C"),
+            env=env if env is not None else dict(os.environ, **ENV),
         )
 
 
@@ -211,7 +212,7 @@ def launch(ip_bin, netns, argv, log_path, env=None):
     """
     os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
     token = os.urandom(16).hex()
-    full_env = dict(os.environ, LC_ALL="C")
+    full_env = dict(os.environ, **ENV)
     full_env.update(env or {})
     full_env[TOKEN_ENV] = token
     proc = spawn([ip_bin, "netns", "exec", netns] + list(argv), log_path, env=full_env)

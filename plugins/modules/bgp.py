@@ -141,12 +141,16 @@ from ansible_collections.flatnet.cluster.plugins.module_utils import bird
 from ansible_collections.flatnet.cluster.plugins.module_utils import procs
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
 from ansible_collections.flatnet.cluster.plugins.module_utils import workload
-from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError, Runner
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import ENV, KernelError, Runner
 
 RECORD = "bgp.json"
 LOG = "bird.log"
 PROCESS_SOCKET = "/run/flatnet/bird.ctl"
 SYSTEMD_SOCKET = "/run/bird/bird.ctl"
+
+
+class BgpError(Exception):
+    """BIRD refused, did not answer or did not stop; the message says which."""
 
 
 def dropin_text(config_path):
@@ -185,19 +189,8 @@ class Bgp:
         self.kernel = Runner(module)
 
     # --- tools -------------------------------------------------------------------
-    def tool(self, name):
-        path = self.module.get_bin_path(name, required=False, opt_dirs=["/usr/sbin", "/sbin"])
-        if not path:
-            self.module.fail_json(msg=f"{name} was not found on this host: install the bird2 package")
-        return path
-
     def birdc(self, *args, check=False):
-        rc, out, err = self.module.run_command([self.tool("birdc"), "-s", self.socket] + list(args),
-                                               check_rc=False, environ_update={"LC_ALL": "C"})
-        if check and rc != 0:
-            self.module.fail_json(msg=f"birdc {' '.join(args)} failed (rc={rc}): {(err or out).strip()}",
-                                  actions=self.actions)
-        return rc, out, err
+        return self.kernel.run("birdc", ["-s", self.socket] + list(args), check=check)
 
     def answering(self):
         if not os.path.exists(self.socket):
@@ -206,11 +199,7 @@ class Bgp:
         return rc == 0 and "Daemon is up and running" in out
 
     def systemctl(self, *args, check=True):
-        path = self.module.get_bin_path("systemctl", required=True)
-        rc, out, err = self.module.run_command([path] + list(args), check_rc=False)
-        if check and rc != 0:
-            self.module.fail_json(msg=f"systemctl {' '.join(args)} failed (rc={rc}): {(err or out).strip()}",
-                                  actions=self.actions)
+        rc, out, _err = self.kernel.run("systemctl", args, check=check)
         return rc, out
 
     def check_config(self, text):
@@ -221,12 +210,11 @@ class Bgp:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
-            rc, out, err = self.module.run_command([self.tool("bird"), "-p", "-c", tmp], check_rc=False)
+            rc, out, err = self.kernel.run("bird", ["-p", "-c", tmp], check=False)
         finally:
             os.unlink(tmp)
         if rc != 0:
-            self.module.fail_json(msg=f"BIRD refused the rendered configuration: {(err or out).strip()}",
-                                  actions=self.actions)
+            raise BgpError(f"BIRD refused the rendered configuration: {(err or out).strip()}")
 
     # --- process supervisor ------------------------------------------------------
     def process_members(self):
@@ -237,9 +225,9 @@ class Bgp:
         os.makedirs(os.path.dirname(self.socket), mode=0o755, exist_ok=True)
         os.makedirs(self.p["state_dir"], mode=0o755, exist_ok=True)
         token = os.urandom(16).hex()
-        env = dict(os.environ, LC_ALL="C")
+        env = dict(os.environ, **ENV)
         env[workload.TOKEN_ENV] = token
-        argv = [self.tool("bird"), "-f", "-s", self.socket, "-c", self.p["config_path"]]
+        argv = [self.kernel.bin("bird"), "-f", "-s", self.socket, "-c", self.p["config_path"]]
         proc = workload.spawn(argv, log, env=env)
         st = procs.stat(proc.pid)
         ident = {"sid": proc.pid, "start_time": st["start_time"] if st else None, "boot_id": procs.boot_id(),
@@ -264,8 +252,8 @@ class Bgp:
         path = p["config_path"]
         old = read(path)
         if old is not None and not old.startswith(bird.HEADER) and self.record.get("config_path") != path:
-            self.module.fail_json(msg=f"{path} exists and was not written by flatnet.cluster.bgp (no marker line); "
-                                      "move it away or set config_path to another file")
+            raise BgpError(f"{path} exists and was not written by flatnet.cluster.bgp (no marker line); "
+                           "move it away or set config_path to another file")
         changed_config = old != text
         if changed_config:
             self.check_config(text)
@@ -312,8 +300,8 @@ class Bgp:
             left = workload.members(ident)
             workload.stop_tree(ident)
             tail = (read(os.path.join(self.p["state_dir"], LOG)) or "").strip().splitlines()[-5:]
-            self.module.fail_json(msg=f"bird did not answer on {self.socket} ({'running' if left else 'exited'}): "
-                                      + " | ".join(tail), actions=self.actions)
+            raise BgpError(f"bird did not answer on {self.socket} ({'running' if left else 'exited'}): "
+                           + " | ".join(tail))
 
     def present_systemd(self, changed_config, dropin_changed):
         p = self.p
@@ -330,14 +318,13 @@ class Bgp:
         elif changed_config:
             self.reload()
         if not self.wait_answering(30.0):
-            self.module.fail_json(msg=f"bird.service does not answer on {self.socket}: see journalctl -u bird",
-                                  actions=self.actions)
+            raise BgpError(f"bird.service does not answer on {self.socket}: see journalctl -u bird")
 
     def reload(self):
         self.actions.append("reload bird (birdc configure)")
         _rc, out, _err = self.birdc("configure", check=True)
         if "Reconfigured" not in out and "Reconfiguration in progress" not in out:
-            self.module.fail_json(msg=f"birdc configure did not reconfigure: {out.strip()}", actions=self.actions)
+            raise BgpError(f"birdc configure did not reconfigure: {out.strip()}")
 
     def absent(self):
         rec = self.record
@@ -350,7 +337,7 @@ class Bgp:
                 if not self.module.check_mode:
                     _sig, left = workload.stop_tree(rec.get("workload"))
                     if left:
-                        self.module.fail_json(msg=f"bird did not stop: {workload.describe(left)}", actions=self.actions)
+                        raise BgpError(f"bird did not stop: {workload.describe(left)}")
         elif rec:
             self.actions.append("stop bird.service")
             if not self.module.check_mode:
@@ -359,11 +346,8 @@ class Bgp:
         for dst in leftovers:
             self.actions.append(f"delete route {dst} proto bird")
         if not self.module.check_mode and leftovers:
-            try:
-                self.kernel.batch("ip", [["route", "del", dst, "proto", str(bird.RTPROT_BIRD)] for dst in leftovers],
-                                  force=True)
-            except KernelError as exc:
-                self.module.fail_json(msg=str(exc), actions=self.actions)
+            self.kernel.batch("ip", [["route", "del", dst, "proto", str(bird.RTPROT_BIRD)] for dst in leftovers],
+                              force=True)
         for f in (path, rec.get("dropin_path")):
             if f and os.path.exists(f) and (read(f) or "").startswith(bird.HEADER):
                 self.actions.append(f"remove {f}")
@@ -406,10 +390,7 @@ class Bgp:
         return sorted(out)
 
     def _bird_routes(self):
-        try:
-            return self.kernel.json("ip", ["-json", "route", "show", "proto", str(bird.RTPROT_BIRD)])
-        except KernelError as exc:
-            self.module.fail_json(msg=str(exc), actions=self.actions)
+        return self.kernel.json("ip", ["-json", "route", "show", "proto", str(bird.RTPROT_BIRD)])
 
     def status(self, wait):
         """Sessions (by peer name) and learned routes, waiting up to ``wait`` s for Established."""
@@ -447,6 +428,15 @@ def main():
         supports_check_mode=True,
     )
     b = Bgp(module)
+    try:
+        result = run(module, b)
+    except (BgpError, KernelError) as exc:
+        module.fail_json(msg=str(exc), actions=b.actions)
+    module.exit_json(**result)
+
+
+def run(module, b):
+    """The module's work for its state; returns the result."""
     result = dict(changed=False, supervisor=b.supervisor)
     if module.params["state"] == "absent":
         b.absent()
@@ -458,7 +448,7 @@ def main():
         try:
             before, after = b.present()
         except bird.BirdError as exc:
-            module.fail_json(msg=f"cannot render the BIRD configuration: {exc}")
+            raise BgpError(f"cannot render the BIRD configuration: {exc}") from None
         if module._diff:
             result["diff"] = dict(before=before or "", after=after, before_header=module.params["config_path"],
                                   after_header=module.params["config_path"])
@@ -469,7 +459,7 @@ def main():
                 result["pid"] = b.process_members()
     result["actions"] = b.actions
     result["changed"] = bool(b.actions)
-    module.exit_json(**result)
+    return result
 
 
 if __name__ == "__main__":

@@ -173,7 +173,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import cni as C
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as st
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPError, IPRoute2
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPRoute2
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
 
 
 def _read(path):
@@ -186,18 +187,17 @@ def _read(path):
         return ""
 
 
-def netns_addresses(module):
+def netns_addresses(ip):
     """{(ip, ifname): netns name} over the named namespaces of this host."""
-    ip = IPRoute2(module)
     out = {}
     try:
         names = ip.netns_list()
-    except IPError:
+    except KernelError:
         return out
     for name in names:
         try:
             links = ip.json(["addr", "show"], name)
-        except IPError:
+        except KernelError:
             continue  # a namespace that went away meanwhile
         for link in links:
             for a in link.get("addr_info", []):
@@ -205,10 +205,10 @@ def netns_addresses(module):
     return out
 
 
-def attachments(module, p):
+def attachments(ip, p):
     """host-local's reservations, each with the namespace that holds its address (or None)."""
     held = C.reservations(p["data_dir"], p["network"])
-    found = netns_addresses(module) if held else {}
+    found = netns_addresses(ip) if held else {}
     out = []
     for r in held:
         r = dict(r)
@@ -217,7 +217,7 @@ def attachments(module, p):
     return out
 
 
-def run_check(module, p, plugin_dir, containers, conflist_doc):
+def run_check(runner, p, plugin_dir, containers, conflist_doc):
     """CNI CHECK on each live attachment, as a runtime does it (prevResult from libcni's cache)."""
     results = []
     for c in containers:
@@ -241,8 +241,8 @@ def run_check(module, p, plugin_dir, containers, conflist_doc):
         }
         for plugin in conf.get("plugins", []):
             exe = os.path.join(plugin_dir, plugin.get("type", ""))
-            rc, out, err = module.run_command([exe], data=C.check_stdin(conf, plugin, prev).decode(),
-                                              environ_update=env, binary_data=True)
+            rc, out, err = runner.run(plugin.get("type", ""), [], data=C.check_stdin(conf, plugin, prev).decode(),
+                                      check=False, env=env, exe=exe)
             if rc != 0:
                 entry.update(ok=False, msg=f"{plugin.get('type')}: {(out or err).strip()}")
                 break
@@ -284,7 +284,11 @@ def main():  # noqa: C901 (one decision per file, in order)
         others = []
     current = _read(conflist)
     ours = current is not None and record.get("conflist") == conflist and C.is_ours(current)
-    containers = attachments(module, p)
+    try:
+        ip = IPRoute2(module)
+        containers = attachments(ip, p)
+    except KernelError as exc:
+        module.fail_json(msg=str(exc))
     result = dict(changed=False, plugin_dir=plugin_dir, missing_plugins=missing, conflist=conflist,
                   foreign_conflists=others, containers=containers, holding=[], checks=[])
 
@@ -293,7 +297,7 @@ def main():  # noqa: C901 (one decision per file, in order)
             if plugin_dir is None:
                 module.fail_json(msg=_missing_msg(p, missing), **result)
             doc = json.loads(current) if ours else None
-            result["checks"] = run_check(module, p, plugin_dir, containers, doc)
+            result["checks"] = run_check(ip.runner, p, plugin_dir, containers, doc)
         module.exit_json(**result)
 
     env_current = _read(p["subnet_env"])

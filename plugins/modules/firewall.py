@@ -147,15 +147,11 @@ class Nft:
         self.module = module
         self.runner = Runner(module)
         if not self.runner.bin("nft", required=False):
-            module.fail_json(msg="nft was not found: install the nftables package on the node "
-                                 "(or set flatnet_firewall: false to skip the firewall)")
+            raise KernelError("nft was not found: install the nftables package on the node "
+                              "(or set flatnet_firewall: false to skip the firewall)")
 
     def run(self, argv, data=None, check=True):
-        try:
-            return self.runner.run("nft", argv, data=data, check=check)
-        except KernelError as exc:
-            self.module.fail_json(msg=str(exc))
-            raise  # not reached: fail_json exits
+        return self.runner.run("nft", argv, data=data, check=check)
 
     def table_json(self):
         """The live table as nft JSON, or None when it does not exist."""
@@ -197,6 +193,15 @@ def main():
         required_if=[("state", "present", ["cluster_cidrs"])],
         supports_check_mode=True,
     )
+    try:
+        reconcile(module)
+    except KernelError as exc:
+        module.fail_json(msg=str(exc))
+
+
+def reconcile(module):
+    """Read the live table, compare hashes, write it in one transaction unless check mode;
+    exits the module with the result."""
     p = module.params
     nft = Nft(module)
     state_file = os.path.join(p["state_dir"], "firewall.json")

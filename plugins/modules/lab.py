@@ -254,11 +254,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.flatnet.cluster.plugins.module_utils import procs
 from ansible_collections.flatnet.cluster.plugins.module_utils.probe_agent import agent_source
 from ansible_collections.flatnet.cluster.plugins.module_utils.workload import spawn
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
-    IPError,
-    IPRoute2,
-    netns_inode,
-)
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPRoute2, netns_inode
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
 from ansible_collections.flatnet.cluster.plugins.module_utils.lab_identity import (
     RECORD,
     IdentityError,
@@ -283,7 +280,6 @@ PENDING = "pending"
 OUTSIDE_LINK = "out0"
 AGENT_TCP_PORT = 8083
 AGENT_UDP_PORT = 8081
-ENV = {"LC_ALL": "C", "LANGUAGE": "C"}
 CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 BOOT_TIMEOUT = 10.0
 
@@ -416,32 +412,27 @@ class Lab:
         self.actions = []
         self.marker = None
         self.ipr = IPRoute2(module)
-        self.nsenter = module.get_bin_path("nsenter", required=True)
-        self.unshare = module.get_bin_path("unshare", required=True)
-        self.sysctl = module.get_bin_path("sysctl", required=True, opt_dirs=["/usr/sbin", "/sbin"])
+        self.kernel = self.ipr.runner
+        self.unshare = self.kernel.bin("unshare")
+        # Checked now, so that a missing tool fails before the lab is touched.
+        self.kernel.bin("nsenter")
+        self.kernel.bin("sysctl")
 
     # --- helpers -------------------------------------------------------------------
     def act(self, text):
         self.actions.append(text)
 
-    def run(self, argv, data=None):
-        rc, out, err = self.module.run_command(
-            [str(a) for a in argv], data=data, binary_data=True, environ_update=ENV, check_rc=False
-        )
-        if rc != 0:
-            raise LabError(f"{' '.join(str(a) for a in argv)} failed (rc={rc}): {(err or out).strip()}")
-        return out
-
-    def node_prefix(self, pid):
-        """What puts a kernel tool into a node's network namespace."""
-        return [self.nsenter, f"--net=/proc/{pid}/ns/net"]
+    @staticmethod
+    def node_net(pid):
+        """A node's network namespace, for the runner's ``net``."""
+        return f"/proc/{pid}/ns/net"
 
     def node_ip(self, pid, argv):
         """Run ``ip ARGV`` in a node's network namespace."""
-        return self.ipr.runner.run("ip", argv, prefix=self.node_prefix(pid))[1]
+        return self.kernel.run("ip", argv, net=self.node_net(pid))[1]
 
     def node_ip_json(self, pid, argv):
-        return self.ipr.runner.json("ip", ["-json"] + list(argv), prefix=self.node_prefix(pid))
+        return self.kernel.json("ip", ["-json"] + list(argv), net=self.node_net(pid))
 
     def node_dir(self, node):
         return os.path.join(self.lab_dir, node)
@@ -785,11 +776,10 @@ class Lab:
 
     def netns_sysctl(self, netns, key, value):
         path = f"/run/netns/{netns}"
-        out = self.run([self.nsenter, f"--net={path}", self.sysctl, "-n", key]).strip()
-        if out != str(value):
+        if self.kernel.sysctl(key, net=path) != str(value):
             self.act(f"set {key}={value} in {netns}")
             if not self.check:
-                self.run([self.nsenter, f"--net={path}", self.sysctl, "-q", "-w", f"{key}={value}"])
+                self.kernel.sysctl(key, value, net=path)
 
     def ensure_router(self):
         exists = netns_inode(self.netns) is not None
@@ -937,7 +927,7 @@ class Lab:
                 self.act(f"set default route via {gw} on node {name_of(node)}")
             node_batch.append(["route", "replace", "default", "via", gw, "dev", "eth0"])
         if node_batch and not self.check:
-            self.ipr.runner.batch("ip", node_batch, prefix=self.node_prefix(pid))
+            self.kernel.batch("ip", node_batch, net=self.node_net(pid))
 
     # --- outside ---------------------------------------------------------------------
     def agent_paths(self):
@@ -1138,7 +1128,10 @@ def main():
     )
     if os.geteuid() != 0:
         module.fail_json(msg="flatnet.cluster.lab needs root (run it on localhost with become or as root)")
-    lab = Lab(module)
+    try:
+        lab = Lab(module)
+    except KernelError as exc:
+        module.fail_json(msg=str(exc))
     nodes = {}
     try:
         lab.validate()
@@ -1146,7 +1139,7 @@ def main():
             nodes = lab.present()
         else:
             lab.absent()
-    except (LabError, IPError) as e:
+    except (LabError, KernelError) as e:
         module.fail_json(msg=str(e), actions=lab.actions)
     module.exit_json(
         changed=bool(lab.actions),

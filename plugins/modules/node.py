@@ -141,15 +141,14 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as state_file
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
-    ALIAS,
-    IPError,
-    IPRoute2,
-    bridge_mac,
     global_addrs,
+    IPRoute2,
     is_up,
     read_sysctl,
     write_sysctl,
 )
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import ALIAS, bridge_mac
 
 
 class NodeError(Exception):
@@ -427,7 +426,7 @@ def apply(module, ip, lines, writes, actions):
         ip.batch(lines)
         for name, value in writes.items():
             write_sysctl(name, value)
-    except (IPError, OSError) as exc:
+    except (KernelError, OSError) as exc:
         module.fail_json(msg=str(exc), actions=actions)
 
 
@@ -489,7 +488,10 @@ def main():
     p = module.params
     bridge = p["bridge"]
     node_path = os.path.join(p["state_dir"], "node.json")
-    ip = IPRoute2(module)
+    try:
+        ip = IPRoute2(module)
+    except KernelError as exc:
+        module.fail_json(msg=str(exc))
     # A corrupt record fails here, before anything is read or changed.
     record = state_file.load_or_fail(module, node_path)
     recorded_sysctls = record.get("sysctls") or {}
@@ -498,7 +500,7 @@ def main():
         reader = Reader(ip)
         link = reader.links.get(bridge)
         addrs = reader.addrs(bridge)
-    except (NodeError, IPError) as exc:
+    except (NodeError, KernelError) as exc:
         module.fail_json(msg=str(exc))
     ipv6 = p["ipv6"] if p["ipv6"] is not None else any(
         ipaddress.ip_interface(a).version == 6 for a in addresses)

@@ -78,7 +78,8 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as state_file
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPError, IPRoute2
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPRoute2
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
 
 FIX = "set flatnet_underlay_interface (or flatnet_underlay_ip) for this node"
 
@@ -233,7 +234,10 @@ def main():
         ),
         supports_check_mode=True,
     )
-    ip = IPRoute2(module)
+    try:
+        ip = IPRoute2(module)
+    except KernelError as exc:
+        module.fail_json(msg=str(exc))
     try:
         addr_links = ip.json(["addr", "show"])
         routes = {4: ip.json(["-4", "route", "show", "default"]),
@@ -241,7 +245,7 @@ def main():
         underlay = find_underlay(addr_links, routes, module.params["underlay_interface"],
                                  module.params["underlay_ip"])
         recorded = read_recorded(module.params["state_dir"])
-    except (IPError, UnderlayError, state_file.StateError) as exc:
+    except (KernelError, UnderlayError, state_file.StateError) as exc:
         module.fail_json(msg=str(exc))
     facts = {
         "hostname": socket.gethostname(),

@@ -165,7 +165,9 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import ALIAS, IPError, IPRoute2
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPRoute2
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import ALIAS
 from ansible_collections.flatnet.cluster.plugins.module_utils.peers_reconcile import (
     PeersError,
     check_direct_on_link,
@@ -315,7 +317,7 @@ def main():
                 module.warn(message)
         else:
             plan = plan_absent(routes, retire)
-    except (PeersError, IPError, ValueError) as e:
+    except (PeersError, KernelError, ValueError) as e:
         module.fail_json(msg=str(e), **result)
 
     result["changed"] = plan.changed
@@ -340,7 +342,7 @@ def main():
                 save_record(module, state_file, intent, result)
         try:
             kernel.apply(plan)
-        except IPError as e:
+        except KernelError as e:
             module.fail_json(msg=str(e), **result)
         if p["state"] == "present":
             if flatnet_state.load_or_fail(module, state_file) != final:

@@ -158,16 +158,13 @@ from ansible_collections.flatnet.cluster.plugins.module_utils import procs
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as state_file
 from ansible_collections.flatnet.cluster.plugins.module_utils import workload
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import is_pod_name
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
-    IPError,
-    IPRoute2,
-    POD_ALIAS_PREFIX,
-    RT_PROTO,
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import global_addrs, IPRoute2, is_up, netns_inode
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import (
     bridge_mac,
     derived_mac,
-    global_addrs,
-    is_up,
-    netns_inode,
+    POD_ALIAS_PREFIX,
+    RT_PROTO,
     veth_name,
 )
 
@@ -647,13 +644,13 @@ def observe(ip, desired, record, bridge):
             jobs[(name, 6)] = ([["route", "show", "default"]], name, 6, True)
     try:
         results = ip.many(jobs)
-    except IPError:
+    except KernelError:
         # A namespace vanished or is unusable meanwhile: read one by one, treat failures as missing.
         results = {}
         for key, job in jobs.items():
             try:
                 results.update(ip.many({key: job}))
-            except IPError:
+            except KernelError:
                 observed["netns"][key[0]] = None
     for (name, fam), docs in sorted(results.items()):
         if observed["netns"].get(name) is None:
@@ -763,7 +760,7 @@ def apply(module, ip, steps, desired, record, state_dir):  # noqa: C901 (one ord
         # just stopped), so a failed delete is fine as long as the link ends up gone.
         try:
             ip.batch([["link", "del", veth] for veth in steps["stale"]], force=True)
-        except IPError:
+        except KernelError:
             pass
         wait_links_gone(ip, steps["stale"])
     # One node-level batch: namespaces (from the node's own mount namespace, so the
@@ -846,12 +843,15 @@ def main():
     if absent:
         module.params["prune"] = True
 
-    ip = IPRoute2(module)
+    try:
+        ip = IPRoute2(module)
+    except KernelError as exc:
+        module.fail_json(msg=str(exc))
     loaded = state_file.load_or_fail(module, pods_path)
     loaded.setdefault("pods", {})
     try:
         observed = observe(ip, desired, loaded, p["bridge"])
-    except IPError as exc:
+    except KernelError as exc:
         module.fail_json(msg=str(exc))
     record = upgraded_record(loaded, observed)
     steps = plan(desired, observed, record, p["bridge"], p["mtu"], gateways, prune=p["prune"])
@@ -884,7 +884,7 @@ def main():
     steps["late_warnings"] = []
     try:
         final = apply(module, ip, steps, desired, record, state_dir)
-    except (IPError, OSError) as exc:
+    except (KernelError, OSError) as exc:
         module.fail_json(msg=str(exc), actions=steps["actions"])
     if steps["late_warnings"]:
         result["warnings"] = result.get("warnings", []) + steps["late_warnings"]

@@ -304,7 +304,8 @@ from contextlib import contextmanager
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import netns
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPRoute2, KernelError
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPRoute2
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
 
 CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity"]
 # <linux/in.h>; the socket module does not export them on every Python.
@@ -840,7 +841,10 @@ def main():
             module.params["targets"] = module.params["targets"] + parse_target_lines(module.params["target_lines"])
         except ValueError as e:
             module.fail_json(msg=str(e))
-    ip = IPRoute2(module)
+    try:
+        ip = IPRoute2(module)
+    except KernelError as exc:
+        module.fail_json(msg=str(exc))
 
     def read_addrs(pod):
         try:

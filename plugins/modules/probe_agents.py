@@ -115,6 +115,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import probe_agent, procs, state, workload
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import netns_inode
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError, Runner
 
 AGENT_FILE = "agent.py"
 RECORD_FILE = "agents.json"
@@ -240,7 +241,10 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
     p = module.params
     if p["lifetime"] < 0:
         module.fail_json(msg=f"lifetime must be 0 (no limit) or a number of seconds, not {p['lifetime']:g}")
-    ip_bin = module.get_bin_path("ip", required=True)
+    try:
+        ip_bin = Runner(module).bin("ip")
+    except KernelError as exc:
+        module.fail_json(msg=str(exc))
     run_dir = p["run_dir"]
     agent_path = os.path.join(run_dir, AGENT_FILE)
     record_path = os.path.join(run_dir, RECORD_FILE)

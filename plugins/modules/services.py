@@ -149,11 +149,7 @@ class Kernel:
         self.runner = Runner(module)
 
     def run(self, tool, argv, data=None, check=True):
-        try:
-            return self.runner.run(tool, argv, data=data, check=check)
-        except KernelError as exc:
-            self.module.fail_json(msg=str(exc))
-            raise  # not reached
+        return self.runner.run(tool, argv, data=data, check=check)
 
     def chains(self):
         """Our table's block of ``nft list chains ip`` (None when the table has no chains).
@@ -308,6 +304,14 @@ def main():
         mutually_exclusive=[("services", "services_json")],
         supports_check_mode=True,
     )
+    try:
+        reconcile(module)
+    except KernelError as exc:
+        module.fail_json(msg=str(exc))
+
+
+def reconcile(module):
+    """Routes, hairpin and the services table against the request; exits the module."""
     p = module.params
     inp = Input(module, p)
     kernel = Kernel(module)
@@ -322,10 +326,7 @@ def main():
     before = kernel.table_text() if module._diff and have_nft else None
     chains = kernel.chains() if have_nft else None
     exists = chains is not None
-    try:
-        have_routes = kernel.routes()
-    except KernelError as exc:
-        module.fail_json(msg=str(exc))
+    have_routes = kernel.routes()
 
     if p["state"] == "absent":
         if exists:
@@ -359,13 +360,12 @@ def main():
     v4 = [str(ipaddress.ip_network(c, strict=False)) for c in p["service_cidrs"]
           if ipaddress.ip_network(c, strict=False).version == 4]
     want_routes = sorted((c, p["bridge"], p["source"]) for c in v4) if p["bridge"] and p["source"] else []
-    route_changes = [r for r in have_routes if r not in want_routes] + [r for r in want_routes if r not in have_routes]
-    for dst, dev, src in want_routes:
-        if (dst, dev, src) not in have_routes:
-            result["actions"].append(f"add route {dst} dev {dev} src {src}")
-    for dst, dev, _src in have_routes:
-        if (dst, dev, _src) not in want_routes:
-            result["actions"].append(f"delete route {dst} dev {dev}")
+    routes_to_delete = [r for r in have_routes if r not in want_routes]
+    routes_to_add = [r for r in want_routes if r not in have_routes]
+    for dst, dev, src in routes_to_add:
+        result["actions"].append(f"add route {dst} dev {dev} src {src}")
+    for dst, dev, _src in routes_to_delete:
+        result["actions"].append(f"delete route {dst} dev {dev}")
 
     hairpin = kernel.ports_without_hairpin(p["bridge"]) if p["bridge"] and not inp.empty() else []
     for port in hairpin:
@@ -373,30 +373,23 @@ def main():
 
     if not module.check_mode:
         if hairpin:
-            try:
-                kernel.runner.batch("bridge", [["link", "set", "dev", port, "hairpin", "on"] for port in hairpin])
-            except KernelError as exc:
-                module.fail_json(msg=str(exc))
+            kernel.runner.batch("bridge", [["link", "set", "dev", port, "hairpin", "on"] for port in hairpin])
         if script:
             try:
                 kernel.runner.run("nft", ["-f", "-"], data=script)
             except KernelError as exc:
                 if not action.startswith("update"):
-                    module.fail_json(msg=str(exc))
+                    raise
                 # A delta the kernel refused (all or nothing: nothing changed) falls back to
                 # writing the whole table, so a record out of step cannot wedge every later run.
                 result["actions"][0] = (f"write table {svc_nft.FAMILY} {svc_nft.TABLE} "
                                         f"(update refused: {str(exc).splitlines()[0][:200]})")
                 keep["stale"] = {"chains": [], "sets": []}
                 kernel.run("nft", ["-f", "-"], data=svc_nft.transaction(definition))
-        if route_changes:
-            for dst, dev, _src in have_routes:
-                if (dst, dev, _src) not in want_routes:
-                    kernel.run("ip", ["route", "del", dst, "dev", dev, "proto", str(svc_nft.RT_PROTO)])
-            for dst, dev, src in want_routes:
-                if (dst, dev, src) not in have_routes:
-                    kernel.run("ip", ["route", "replace", dst, "dev", dev, "src", src,
-                                      "proto", str(svc_nft.RT_PROTO)])
+        for dst, dev, _src in routes_to_delete:
+            kernel.run("ip", ["route", "del", dst, "dev", dev, "proto", str(svc_nft.RT_PROTO)])
+        for dst, dev, src in routes_to_add:
+            kernel.run("ip", ["route", "replace", dst, "dev", dev, "src", src, "proto", str(svc_nft.RT_PROTO)])
         parts = keep.pop("parts", None)
         new_record = dict(record, layout=svc_nft.LAYOUT, **keep)
         new_record.pop("desired", None)

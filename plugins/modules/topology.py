@@ -118,14 +118,9 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as state_file
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
-    POD_ALIAS_PREFIX,
-    IPError,
-    IPRoute2,
-    global_addrs,
-    netns_inode,
-    veth_name,
-)
+from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import global_addrs, IPRoute2, netns_inode
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import POD_ALIAS_PREFIX, veth_name
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import is_pod_name
 
 
@@ -236,7 +231,7 @@ def read(ip, params, record):
         [["link", "show"], ["addr", "show"], ["route", "show", "table", "main"], ["neigh", "show"]], details=True)
     try:
         routes6 = ip.json_batch([["route", "show", "table", "main"]], family=6)[0]
-    except IPError:
+    except KernelError:
         routes6 = []  # IPv6 disabled on the node
     links = {link["ifname"]: link for link in links_doc}
     addrs = {link["ifname"]: sorted(global_addrs(link)) for link in addrs_doc}
@@ -268,13 +263,13 @@ def read(ip, params, record):
             for name in names if netns_of[name] == "live"}
     try:
         docs = ip.many(jobs)
-    except IPError:
+    except KernelError:
         # A namespace went away meanwhile: read one by one, the failing ones count as dead.
         docs = {}
         for name, job in jobs.items():
             try:
                 docs.update(ip.many({name: job}))
-            except IPError:
+            except KernelError:
                 netns_of[name] = "dead"
     pods = [pod_state(name, netns_of[name], docs.get(name), links, record) for name in names]
     return {"hostname": socket.gethostname(), "underlay": underlay, "bridge": bridge, "vxlan": vxlan,
@@ -297,7 +292,7 @@ def main():
     try:
         ip = IPRoute2(module)
         topology = read(ip, p, record)
-    except IPError as exc:
+    except KernelError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, topology=topology)
 

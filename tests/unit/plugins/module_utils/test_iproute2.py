@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import iproute2, netns
+from ansible_collections.flatnet.cluster.plugins.module_utils import iproute2, kernel, names, netns
 
 
 class FakeModule:
@@ -20,14 +20,14 @@ class FakeModule:
 
 
 def test_veth_name_is_stable_and_short():
-    assert iproute2.veth_name("node1-pod-1") == iproute2.veth_name("node1-pod-1")
-    assert iproute2.veth_name("a").startswith("veth") and len(iproute2.veth_name("a")) == 12
+    assert names.veth_name("node1-pod-1") == names.veth_name("node1-pod-1")
+    assert names.veth_name("a").startswith("veth") and len(names.veth_name("a")) == 12
 
 
 def test_decode_stream_of_batch_output():
     out = '[{"a":1}]\n[]\n[{"dst":"default"}]\n'
-    assert iproute2.decode_stream(out) == [[{"a": 1}], [], [{"dst": "default"}]]
-    assert iproute2.decode_stream("") == []
+    assert kernel.decode_stream(out) == [[{"a": 1}], [], [{"dst": "default"}]]
+    assert kernel.decode_stream("") == []
 
 
 def test_batch_quotes_alias_and_uses_c_locale():
@@ -45,7 +45,7 @@ def test_json_batch_with_family_and_error():
     ip = iproute2.IPRoute2(mod)
     assert ip.json_batch([["addr", "show"], ["route", "show"]], netns="p", family=6) == [[], [1]]
     assert mod.calls[0][0] == ["/sbin/ip", "-n", "p", "-6", "-json", "-batch", "-"]
-    with pytest.raises(iproute2.IPError, match="Cannot open"):
+    with pytest.raises(kernel.KernelError, match="Cannot open"):
         ip.json_batch([["addr", "show"]], netns="p")
 
 
@@ -66,7 +66,7 @@ def test_sysctl_path_with_dotted_interface():
 def test_many_names_a_missing_namespace(monkeypatch, tmp_path):
     monkeypatch.setattr(netns, "NETNS_DIR", str(tmp_path))
     ip = iproute2.IPRoute2(FakeModule([]))
-    with pytest.raises(iproute2.IPError, match=r"^ip -n gone -json -batch - failed: no network namespace gone: No such file"):
+    with pytest.raises(kernel.KernelError, match=r"^ip -n gone -json -batch - failed: no network namespace gone: No such file"):
         ip.many({"k": ([["addr", "show"]], "gone", None, True)})
 
 
@@ -77,8 +77,8 @@ def test_many_runs_in_the_current_namespace_without_netns():
 
 
 def test_derived_macs_are_stable_local_unicast_and_apart():
-    mac = iproute2.derived_mac("flatnet-pod:web")
-    assert mac == iproute2.derived_mac("flatnet-pod:web") and mac.startswith("0a:")
-    assert iproute2.derived_mac("flatnet-vtep:192.168.50.11", "0e").startswith("0e:")
-    assert iproute2.derived_mac("flatnet-pod:db") != mac
-    assert iproute2.bridge_mac("cni0", ["10.244.0.1/24"]) == iproute2.derived_mac("flatnet-bridge:cni0:10.244.0.1")
+    mac = names.derived_mac("flatnet-pod:web")
+    assert mac == names.derived_mac("flatnet-pod:web") and mac.startswith("0a:")
+    assert names.derived_mac("flatnet-vtep:192.168.50.11", "0e").startswith("0e:")
+    assert names.derived_mac("flatnet-pod:db") != mac
+    assert names.bridge_mac("cni0", ["10.244.0.1/24"]) == names.derived_mac("flatnet-bridge:cni0:10.244.0.1")

@@ -20,7 +20,7 @@ from ansible_collections.flatnet.cluster.tests.unit.plugins.modules.throwaway im
     ThrowawayNode,
     kernel_tests_possible,
 )
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import bridge_mac
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import bridge_mac
 
 pytestmark = pytest.mark.skipif(
     not kernel_tests_possible(),

@@ -18,7 +18,7 @@ from ansible_collections.flatnet.cluster.tests.unit.plugins.modules.throwaway im
     kernel_tests_possible,
 )
 import ansible_collections.flatnet.cluster.plugins.modules.pods as pods_module
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import bridge_mac, veth_name
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import bridge_mac, veth_name
 
 pods_mac = pods_module.pod_mac
 

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import bridge_mac, veth_name
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import bridge_mac, veth_name
 from ansible_collections.flatnet.cluster.plugins.modules import pods as m
 
 BR_MAC = bridge_mac("cni0", ["10.244.0.1/24"])
