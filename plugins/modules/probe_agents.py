@@ -178,16 +178,6 @@ def agent_argv(python, agent_path, pod, http_port, udp_port, lifetime=0):
     return argv
 
 
-def identity(entry, pod):
-    """The tree identity of a recorded agent; a 0.1 entry (pid and argv only) is matched the
-    old way (PID, command line, the pod's namespace), once: the record is rewritten."""
-    if "workload" in entry:
-        return entry["workload"]
-    pid, argv = entry.get("pid"), entry.get("argv")
-    ino = netns_inode(pod) or workload.ns_inode_of(pid)
-    return workload.legacy_identity(pid, argv, ino) if pid and argv else None
-
-
 def marked_agents(agent_path, snap, netns=None):
     """Processes carrying this run_dir's agent mark (only in the namespaces ``netns``, if given)."""
     found = []
@@ -256,7 +246,7 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
     source = probe_agent.agent_source()
     digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
     snap = procs.snapshot()
-    idents = {pod: identity(entry, pod) for pod, entry in agents.items()}
+    idents = {pod: entry.get("workload") for pod, entry in agents.items()}
     trees = {pod: workload.members(ident, snap) for pod, ident in idents.items()}
 
     def result():
@@ -350,8 +340,6 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
             elif left is not None and left < p["lifetime"] / 2:
                 why = f"{max(left, 0):.0f} s of its lifetime left"
             if why is None:
-                if "workload" not in entry:
-                    agents[pod] = dict(entry, workload=ident)  # a 0.1 entry, rewritten
                 continue
             actions.append(f"restart probe agent in pod {pod} (pid {entry['pid']}: {why})")
             to_stop.append(ident)

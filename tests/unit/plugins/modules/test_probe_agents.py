@@ -359,28 +359,3 @@ def test_agents_exit_by_themselves_after_their_lifetime(lab):
     # nobody stops them: they exit on their own
     assert _wait_gone(list(second.values()), timeout=20), "probe agents outlived their lifetime"
     assert all(_agents_in(pod, run_dir) == [] for pod in pods)
-
-
-def test_a_0_1_agent_record_is_matched_once_and_rewritten(lab):
-    run_dir = str(lab["tmp"] / "probe")
-    pods = [lab["a"], lab["b"]]
-    args = {"pods": pods, "run_dir": run_dir, "http_port": HTTP + 6, "udp_port": UDP + 6}
-    first = run_tasks(lab["tmp"], "legacy1", [{"name": "start", "flatnet.cluster.probe_agents": args}])["start"]
-    assert not first.get("failed"), first
-    record_path = os.path.join(run_dir, "agents.json")
-    with open(record_path, encoding="utf-8") as f:
-        record = json.load(f)
-    # what 0.1 wrote: PID and command line only
-    record["agents"] = {pod: {"pid": e["pid"], "argv": e["argv"]} for pod, e in record["agents"].items()}
-    with open(record_path, "w", encoding="utf-8") as f:
-        json.dump(record, f)
-    res = run_tasks(lab["tmp"], "legacy2", [{"name": "start", "flatnet.cluster.probe_agents": args}])
-    assert res["start"]["changed"] is False and res["start"]["agents"] == first["agents"], res["start"]
-    with open(record_path, encoding="utf-8") as f:
-        rewritten = json.load(f)["agents"]
-    assert all(rewritten[pod]["workload"]["sid"] == first["agents"][pod] for pod in pods), rewritten
-    res = run_tasks(lab["tmp"], "legacy3", [
-        {"name": "stop", "flatnet.cluster.probe_agents": {"state": "stopped", "run_dir": run_dir}}])
-    assert sorted(res["stop"]["actions"])[-2:] == sorted(
-        f"stop probe agent in pod {pod} (pid {first['agents'][pod]})" for pod in pods), res["stop"]
-    assert _wait_gone(list(first["agents"].values()), timeout=5)
