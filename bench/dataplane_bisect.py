@@ -43,7 +43,7 @@ import dataplane  # noqa: E402
 import labctl  # noqa: E402
 
 sys.path.insert(0, common.collection_root())
-from ansible_collections.flatnet.cluster.plugins.module_utils import nftables  # noqa: E402
+from ansible_collections.flatnet.cluster.plugins.module_utils import firewall_nft  # noqa: E402
 
 RR_PORT = 5301
 VXLAN_PORT = 8472
@@ -133,7 +133,7 @@ class Hand:
         return ("h1", "h2")
 
     def table(self, node, old=False, **parts):
-        """The collection's own table (module_utils/nftables.render) for this node, or with
+        """The collection's own table (module_utils/firewall_nft.render) for this node, or with
         ``old`` the table of 0.1 (``old_table``); chains left out on request (parts: raw, nat,
         input = False)."""
         other = "h2" if node == "h1" else "h1"
@@ -141,7 +141,7 @@ class Hand:
         if old:
             text = old_table(CLUSTER_CIDR, vxlan, dataplane.HandCluster.UNDERLAY[other])
         else:
-            text = nftables.render([CLUSTER_CIDR], masquerade=parts.get("nat", True), vxlan_port=vxlan,
+            text = firewall_nft.render([CLUSTER_CIDR], masquerade=parts.get("nat", True), vxlan_port=vxlan,
                                    peer_underlay_ips=[dataplane.HandCluster.UNDERLAY[other]],
                                    notrack=parts.get("raw", True), vxlan_guard=parts.get("input", True))
         for chain, keep in (("prerouting", parts.get("raw", True)), ("output", parts.get("raw", True)),
@@ -153,7 +153,7 @@ class Hand:
 
     def load_table(self, **parts):
         for node in self.nodes():
-            self.sh(node, "nft -f -", data=nftables.transaction(self.table(node, **parts)))
+            self.sh(node, "nft -f -", data=firewall_nft.transaction(self.table(node, **parts)))
 
     def load_text(self, text):
         for node in self.nodes():
@@ -161,7 +161,7 @@ class Hand:
 
     def drop_table(self):
         for node in self.nodes():
-            self.sh(node, f"nft delete table {nftables.FAMILY} {nftables.TABLE} 2>/dev/null; true")
+            self.sh(node, f"nft delete table {firewall_nft.FAMILY} {firewall_nft.TABLE} 2>/dev/null; true")
 
     def neigh(self, add):
         """Static neighbours both ways, as flatnet.cluster.pods makes them."""
@@ -294,17 +294,17 @@ class Collection:
         self.paths = dataplane.LabPaths(backend, lab)
         self.lab = lab
         self.prefixes = [self.lab.node_prefix(n) for n in ("n1", "n2")]
-        self.saved = [run(p + ["nft", "list", "table", nftables.FAMILY, nftables.TABLE], check=False).stdout
+        self.saved = [run(p + ["nft", "list", "table", firewall_nft.FAMILY, firewall_nft.TABLE], check=False).stdout
                       for p in self.prefixes]
         self.servers = [RRServer(self.paths.local), RRServer(self.paths.remote)]
 
     def without_table(self):
         for p in self.prefixes:
-            run(p + ["nft", "delete", "table", nftables.FAMILY, nftables.TABLE])
+            run(p + ["nft", "delete", "table", firewall_nft.FAMILY, firewall_nft.TABLE])
 
     def restore(self):
         for p, text in zip(self.prefixes, self.saved):
-            run(p + ["nft", "-f", "-"], input=nftables.transaction(text))
+            run(p + ["nft", "-f", "-"], input=firewall_nft.transaction(text))
 
     def close(self):
         for server in self.servers:

@@ -133,11 +133,11 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import nftables
+from ansible_collections.flatnet.cluster.plugins.module_utils import firewall_nft
 from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError, Runner
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
 
-TABLE_ARGS = ["table", nftables.FAMILY, nftables.TABLE]
+TABLE_ARGS = ["table", firewall_nft.FAMILY, firewall_nft.TABLE]
 
 
 class Nft:
@@ -174,7 +174,7 @@ class Nft:
 
 def live_hash(nft):
     table = nft.table_json()
-    return None if table is None else nftables.digest(nftables.canonical(table))
+    return None if table is None else firewall_nft.digest(firewall_nft.canonical(table))
 
 
 def main():
@@ -213,9 +213,9 @@ def reconcile(module):
 
     if p["state"] == "absent":
         if current is not None:
-            result["actions"].append(f"delete table {nftables.FAMILY} {nftables.TABLE}")
+            result["actions"].append(f"delete table {firewall_nft.FAMILY} {firewall_nft.TABLE}")
             if not module.check_mode:
-                nft.run(["-f", "-"], data=nftables.transaction("").rstrip() + "\n")
+                nft.run(["-f", "-"], data=firewall_nft.transaction("").rstrip() + "\n")
         if not module.check_mode:
             flatnet_state.remove(state_file)
         result["changed"] = bool(result["actions"])
@@ -224,28 +224,28 @@ def reconcile(module):
         module.exit_json(**result)
 
     try:
-        definition = nftables.render(p["cluster_cidrs"], p["masquerade"], p["vxlan_port"],
+        definition = firewall_nft.render(p["cluster_cidrs"], p["masquerade"], p["vxlan_port"],
                                      p["peer_underlay_ips"], notrack=p["notrack"],
                                      vxlan_guard=p["vxlan_guard"])
     except ValueError as e:
         module.fail_json(msg=f"invalid firewall input: {e}")
-    desired = nftables.digest(definition)
+    desired = firewall_nft.digest(definition)
     result["ruleset"] = definition
 
-    if nftables.needs_apply(record, desired, current):
+    if firewall_nft.needs_apply(record, desired, current):
         if current is None:
             why = "table missing"
         elif record.get("desired") != desired:
             why = "definition changed" if record else "not recorded"
         else:
             why = "live table differs from the recorded one"
-        result["actions"].append(f"write table {nftables.FAMILY} {nftables.TABLE} ({why})")
+        result["actions"].append(f"write table {firewall_nft.FAMILY} {firewall_nft.TABLE} ({why})")
         if not module.check_mode:
-            nft.run(["-f", "-"], data=nftables.transaction(definition))
+            nft.run(["-f", "-"], data=firewall_nft.transaction(definition))
             flatnet_state.save(state_file, {"desired": desired, "live": live_hash(nft)})
     result["changed"] = bool(result["actions"])
 
-    result["forward_drop_chains"] = nftables.forward_drop_chains(nft.chains_json())
+    result["forward_drop_chains"] = firewall_nft.forward_drop_chains(nft.chains_json())
     if result["forward_drop_chains"]:
         module.warn(
             "forward chains with policy drop in other tables will drop pod traffic whatever table "

@@ -11,7 +11,7 @@ import pytest
 
 from ansible.module_utils import basic
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import nftables
+from ansible_collections.flatnet.cluster.plugins.module_utils import firewall_nft
 from ansible_collections.flatnet.cluster.tests.unit.compat import patch_module_args
 from ansible_collections.flatnet.cluster.plugins.modules import firewall as firewall_module
 
@@ -41,7 +41,7 @@ CHAINS = {"nftables": [
 
 
 def test_render_full_definition():
-    text = nftables.render(["10.244.0.0/16", "fd00:10:244::/56"], True, 8472,
+    text = firewall_nft.render(["10.244.0.0/16", "fd00:10:244::/56"], True, 8472,
                            ["192.168.50.12", "192.168.50.11", "fd00::1", "192.168.50.11"], "cni0")
     assert text == """table inet flatnet {
 \tset cluster4 {
@@ -94,39 +94,39 @@ def test_render_full_definition():
 
 
 def test_render_minimal_has_no_drop_and_no_nat():
-    text = nftables.render(["10.244.0.0/16"], masquerade=False, vxlan_port=None)
+    text = firewall_nft.render(["10.244.0.0/16"], masquerade=False, vxlan_port=None)
     assert "drop" not in text and "postrouting" not in text and "input" not in text and "cluster6" not in text
 
 
 def test_render_has_no_chain_without_an_effect():
     # Every base chain costs every packet a hook: none that only accepts (the old forward
     # chain), no notrack without conntrack, no guard when asked not to.
-    text = nftables.render(["10.244.0.0/16"], True, 8472, ["192.168.50.11"], "cni0")
+    text = firewall_nft.render(["10.244.0.0/16"], True, 8472, ["192.168.50.11"], "cni0")
     assert "forward" not in text and "cni0" not in text
-    bare = nftables.render(["10.244.0.0/16"], False, 8472, ["192.168.50.11"], notrack=False, vxlan_guard=False)
+    bare = firewall_nft.render(["10.244.0.0/16"], False, 8472, ["192.168.50.11"], notrack=False, vxlan_guard=False)
     assert "chain" not in bare and "nodes4" not in bare and "set cluster4" in bare
-    guard_only = nftables.render(["10.244.0.0/16"], False, 8472, ["192.168.50.11"], notrack=False)
+    guard_only = firewall_nft.render(["10.244.0.0/16"], False, 8472, ["192.168.50.11"], notrack=False)
     assert [line.strip() for line in guard_only.splitlines() if line.strip().startswith("chain")] == ["chain input {"]
 
 
 def test_render_uses_the_set_only_for_several_cidrs():
-    one = nftables.render(["10.244.0.0/16"], True, None)
+    one = firewall_nft.render(["10.244.0.0/16"], True, None)
     assert "ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 meta mark" in one and "@cluster4" not in one
-    two = nftables.render(["10.244.0.0/16", "10.99.0.0/16"], True, None)
+    two = firewall_nft.render(["10.244.0.0/16", "10.99.0.0/16"], True, None)
     assert "ip saddr @cluster4 ip daddr @cluster4 meta mark" in two
     assert "ip saddr @cluster4 ip daddr != @cluster4 ip daddr != 224.0.0.0/4 masquerade" in two
 
 
 def test_render_is_order_independent_and_rejects_nothing_to_do():
-    a = nftables.render(["10.244.0.0/16"], True, 8472, ["192.168.50.12", "192.168.50.11"])
-    b = nftables.render(["10.244.0.0/16"], True, 8472, ["192.168.50.11", "192.168.50.12"])
+    a = firewall_nft.render(["10.244.0.0/16"], True, 8472, ["192.168.50.12", "192.168.50.11"])
+    b = firewall_nft.render(["10.244.0.0/16"], True, 8472, ["192.168.50.11", "192.168.50.12"])
     assert a == b
     with pytest.raises(ValueError):
-        nftables.render([], True, None)
+        firewall_nft.render([], True, None)
 
 
 def test_transaction_is_create_delete_define():
-    assert nftables.transaction("X\n") == "table inet flatnet {}\ndelete table inet flatnet\nX\n"
+    assert firewall_nft.transaction("X\n") == "table inet flatnet {}\ndelete table inet flatnet\nX\n"
 
 
 def test_canonical_ignores_handles_and_metainfo():
@@ -134,10 +134,10 @@ def test_canonical_ignores_handles_and_metainfo():
     other["nftables"][0]["metainfo"]["version"] = "1.0.9"
     for item in other["nftables"][1:]:
         next(iter(item.values()))["handle"] += 40
-    assert nftables.digest(nftables.canonical(other)) == nftables.digest(nftables.canonical(LIVE))
+    assert firewall_nft.digest(firewall_nft.canonical(other)) == firewall_nft.digest(firewall_nft.canonical(LIVE))
     edited = copy.deepcopy(LIVE)
     edited["nftables"][-1]["rule"]["expr"][-1] = {"drop": None}
-    assert nftables.digest(nftables.canonical(edited)) != nftables.digest(nftables.canonical(LIVE))
+    assert firewall_nft.digest(firewall_nft.canonical(edited)) != firewall_nft.digest(firewall_nft.canonical(LIVE))
 
 
 @pytest.mark.parametrize("record,desired,live,expected", [
@@ -148,12 +148,12 @@ def test_canonical_ignores_handles_and_metainfo():
     ({}, "d", "l", True),                               # never recorded
 ])
 def test_needs_apply(record, desired, live, expected):
-    assert nftables.needs_apply(record, desired, live) is expected
+    assert firewall_nft.needs_apply(record, desired, live) is expected
 
 
 def test_forward_drop_chains_of_other_tables_only():
-    assert nftables.forward_drop_chains(CHAINS) == ["ip filter FORWARD"]
-    assert nftables.forward_drop_chains({}) == []
+    assert firewall_nft.forward_drop_chains(CHAINS) == ["ip filter FORWARD"]
+    assert firewall_nft.forward_drop_chains({}) == []
 
 
 # --- the module, with nft answering from the recordings -----------------------------------
@@ -200,8 +200,8 @@ def run_module(args, nft, record=None, check_mode=False, nft_path="/usr/sbin/nft
 def recorded_for(args, table=None):
     if table is None:
         table = copy.deepcopy(LIVE)
-    definition = nftables.render(args["cluster_cidrs"], args["masquerade"], args["vxlan_port"])
-    return {"desired": nftables.digest(definition), "live": nftables.digest(nftables.canonical(table))}
+    definition = firewall_nft.render(args["cluster_cidrs"], args["masquerade"], args["vxlan_port"])
+    return {"desired": firewall_nft.digest(definition), "live": firewall_nft.digest(firewall_nft.canonical(table))}
 
 
 def test_module_unchanged_when_record_and_live_match(capsys):
