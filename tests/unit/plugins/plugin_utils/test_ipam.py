@@ -233,7 +233,7 @@ class TestPodIps:
 
     def test_existing_kept_invalid_replaced(self):
         got = pod_addresses.pod_ips("10.244.1.0/24", ["a", "b", "c"],
-                           existing={"c": "10.244.1.2", "b": "10.244.9.9", "gone": "10.244.1.3"})
+                                    existing={"c": "10.244.1.2", "b": "10.244.9.9", "gone": "10.244.1.3"})
         assert got == {"a": ["10.244.1.3/24"], "b": ["10.244.1.4/24"], "c": ["10.244.1.2/24"]}
 
     @pytest.mark.parametrize("name", ["Web", "a_b", "-a", "a-", "a.b", "x" * 64, "", "a b", "$(id)"])
@@ -460,7 +460,7 @@ class TestBuildPlan:
         first = cluster_plan.build_plan(nodes, backend="auto")
         only1 = {"node1": three_nodes()["node1"]}
         plan = cluster_plan.build_plan(only1, backend="auto", cached=first,
-                               inventory_nodes=["node1", "node2", "node3"])
+                                       inventory_nodes=["node1", "node2", "node3"])
         assert sorted(plan["nodes"]) == ["node1", "node2", "node3"]
         assert plan["nodes"]["node2"] == first["nodes"]["node2"]
         assert [p["name"] for p in peer_views.peers_of(plan, "node1")] == ["node2", "node3"]
@@ -470,7 +470,7 @@ class TestBuildPlan:
         first = cluster_plan.build_plan(three_nodes())
         with pytest.raises(PlanError, match=r"node2 uses 10\.244\.1\.0/24 \(cached plan; node not in this play\)"):
             cluster_plan.build_plan({"node1": three_nodes()["node1"]}, cluster_cidr="10.250.0.0/16", cached=first,
-                            inventory_nodes=["node1", "node2"])
+                                    inventory_nodes=["node1", "node2"])
 
     def test_nodes_not_in_inventory_dropped(self):
         first = cluster_plan.build_plan(three_nodes())
@@ -491,7 +491,7 @@ class TestBuildPlan:
 
     def test_service_cidr_list(self):
         plan = cluster_plan.build_plan(three_nodes(), cluster_cidr=["10.244.0.0/16", "fd00:244::/56"], backend="vxlan",
-                               service_cidr=["10.96.0.0/12", "fd00:96::/112"])
+                                       service_cidr=["10.96.0.0/12", "fd00:96::/112"])
         assert plan["service_cidr"] == ["10.96.0.0/12", "fd00:96::/112"]
 
     def test_no_nodes(self):
@@ -635,7 +635,7 @@ def test_property_churn_never_moves_existing(params):
                     if n not in play:
                         assert plan["nodes"][n]["underlay"] == old["underlay"]
         assert plan == cluster_plan.build_plan(copy.deepcopy(nodes), inventory_nodes=sorted(inventory),
-                                       cached=copy.deepcopy(cache), **kw)
+                                               cached=copy.deepcopy(cache), **kw)
         for n in play:
             entry = plan["nodes"][n]
             records[n] = {"pod_cidrs": entry["pod_cidrs"],

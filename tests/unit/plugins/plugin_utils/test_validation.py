@@ -273,7 +273,7 @@ def test_pod_on_a_node_outside_the_play_counts():
     with pytest.raises(PlanError, match=r"pod web is declared on both node1 \(flatnet_pods\) and node2 "
                                         r"\(cached plan; node not in this play\)"):
         cluster_plan.build_plan({"node1": dict(_nodes()["node1"], pods=["web"])}, cached=first,
-                        inventory_nodes=["node1", "node2"])
+                                inventory_nodes=["node1", "node2"])
 
 
 # ---------------------------------------------------------------------- right at the edges
