@@ -179,7 +179,7 @@ def plan_removals(run):
         host_ours = host is not None and host.get("ifalias") == pod_alias(name)
         if name in netns:
             # The namespace is the pod: whatever else runs in it (a shell someone opened
-            # there, a probe agent, copies left by 0.1) goes with it, or it would keep the
+            # there, a probe agent, a copy an interrupted run left) goes with it, or it would keep the
             # namespace and its veth alive after the name is gone.
             if netns[name] is not None:
                 steps["sweep"].append((name, netns[name]))

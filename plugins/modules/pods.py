@@ -334,23 +334,13 @@ def observe(ip, desired, record, bridge):
     return observed
 
 
-def record_identity(rec):
-    """The workload identity of a pod record; a 0.1 record (pid, command, netns_inode, no
-    ``workload``) is matched the old way, once: the caller rewrites it."""
-    if "workload" in rec:
-        return rec["workload"]
-    if rec.get("pid") and rec.get("command"):
-        return workload.legacy_identity(rec["pid"], rec["command"], rec.get("netns_inode"))
-    return None
-
-
 def observe_workloads(observed, desired, record, snap=None):
     """Fill ``identities``, ``trees``, ``workloads`` and ``others`` of ``observed`` from
     one scan of /proc."""
     snap = procs.snapshot() if snap is None else snap
     observed.update(identities={}, trees={}, others={})
     for name, rec in record.get("pods", {}).items():
-        ident = record_identity(rec)
+        ident = rec.get("workload")
         tree = workload.members(ident, snap)
         observed["identities"][name] = ident
         observed["trees"][name] = tree
@@ -362,17 +352,6 @@ def observe_workloads(observed, desired, record, snap=None):
         tree = set(observed["trees"].get(name) or [])
         observed["others"][name] = [(p["pid"], p["comm"]) for p in workload.in_netns(ino, snap)
                                     if p["pid"] not in tree]
-
-
-def upgraded_record(record, observed):
-    """``record`` with every 0.1 pod entry rewritten with its workload identity."""
-    pods = {}
-    for name, rec in record.get("pods", {}).items():
-        if "workload" not in rec:
-            ident = (observed.get("identities") or {}).get(name)
-            rec = dict(rec, workload=ident, pid=ident["sid"] if ident else None)
-        pods[name] = rec
-    return dict(record, pods=pods)
 
 
 def wait_links_gone(ip, names, timeout=3.0):
@@ -514,13 +493,12 @@ def main():
         ip = IPRoute2(module)
     except KernelError as exc:
         module.fail_json(msg=str(exc))
-    loaded = state_file.load_or_fail(module, pods_path)
-    loaded.setdefault("pods", {})
+    record = state_file.load_or_fail(module, pods_path)
+    record.setdefault("pods", {})
     try:
-        observed = observe(ip, desired, loaded, p["bridge"])
+        observed = observe(ip, desired, record, p["bridge"])
     except KernelError as exc:
         module.fail_json(msg=str(exc))
-    record = upgraded_record(loaded, observed)
     steps = plan(desired, observed, record, p["bridge"], p["mtu"], gateways, prune=p["prune"])
     if absent:
         # An absent run never needs the bridge.
@@ -542,9 +520,6 @@ def main():
             "after": describe_desired(desired, p["bridge"], p["mtu"], gateways),
         }
     if module.check_mode or not changed:
-        if record != loaded and not module.check_mode:
-            # A 0.1 record: rewritten with the identities found, nothing on the node changes.
-            state_file.save(pods_path, record)
         result["pods"] = result_pods(desired, record["pods"])
         module.exit_json(**result)
 
@@ -562,7 +537,7 @@ def main():
         state_file.remove(pods_path)
         state_file.remove_dir_if_empty(log_dir)
         state_file.remove_dir_if_empty(state_dir)
-    elif final != loaded:
+    elif final != record:
         state_file.save(pods_path, final)
     result["pods"] = result_pods(desired, final["pods"])
     module.exit_json(**result)
