@@ -21,7 +21,7 @@ def main():
     root, nodes, pods, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     rerun = "--rerun" in sys.argv[5:]
     sys.path.insert(0, root)
-    from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import build_plan, plan_json
+    from ansible_collections.flatnet.cluster.plugins.plugin_utils.cluster_plan import build_plan, plan_json
 
     request = {}
     for i in range(nodes):

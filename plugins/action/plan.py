@@ -21,7 +21,8 @@ from ansible_collections.flatnet.cluster.plugins.plugin_utils.services import (
     plan_services,
     prepare,
 )
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import (
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.cluster_plan import build_plan, plan_json
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import (
     DEFAULT_BRIDGE,
     DEFAULT_CLUSTER_CIDR,
     DEFAULT_NODE_PREFIX,
@@ -29,10 +30,8 @@ from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import (
     DEFAULT_SERVICE_CIDR,
     DEFAULT_VXLAN,
     PlanError,
-    build_plan,
     check_cluster_name,
     check_group,
-    plan_json,
 )
 
 # Options whose values the planner checks itself are "raw" here: its messages name the role

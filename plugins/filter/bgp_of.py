@@ -58,7 +58,7 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp import bgp_of, check_results
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 
 def _bgp_of(plan, node):

@@ -77,7 +77,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError, node_cidrs
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.node_blocks import node_cidrs
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 
 def _node_cidrs(cluster_cidr, nodes, prefix=24, prefix_v6=64, existing=None, reserved=None, pins=None):

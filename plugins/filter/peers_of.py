@@ -68,7 +68,8 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.flatnet.cluster.plugins.module_utils.peers_reconcile import PeersError, peer_line
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError, peers_of
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.peer_views import peers_of
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 
 def _peers_of(plan, node, lines=False):

@@ -62,7 +62,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError, pod_ips
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.pod_addresses import pod_ips
 
 
 def _pod_ips(node_cidr, pods, existing=None, pins=None):

@@ -37,7 +37,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError, vtep_mac
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.node_blocks import vtep_mac
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 
 def _vtep_mac(underlay_ip):

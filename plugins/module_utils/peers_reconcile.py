@@ -16,6 +16,7 @@ import socket
 
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import ALIAS
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import RT_PROTO as _RT_PROTO
+from ansible_collections.flatnet.cluster.plugins.module_utils.reconcile import Plan, addr_add_line
 
 # ``ip -json`` prints the protocol number as a string; batch lines are strings too.
 RT_PROTO = str(_RT_PROTO)
@@ -387,16 +388,14 @@ def parse_addrs(addr_json):
 
 
 # --- the difference ----------------------------------------------------------------------
-class Plan:
-    """Ordered kernel work: ``ip_pre`` (device, addresses, stale routes, neighbours), ``fdb``
-    (one ``bridge -batch``), ``ip_post`` (routes, device removal); ``actions`` says it in words."""
-
-    def __init__(self):
-        self.ip_pre, self.fdb, self.ip_post, self.actions = [], [], [], []
-
-    @property
-    def changed(self):
-        return bool(self.actions)
+def _new_plan():
+    """A reconcile ``Plan`` of three batches: ``ip_pre`` (device, addresses, stale routes,
+    neighbours), ``fdb`` (one ``bridge -batch``), ``ip_post`` (routes, device removal)."""
+    plan = Plan()
+    plan.ip_pre = plan.batch("ip")
+    plan.fdb = plan.batch("bridge")
+    plan.ip_post = plan.batch("ip")
+    return plan
 
 
 def plan_present(desired, routes, device, dev_addrs, neigh, fdb, retire=()):
@@ -409,7 +408,7 @@ def plan_present(desired, routes, device, dev_addrs, neigh, fdb, retire=()):
     ours and marked; they are deleted first, with whatever routes they carry.
     """
     cur_routes, extra, foreign = routes
-    plan = Plan()
+    plan = _new_plan()
     spec = desired["device"]
     dev = desired["device_name"]
 
@@ -468,10 +467,7 @@ def plan_present(desired, routes, device, dev_addrs, neigh, fdb, retire=()):
     if spec is not None:
         for a in spec["addresses"]:
             if a not in dev_addrs:
-                argv = ["addr", "add", a, "dev", dev]
-                if ipaddress.ip_interface(a).version == 6:
-                    argv.append("nodad")
-                plan.ip_pre.append(argv)
+                plan.ip_pre.append(addr_add_line(a, dev))
                 plan.actions.append(f"add address {a} dev {dev}")
         for a in dev_addrs:
             if a not in spec["addresses"]:
@@ -556,7 +552,7 @@ def plan_absent(routes, devices):
     """Delete every proto-157 route and the given VXLAN devices (``parse_device`` entries the
     caller found recorded as ours); a device without ifalias flatnet is never deleted."""
     cur_routes, extra, _foreign = routes
-    plan = Plan()
+    plan = _new_plan()
     for route in [r for _d, r in sorted(cur_routes.items())] + extra:
         plan.ip_pre.append(route.delete_argv())
         plan.actions.append(f"delete route {route.text()}")

@@ -165,6 +165,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
+from ansible_collections.flatnet.cluster.plugins.module_utils import reconcile
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPRoute2
 from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import ALIAS
@@ -224,9 +225,7 @@ class Kernel:
         return addrs, neigh, fdb
 
     def apply(self, plan):
-        self.ip.batch(plan.ip_pre)
-        self.ip.bridge_batch(plan.fdb)
-        self.ip.batch(plan.ip_post)
+        reconcile.apply(self.ip, plan)
 
 
 def summary(peers, desired):

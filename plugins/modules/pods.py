@@ -150,7 +150,6 @@ diff:
 
 import ipaddress
 import os
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -160,13 +159,14 @@ from ansible_collections.flatnet.cluster.plugins.module_utils import workload
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import is_pod_name
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import global_addrs, IPRoute2, is_up, netns_inode
 from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
-from ansible_collections.flatnet.cluster.plugins.module_utils.names import (
-    bridge_mac,
-    derived_mac,
-    POD_ALIAS_PREFIX,
-    RT_PROTO,
-    veth_name,
+from ansible_collections.flatnet.cluster.plugins.module_utils.names import bridge_mac, veth_name
+from ansible_collections.flatnet.cluster.plugins.module_utils.pods_plan import (
+    family_of,
+    needs_change,
+    plan,
+    pod_mac,
 )
+from ansible_collections.flatnet.cluster.plugins.module_utils.reconcile import paired, wait_until
 
 
 class PodsError(Exception):
@@ -174,10 +174,6 @@ class PodsError(Exception):
 
 
 # --- the request --------------------------------------------------------------
-
-
-def family_of(addr):
-    return ipaddress.ip_interface(addr).version
 
 
 def desired_pods(pods):
@@ -221,334 +217,6 @@ def gateways_by_family(gateways):
     return result
 
 
-# --- the plan: desired vs observed -> actions (pure) ---------------------------
-
-
-def pod_mac(name):
-    """The pod's eth0 MAC, derived from its name (locally administered, unicast): a pod
-    rebuilt after drift keeps it, so its neighbours' ARP/ND caches stay right."""
-    return derived_mac("flatnet-pod:" + name)
-
-
-def _pod_alias(name):
-    return POD_ALIAS_PREFIX + name
-
-
-def _paired(host, eth0):
-    """The host veth and the pod's eth0 are the two ends of one pair."""
-    return bool(
-        host
-        and eth0
-        and host.get("link_netnsid") is not None
-        and eth0.get("link_index") == host.get("ifindex")
-        and host.get("link_index") == eth0.get("ifindex")
-    )
-
-
-def _default_route_ok(routes, gateway):
-    return any(
-        r.get("dst") == "default" and r.get("gateway") == gateway and r.get("dev") == "eth0"
-        for r in routes or []
-    )
-
-
-def owned(name, observed, record):
-    """A live netns is ours when recorded, or when our marked veth is paired with its eth0."""
-    if name in record.get("pods", {}):
-        return True
-    host = observed["links"].get(veth_name(name))
-    pod = observed["pods"].get(name) or {}
-    eth0 = pod.get("links", {}).get("eth0")
-    return bool(host and host.get("ifalias") == _pod_alias(name) and _paired(host, eth0))
-
-
-def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
-    """Compute what to do.
-
-    ``observed``: ``netns`` {name: inode or None for a dead file}, ``links`` (node links by
-    name, ``ip -details``), ``pods`` {name: {"links": {ifname: link with addr_info},
-    "routes": {4: [...], 6: [...]}}} for the live namespaces that were read, ``workloads``
-    {name: True when a process of the recorded workload tree still runs}, ``identities``
-    {name: the recorded tree identity (see module_utils/workload.py) or None}, ``trees``
-    {name: PIDs of that tree}, ``others`` {name: [(pid, comm)] of the other processes in
-    the pod's live namespace}.
-    Returns a dict of steps (see ``apply``); ``actions`` lists them for humans.
-    """
-    rec_pods = record.get("pods", {})
-    links = observed["links"]
-    identities = observed.get("identities") or {}
-    trees = observed.get("trees") or {}
-    others = observed.get("others") or {}
-    steps = {
-        "actions": [],
-        "errors": [],
-        "stop": [],  # (name, workload identity)
-        "sweep": [],  # (name, netns inode): pods being removed, every process in them stops
-        "pre_pod": {},  # name -> lines, run before the node batch
-        "netns_del": [],
-        "netns_add": [],
-        "node": [],
-        "stale": [],  # our host veths whose pod end is elsewhere (an orphaned netns)
-        "wait_gone": [],  # host veths that must vanish with their deleted netns
-        "pod": {},  # name -> lines
-        "start": [],
-        "adopt": [],
-        "warnings": [],
-    }
-    act = steps["actions"].append
-
-    if bridge not in links:
-        steps["errors"].append(
-            f"bridge {bridge} does not exist on this node: run flatnet.cluster.node first"
-        )
-    # Static neighbour entries both ways (pod -> gateway, bridge -> pod): no pod ARPs for its
-    # gateway and the node never ARPs for its pods. Permanent entries do not count against
-    # the kernel's neighbour table limit (gc_thresh3), which a node with hundreds of pods, or
-    # a lab whose namespaces all share one kernel, otherwise overflows.
-    # The gateway's entry needs the fixed MAC that flatnet.cluster.node gives the bridge: a
-    # bridge left to itself takes its lowest port's MAC, which moves as pods come and go.
-    br_mac = bridge_mac(bridge, gateways.values())
-    if br_mac is not None and bridge in links and links[bridge].get("address") != br_mac:
-        steps["warnings"].append(
-            f"bridge {bridge} has MAC {links[bridge].get('address')}, not the fixed {br_mac} that "
-            f"flatnet.cluster.node gives it, so the pods resolve their gateway by ARP/ND; "
-            f"run flatnet.cluster.node for {bridge} to fix it")
-        br_mac = None
-    want_neigh = {}  # pod IP -> (pod MAC, pod name)
-    # Same-node pod <-> pod: every pod gets a static entry for each other pod of the node too.
-    # In a lab, whose nodes are namespaces of one kernel, the pods' dynamic entries otherwise
-    # fill the one shared table (two per same-node pair that talks) and verify fails at 8 x 100.
-    peers = {}  # pod IP -> (pod MAC, pod name, family)
-    for name in sorted(desired):
-        for addr in desired[name]["ips"]:
-            peers[str(ipaddress.ip_interface(addr).ip)] = (pod_mac(name), name, family_of(addr))
-    if not prune:
-        for name, rec in sorted(rec_pods.items()):
-            for addr in rec.get("ips") or [] if name not in desired else []:
-                peers.setdefault(str(ipaddress.ip_interface(addr).ip), (pod_mac(name), name, family_of(addr)))
-    # Pods added in this run: their neighbour entries need no action line of their own.
-    fresh = {name for name in desired
-             if name not in rec_pods and observed["netns"].get(name, "missing") in ("missing", None)}
-    gone_ips = {str(ipaddress.ip_interface(addr).ip)
-                for name, rec in rec_pods.items() if name not in desired and prune
-                for addr in rec.get("ips") or []}
-
-    # Pods that go: recorded but no longer declared.
-    for name in sorted(rec_pods):
-        if name in desired or not prune:
-            continue
-        act(f"remove pod {name}")
-        if observed["workloads"].get(name):
-            steps["stop"].append((name, identities.get(name)))
-            act(f"{name}: stop workload ({_pids(trees.get(name))})")
-        host = links.get(veth_name(name))
-        host_ours = host is not None and host.get("ifalias") == _pod_alias(name)
-        if name in observed["netns"]:
-            # The namespace is the pod: whatever else runs in it (a shell someone opened
-            # there, a probe agent, copies left by 0.1) goes with it, or it would keep the
-            # namespace and its veth alive after the name is gone.
-            if observed["netns"][name] is not None:
-                steps["sweep"].append((name, observed["netns"][name]))
-                if others.get(name):
-                    act(f"{name}: stop {len(others[name])} other process(es) in the pod "
-                        f"({', '.join(f'{pid} {comm}' for pid, comm in others[name])})")
-            steps["netns_del"].append(name)
-            if host_ours:
-                steps["wait_gone"].append(veth_name(name))
-        elif host_ours:
-            steps["node"].append(["link", "del", veth_name(name)])
-
-    for name in sorted(desired):
-        want = desired[name]
-        veth = veth_name(name)
-        host = links.get(veth)
-        ino = observed["netns"].get(name, "missing")
-        pod = observed["pods"].get(name) or {}
-        pod_links = pod.get("links", {})
-        eth0 = pod_links.get("eth0")
-        rec = rec_pods.get(name)
-
-        if ino not in ("missing", None) and not owned(name, observed, record):
-            steps["errors"].append(
-                f"network namespace {name} exists and was not made by flatnet.cluster; "
-                f"delete it or rename the pod"
-            )
-            continue
-        if host is not None and host.get("ifalias") != _pod_alias(name):
-            steps["errors"].append(
-                f"link {veth} (host end for pod {name}) exists without the marker "
-                f"'{_pod_alias(name)}'; it is not ours: delete it or rename the pod"
-            )
-            continue
-        for addr in want["ips"]:
-            want_neigh[str(ipaddress.ip_interface(addr).ip)] = (pod_mac(name), name)
-        if rec is None and ino not in ("missing", None):
-            steps["adopt"].append(name)
-            act(f"adopt pod {name} (marked veth found, no record)")
-
-        create_veth = False
-        if ino in ("missing", None):
-            if ino is None:
-                act(f"{name}: remove dead netns file")
-                steps["netns_del"].append(name)
-            act(f"add pod {name}" if rec is None else f"{name}: recreate missing netns")
-            steps["netns_add"].append(name)
-            pod_links, eth0 = {}, None
-            create_veth = True
-        elif not _paired(host, eth0):
-            create_veth = True
-            if eth0 is not None:
-                steps["pre_pod"][name] = [["link", "del", "eth0"]]
-                act(f"{name}: delete eth0 (not paired with {veth})")
-            act(f"{name}: add veth {veth}")
-        if create_veth:
-            if host is not None:
-                steps["stale"].append(veth)
-                act(f"{name}: delete stale {veth}")
-            steps["node"] += [
-                ["link", "add", veth, "mtu", mtu, "type", "veth", "peer", "name", "eth0",
-                 "address", pod_mac(name), "mtu", mtu, "netns", name],
-                ["link", "set", veth, "alias", _pod_alias(name)],
-                ["link", "set", veth, "master", bridge, "up"],
-            ]
-            eth0 = {"mtu": mtu, "address": pod_mac(name)}
-        else:
-            fix = []
-            if host.get("mtu") != mtu:
-                fix += ["mtu", mtu]
-                act(f"{name}: set {veth} mtu {mtu} (was {host.get('mtu')})")
-            if host.get("master") != bridge:
-                fix += ["master", bridge]
-                act(f"{name}: attach {veth} to {bridge}")
-            if not is_up(host):
-                fix += ["up"]
-                act(f"{name}: set {veth} up")
-            if fix:
-                steps["node"].append(["link", "set", veth] + fix)
-
-        lines = []
-        lo = pod_links.get("lo")
-        if lo is None or not is_up(lo):
-            lines.append(["link", "set", "lo", "up"])
-            if pod_links:
-                act(f"{name}: set lo up")
-        # A new eth0, or a new MAC on it, starts with no neighbour entries.
-        pod_neigh = {} if create_veth else {
-            n.get("dst"): n for n in pod.get("neigh") or [] if n.get("dev") == "eth0"}
-        if eth0.get("address") != pod_mac(name):
-            lines.append(["link", "set", "eth0", "address", pod_mac(name)])
-            act(f"{name}: set eth0 address {pod_mac(name)}")
-            pod_neigh = {}
-        if eth0.get("mtu") != mtu:
-            lines.append(["link", "set", "eth0", "mtu", mtu])
-            act(f"{name}: set eth0 mtu {mtu} (was {eth0.get('mtu')})")
-        current = global_addrs(eth0)
-        eth0_changed = create_veth
-        for addr in current:
-            if addr not in want["ips"]:
-                lines.append(["addr", "del", addr, "dev", "eth0"])
-                act(f"{name}: remove address {addr}")
-                eth0_changed = True
-        for addr in want["ips"]:
-            if addr not in current:
-                extra = ["nodad"] if family_of(addr) == 6 else []
-                lines.append(["addr", "add", addr, "dev", "eth0"] + extra)
-                act(f"{name}: add address {addr}")
-                eth0_changed = True
-        if not is_up(eth0):
-            lines.append(["link", "set", "eth0", "up"])
-            if not create_veth:
-                act(f"{name}: set eth0 up")
-            eth0_changed = True
-        for fam in sorted({family_of(a) for a in want["ips"]}):
-            gw = gateways.get(fam)
-            if gw is None:
-                continue
-            # Changing eth0's addresses or link state drops routes via it: always re-add then.
-            if eth0_changed or not _default_route_ok(pod.get("routes", {}).get(fam), gw):
-                lines.append(["route", "replace", "default", "via", gw, "dev", "eth0",
-                              "proto", RT_PROTO])
-                if not create_veth:
-                    act(f"{name}: set default route via {gw}")
-        fams = {family_of(a) for a in want["ips"]}
-        want_pod_neigh = {} if br_mac is None else {
-            gateways[fam]: (br_mac, None) for fam in fams if fam in gateways}
-        for dst, (mac, other, fam) in peers.items():
-            if other != name and fam in fams:
-                want_pod_neigh[dst] = (mac, other)
-        for dst, (mac, other) in sorted(want_pod_neigh.items()):
-            if (pod_neigh.get(dst) or {}).get("lladdr") != mac:
-                lines.append(["neigh", "replace", dst, "lladdr", mac, "dev", "eth0",
-                              "nud", "permanent", "proto", RT_PROTO])
-                # A new pod, or an entry for a new pod, is said by "add pod ...".
-                if not create_veth and other not in fresh:
-                    act(f"{name}: set static neighbour {dst} lladdr {mac}"
-                        + (f" (pod {other})" if other else ""))
-        for dst, entry in sorted(pod_neigh.items()):
-            if dst not in want_pod_neigh and entry.get("protocol") == str(RT_PROTO):
-                lines.append(["neigh", "del", dst, "dev", "eth0"])
-                # The entries for a pod removed in this run are said by "remove pod ...".
-                if dst not in gone_ips:
-                    act(f"{name}: remove static neighbour {dst}")
-        if lines:
-            steps["pod"][name] = lines
-
-        # Workload: the recorded process tree, whatever it exec'd or forked since.
-        argv = want["argv"]
-        rec_argv = (rec or {}).get("command")
-        running = observed["workloads"].get(name, False)
-        ident = identities.get(name) or {}
-        same_ns = ino not in ("missing", None) and ino == ident.get("netns_inode")
-        ok = running and same_ns and argv == rec_argv
-        if running and not ok:
-            steps["stop"].append((name, identities.get(name)))
-            why = "command changed" if argv != rec_argv else "netns replaced"
-            if argv is None:
-                why = "command removed"
-            act(f"{name}: stop workload ({_pids(trees.get(name))}; {why})")
-        if argv and not ok:
-            steps["start"].append(name)
-            if rec_argv and not running and argv == rec_argv:
-                act(f"{name}: restart workload {' '.join(argv)} (was dead)")
-                if others.get(name):
-                    steps["warnings"].append(
-                        f"pod {name}: its workload is gone, but other processes run in its network "
-                        f"namespace ({', '.join(f'{pid} {comm}' for pid, comm in others[name])}). A "
-                        f"command that starts a new session and clears its environment (a daemon) "
-                        f"cannot be tracked and is started again on every run: run it in the "
-                        f"foreground")
-            else:
-                act(f"{name}: start workload {' '.join(argv)}")
-
-    if not prune:
-        for name, rec in rec_pods.items():
-            for addr in rec.get("ips") or [] if name not in desired else []:
-                want_neigh.setdefault(str(ipaddress.ip_interface(addr).ip), (pod_mac(name), name))
-    have = observed.get("bridge_neigh") or {}
-    for addr, (mac, name) in sorted(want_neigh.items()):
-        if (have.get(addr) or {}).get("lladdr") != mac:
-            steps["node"].append(["neigh", "replace", addr, "lladdr", mac, "dev", bridge,
-                                  "nud", "permanent", "proto", RT_PROTO])
-            if name not in fresh:
-                act(f"{name}: set static neighbour {addr} lladdr {mac} on {bridge}")
-    for addr, entry in sorted(have.items()):
-        if addr not in want_neigh and entry.get("protocol") == str(RT_PROTO):
-            steps["node"].append(["neigh", "del", addr, "dev", bridge])
-            act(f"remove static neighbour {addr} from {bridge}")
-    return steps
-
-
-def _pids(pids):
-    pids = list(pids or [])
-    if not pids:
-        return "no process left"
-    return ("pid " if len(pids) == 1 else "pids ") + " ".join(str(p) for p in pids)
-
-
-def needs_change(steps):
-    return bool(steps["actions"])
-
-
 # --- describing (for --diff) ----------------------------------------------------
 
 
@@ -572,7 +240,7 @@ def describe_observed(names, observed, record, bridge, gateways):
         eth0 = pod.get("links", {}).get("eth0")
         host = observed["links"].get(veth_name(name))
         parts = [f"ips {','.join(sorted(global_addrs(eth0 or {}))) or '-'}"]
-        if not _paired(host, eth0):
+        if not paired(host, eth0):
             parts.append(f"veth {veth_name(name)} missing")
         else:
             parts.append(f"veth {veth_name(name)}")
@@ -666,23 +334,13 @@ def observe(ip, desired, record, bridge):
     return observed
 
 
-def record_identity(rec):
-    """The workload identity of a pod record; a 0.1 record (pid, command, netns_inode, no
-    ``workload``) is matched the old way, once: the caller rewrites it."""
-    if "workload" in rec:
-        return rec["workload"]
-    if rec.get("pid") and rec.get("command"):
-        return workload.legacy_identity(rec["pid"], rec["command"], rec.get("netns_inode"))
-    return None
-
-
 def observe_workloads(observed, desired, record, snap=None):
     """Fill ``identities``, ``trees``, ``workloads`` and ``others`` of ``observed`` from
     one scan of /proc."""
     snap = procs.snapshot() if snap is None else snap
     observed.update(identities={}, trees={}, others={})
     for name, rec in record.get("pods", {}).items():
-        ident = record_identity(rec)
+        ident = rec.get("workload")
         tree = workload.members(ident, snap)
         observed["identities"][name] = ident
         observed["trees"][name] = tree
@@ -696,27 +354,15 @@ def observe_workloads(observed, desired, record, snap=None):
                                     if p["pid"] not in tree]
 
 
-def upgraded_record(record, observed):
-    """``record`` with every 0.1 pod entry rewritten with its workload identity."""
-    pods = {}
-    for name, rec in record.get("pods", {}).items():
-        if "workload" not in rec:
-            ident = (observed.get("identities") or {}).get(name)
-            rec = dict(rec, workload=ident, pid=ident["sid"] if ident else None)
-        pods[name] = rec
-    return dict(record, pods=pods)
-
-
 def wait_links_gone(ip, names, timeout=3.0):
     """``ip netns del`` returns before the kernel drops the veths; wait, then delete leftovers."""
-    deadline = time.monotonic() + timeout
     left = set(names)
-    while left and time.monotonic() < deadline:
-        left &= set(ip.links())
-        if left:
-            time.sleep(0.05)
-    left &= set(ip.links())
-    if left:
+
+    def gone():
+        left.intersection_update(ip.links())
+        return not left
+
+    if not wait_until(gone, timeout):
         ip.batch([["link", "del", n] for n in sorted(left)], force=True)
 
 
@@ -847,21 +493,20 @@ def main():
         ip = IPRoute2(module)
     except KernelError as exc:
         module.fail_json(msg=str(exc))
-    loaded = state_file.load_or_fail(module, pods_path)
-    loaded.setdefault("pods", {})
+    record = state_file.load_or_fail(module, pods_path)
+    record.setdefault("pods", {})
     try:
-        observed = observe(ip, desired, loaded, p["bridge"])
+        observed = observe(ip, desired, record, p["bridge"])
     except KernelError as exc:
         module.fail_json(msg=str(exc))
-    record = upgraded_record(loaded, observed)
     steps = plan(desired, observed, record, p["bridge"], p["mtu"], gateways, prune=p["prune"])
     if absent:
         # An absent run never needs the bridge.
-        steps["errors"] = [e for e in steps["errors"] if not e.startswith("bridge ")]
+        steps["errors"] = [e for e in steps["errors"] if e.kind != "bridge"]
     errors = steps["errors"]
-    if errors and not (module.check_mode and all(e.startswith("bridge ") for e in errors)):
+    if errors and not (module.check_mode and all(e.kind == "bridge" for e in errors)):
         module.fail_json(msg="; ".join(errors), actions=steps["actions"])
-    warnings = list(errors) + steps["warnings"]
+    warnings = [str(e) for e in errors] + steps["warnings"]
     changed = needs_change(steps)
     if absent and os.path.exists(pods_path):
         changed = True
@@ -875,9 +520,6 @@ def main():
             "after": describe_desired(desired, p["bridge"], p["mtu"], gateways),
         }
     if module.check_mode or not changed:
-        if record != loaded and not module.check_mode:
-            # A 0.1 record: rewritten with the identities found, nothing on the node changes.
-            state_file.save(pods_path, record)
         result["pods"] = result_pods(desired, record["pods"])
         module.exit_json(**result)
 
@@ -895,7 +537,7 @@ def main():
         state_file.remove(pods_path)
         state_file.remove_dir_if_empty(log_dir)
         state_file.remove_dir_if_empty(state_dir)
-    elif final != loaded:
+    elif final != record:
         state_file.save(pods_path, final)
     result["pods"] = result_pods(desired, final["pods"])
     module.exit_json(**result)

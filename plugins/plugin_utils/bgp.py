@@ -18,7 +18,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError, peers_of
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.peer_views import peers_of
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 DEFAULT_ASN = 64512
 DEFAULT_HOLD_TIME = 9

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 try:
     from netaddr import AddrFormatError, IPAddress, IPNetwork
-except ImportError:  # ipam.require_netaddr() reports it
+except ImportError:  # plan_inputs.require_netaddr() reports it
     AddrFormatError = ValueError
     IPAddress = IPNetwork = None
 
@@ -33,7 +33,7 @@ MAX_DENOMINATOR = 1024
 
 
 class CNIPlanError(Exception):
-    """A problem with the CNI split; ipam turns it into a PlanError."""
+    """A problem with the CNI split; cluster_plan turns it into a PlanError."""
 
 
 def parse_share(value, what: str = SHARE_VAR) -> int:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError, peers_of
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.peer_views import peers_of
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity", "service"]
 # Containers attached through CNI (plugins/filter/cni_label_results.py names their checks).

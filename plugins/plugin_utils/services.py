@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import is_pod_name
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import (
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import (
     PlanError,
     _integer,
     parse_address,

@@ -15,7 +15,8 @@ import ipaddress
 
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import RT_PROTO
 from ansible_collections.flatnet.cluster.plugins.module_utils.peers_reconcile import PeersError, desired_state
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError, peers_of
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.peer_views import peers_of
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 RT = str(RT_PROTO)
 

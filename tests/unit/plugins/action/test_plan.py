@@ -10,7 +10,8 @@ from ansible.errors import AnsibleActionFail
 from ansible.playbook.play_context import PlayContext
 
 from ansible_collections.flatnet.cluster.plugins.action.plan import ActionModule
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import build_plan, peers_of
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.cluster_plan import build_plan
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.peer_views import peers_of
 
 
 def _underlay(ip):

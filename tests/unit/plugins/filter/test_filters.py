@@ -6,7 +6,7 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.flatnet.cluster.plugins.filter import node_cidrs, pod_ips, probe_targets, vtep_mac
-from ansible_collections.flatnet.cluster.plugins.plugin_utils import ipam
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import node_blocks
 
 MODULES = {"node_cidrs": node_cidrs, "pod_ips": pod_ips, "probe_targets": probe_targets, "vtep_mac": vtep_mac}
 
@@ -52,7 +52,7 @@ def test_pod_ips_error():
 
 
 def test_vtep_mac():
-    assert _filter("vtep_mac")("192.168.50.11") == ipam.vtep_mac("192.168.50.11")
+    assert _filter("vtep_mac")("192.168.50.11") == node_blocks.vtep_mac("192.168.50.11")
     with pytest.raises(AnsibleFilterError, match="vtep_mac: "):
         _filter("vtep_mac")("not-an-ip")
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ansible_collections.flatnet.cluster.plugins.filter.peers_of import _peers_of
 from ansible_collections.flatnet.cluster.plugins.module_utils import peers_reconcile as pr
 from ansible_collections.flatnet.cluster.plugins.module_utils.peers_reconcile import PeersError
-from ansible_collections.flatnet.cluster.plugins.plugin_utils import ipam
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan
 
 VX = {"name": "node3", "mode": "vxlan", "underlay_ip": "192.168.60.13", "pod_cidrs": ["10.244.2.0/24", "fd00:0:0:2::/64"],
       "vtep_ips": ["10.244.2.0", "fd00:0:0:2::"], "vtep_mac": "0e:00:00:00:00:13"}
@@ -69,7 +69,7 @@ def test_filter_lines_match_the_mappings():
     underlay = {"interface": "eth0", "prefix": 24, "network": "192.168.50.0/24", "mtu": 1500}
     nodes = {f"node{i}": {"underlay": dict(underlay, ip=f"192.168.50.1{i}"), "pods": []} for i in (1, 2, 3)}
     nodes["node3"]["underlay"] = dict(underlay, ip="192.168.60.13", network="192.168.60.0/24")
-    plan = ipam.build_plan(nodes, backend="auto")
+    plan = cluster_plan.build_plan(nodes, backend="auto")
     peers = _peers_of(plan, "node1")
     lines = _peers_of(plan, "node1", lines=True)
     assert [pr.parse_peer_line(line) for line in lines] == [

@@ -402,19 +402,7 @@ def test_workload_shapes_exactly_once(node):
     assert len(netns_pids(node, bashc)) == 2 and len(netns_pids(node, forkwait)) == 2
     assert not node.module("pods", args)["changed"]
 
-    # a 0.1 record (pid, command, netns inode only) is matched the old way once, then rewritten
     plain = f"{node.prefix}-plain"
-    record = node.pods_record()
-    old = record["pods"][plain]
-    record["pods"][plain] = {k: v for k, v in old.items() if k != "workload"}
-    node.sh(["sh", "-c", f"cat > {node.state_dir}/pods.json"], data=json.dumps(record))
-    again = node.module("pods", args)
-    assert not again["changed"], again
-    upgraded = node.pods_record()["pods"][plain]["workload"]
-    assert upgraded["sid"] == old["pid"] and upgraded["start_time"] == old["workload"]["start_time"]
-    assert upgraded["token"] is None
-    assert netns_pids(node, plain) == trees[plain]
-    assert not node.module("pods", args)["changed"]
 
     # a changed command: the old tree stops, the new one starts
     env = f"{node.prefix}-env"

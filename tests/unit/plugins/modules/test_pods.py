@@ -269,30 +269,6 @@ def test_workload_dead_restart_and_command_change():
     assert "web: stop workload (pid 1234; netns replaced)" in steps["actions"]
 
 
-def test_a_0_1_record_is_read_the_old_way_once_and_rewritten(monkeypatch):
-    legacy = {"ips": ["10.244.0.2/24"], "veth": VETH, "command": ["sleep", "100"], "pid": 1234,
-              "netns_inode": 4026532613}
-    seen = []
-
-    def fake_legacy(pid, argv, ino):
-        seen.append((pid, argv, ino))
-        return dict(IDENT, token=None)
-
-    monkeypatch.setattr(m.workload, "legacy_identity", fake_legacy)
-    assert m.record_identity(legacy) == dict(IDENT, token=None)
-    assert seen == [(1234, ["sleep", "100"], 4026532613)]
-    # a 0.2 record never goes the old way, even with a dead (null) workload
-    assert m.record_identity(dict(legacy, workload=None)) is None
-    assert m.record_identity(dict(legacy, workload=IDENT)) == IDENT
-    assert len(seen) == 1
-    obs = {"identities": {"web": dict(IDENT, token=None), "db": None}}
-    record = {"pods": {"web": legacy, "db": dict(legacy, command=None, pid=None)}}
-    up = m.upgraded_record(record, obs)
-    assert up["pods"]["web"] == dict(legacy, workload=dict(IDENT, token=None), pid=1234)
-    assert up["pods"]["db"]["workload"] is None and up["pods"]["db"]["pid"] is None
-    assert m.upgraded_record(up, obs) == up
-
-
 def test_observe_workloads_from_one_scan(monkeypatch):
     snap = [
         {"pid": 1234, "comm": "sleep", "session": 1234, "start_time": 5000, "netns": 4026532613},

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils import ipam
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan, peer_views, plan_inputs
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp import bgp_of, check_bgp
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 
 def _node(ip, network="192.168.50.0/24"):
@@ -17,13 +17,13 @@ def _node(ip, network="192.168.50.0/24"):
                          "mtu": 1500}, "recorded": {}, "pod_cidr": None, "pods": []}
 
 
-def _plan(n=3, other_subnet=(), bgp=None, cluster_cidr=ipam.DEFAULT_CLUSTER_CIDR):
+def _plan(n=3, other_subnet=(), bgp=None, cluster_cidr=plan_inputs.DEFAULT_CLUSTER_CIDR):
     nodes = {}
     for i in range(1, n + 1):
         name = f"node{i}"
         nodes[name] = (_node(f"192.168.60.{10 + i}", "192.168.60.0/24") if name in other_subnet
                        else _node(f"192.168.50.{10 + i}"))
-    plan = ipam.build_plan(nodes, backend="bgp", cluster_cidr=cluster_cidr)
+    plan = cluster_plan.build_plan(nodes, backend="bgp", cluster_cidr=cluster_cidr)
     plan["bgp"] = check_bgp(bgp or {}, plan)
     return plan
 
@@ -66,16 +66,16 @@ def test_defaults():
 
 def test_ipv6_cluster_is_refused():
     nodes = {"node1": _node("192.168.50.11"), "node2": _node("192.168.50.12")}
-    plan = ipam.build_plan(nodes, backend="bgp", cluster_cidr=["10.244.0.0/16", "fd00:10::/56"])
+    plan = cluster_plan.build_plan(nodes, backend="bgp", cluster_cidr=["10.244.0.0/16", "fd00:10::/56"])
     with pytest.raises(PlanError, match="IPv4 pod CIDRs only.*fd00:10::/56"):
         check_bgp({}, plan)
 
 
 def test_peers_of_mode_bgp_on_one_subnet_vxlan_across():
     plan = _plan(4, other_subnet=("node4",))
-    modes = {p["name"]: p["mode"] for p in ipam.peers_of(plan, "node1")}
+    modes = {p["name"]: p["mode"] for p in peer_views.peers_of(plan, "node1")}
     assert modes == {"node2": "bgp", "node3": "bgp", "node4": "vxlan"}
-    assert {p["mode"] for p in ipam.peers_of(plan, "node4")} == {"vxlan"}
+    assert {p["mode"] for p in peer_views.peers_of(plan, "node4")} == {"vxlan"}
     assert plan["mtu"] == 1450  # a VXLAN peer exists: the pod MTU leaves room for it
 
 
@@ -115,7 +115,7 @@ def test_subnet_without_reflector_falls_back_to_mesh():
 def test_bgp_of_refuses_other_backends():
     nodes = {"node1": _node("192.168.50.11"), "node2": _node("192.168.50.12")}
     with pytest.raises(PlanError, match="not bgp"):
-        bgp_of(ipam.build_plan(nodes, backend="auto"), "node1")
+        bgp_of(cluster_plan.build_plan(nodes, backend="auto"), "node1")
 
 
 def _query(plan, node, sessions_info="Established", drop=(), extra=()):

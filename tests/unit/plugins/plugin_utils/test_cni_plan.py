@@ -8,8 +8,8 @@ import pytest
 from netaddr import IPAddress, IPNetwork
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import cni as C
-from ansible_collections.flatnet.cluster.plugins.plugin_utils import cni, ipam
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan, cni
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 
 def node(ip, pods=None, recorded=None, pin=None, containers=None):
@@ -72,13 +72,13 @@ def test_segments_cut_holes():
 
 
 def test_plan_default_off_changes_nothing():
-    plan = ipam.build_plan(two())
+    plan = cluster_plan.build_plan(two())
     assert "cni" not in plan
     assert "cni" not in plan["nodes"]["node1"]
 
 
 def test_plan_splits_and_keeps_pods_below():
-    plan = ipam.build_plan(two(pods=[{"name": "a", "ip": None, "command": None}]), cni=True)
+    plan = cluster_plan.build_plan(two(pods=[{"name": "a", "ip": None, "command": None}]), cni=True)
     n1 = plan["nodes"]["node1"]
     assert plan["cni"] == {"enabled": True, "range": "1/2", "network": "flatnet"}
     assert n1["cni"]["range_cidrs"] == ["10.244.0.128/25"]
@@ -89,18 +89,18 @@ def test_plan_splits_and_keeps_pods_below():
 
 def test_new_pods_never_enter_the_cni_range():
     pods = [{"name": f"p{i}", "ip": None, "command": None} for i in range(62)]
-    plan = ipam.build_plan(two(pods=pods), cni=True, cni_range="1/4")
+    plan = cluster_plan.build_plan(two(pods=pods), cni=True, cni_range="1/4")
     assert max(int(IPNetwork(p["ips"][0]).ip) for p in plan["nodes"]["node1"]["pods"]) == int(IPAddress("10.244.0.63"))
     too_many = pods + [{"name": f"q{i}", "ip": None, "command": None} for i in range(129)]
     with pytest.raises(PlanError, match=r"holds only 190 pod addresses below the CNI range 10\.244\.0\.192/26"):
-        ipam.build_plan(two(pods=too_many), cni=True, cni_range="1/4")
+        cluster_plan.build_plan(two(pods=too_many), cni=True, cni_range="1/4")
 
 
 def test_pinned_pod_in_cni_range_refused():
     with pytest.raises(PlanError, match=r"flatnet_pods of node1: ip of pod a 10\.244\.0\.200 is in the CNI range "
                                         r"10\.244\.0\.128/25 \(flatnet_cni_range 1/2\); pin an address from "
                                         r"10\.244\.0\.2 to 10\.244\.0\.127"):
-        ipam.build_plan(two(pods=[{"name": "a", "ip": "10.244.0.200", "command": None}]), cni=True)
+        cluster_plan.build_plan(two(pods=[{"name": "a", "ip": "10.244.0.200", "command": None}]), cni=True)
 
 
 def test_existing_pods_in_the_upper_part_keep_their_addresses():
@@ -108,7 +108,7 @@ def test_existing_pods_in_the_upper_part_keep_their_addresses():
     # new pods go below, and host-local gets the share without those two addresses.
     recorded = {"pod_cidrs": ["10.244.0.0/24"], "pods": {"old1": ["10.244.0.130/24"], "old2": ["10.244.0.200/24"]}}
     pods = [{"name": n, "ip": None, "command": None} for n in ("old1", "old2", "new")]
-    plan = ipam.build_plan(two(pods=pods, recorded=recorded), cni=True)
+    plan = cluster_plan.build_plan(two(pods=pods, recorded=recorded), cni=True)
     n1 = plan["nodes"]["node1"]
     assert {p["name"]: p["ips"] for p in n1["pods"]} == {
         "old1": ["10.244.0.130/24"], "old2": ["10.244.0.200/24"], "new": ["10.244.0.2/24"]}
@@ -123,35 +123,35 @@ def test_cidr_change_refused_while_containers_hold_addresses():
     with pytest.raises(PlanError, match=r"node1: container 0123456789ab holds 10\.244\.0\.130 .*outside node1's planned "
                                         r"block 10\.244\.7\.0/24; moving node1 from 10\.244\.0\.0/24 to 10\.244\.7\.0/24 "
                                         r"is refused while containers hold addresses"):
-        ipam.build_plan(req, cni=True)
+        cluster_plan.build_plan(req, cni=True)
     # without containers the same change plans
     req["node1"]["cni_containers"] = {}
-    assert ipam.build_plan(req, cni=True)["nodes"]["node1"]["pod_cidrs"] == ["10.244.7.0/24"]
+    assert cluster_plan.build_plan(req, cni=True)["nodes"]["node1"]["pod_cidrs"] == ["10.244.7.0/24"]
 
 
 def test_share_change_and_cni_off_refused_while_containers_hold_addresses():
     req = two(recorded={"pod_cidrs": ["10.244.0.0/24"], "pods": {}}, containers={"10.244.0.130": "abc"})
-    assert ipam.build_plan(req, cni=True)["nodes"]["node1"]["cni"]
+    assert cluster_plan.build_plan(req, cni=True)["nodes"]["node1"]["cni"]
     with pytest.raises(PlanError, match=r"outside the new CNI range 10\.244\.0\.192/26; this flatnet_cni_range"):
-        ipam.build_plan(req, cni=True, cni_range="1/4")
+        cluster_plan.build_plan(req, cni=True, cni_range="1/4")
     with pytest.raises(PlanError, match=r"flatnet_cni: false is refused while containers hold addresses"):
-        ipam.build_plan(req, cni=False)
+        cluster_plan.build_plan(req, cni=False)
 
 
 @pytest.mark.parametrize("bad", ["maybe", 2, [True]])
 def test_cni_flag_refused(bad):
     with pytest.raises(PlanError, match=r"^flatnet_cni .* is not a boolean"):
-        ipam.build_plan(two(), cni=bad)
+        cluster_plan.build_plan(two(), cni=bad)
 
 
 def test_share_refused_in_plan():
     with pytest.raises(PlanError, match=r"^flatnet_cni_range '1/3' is not a share"):
-        ipam.build_plan(two(), cni=True, cni_range="1/3")
+        cluster_plan.build_plan(two(), cni=True, cni_range="1/3")
 
 
 def test_dual_stack_ranges_per_family():
     nodes = {"node1": node("192.168.50.11")}
-    plan = ipam.build_plan(nodes, cluster_cidr=["10.244.0.0/16", "fd00:10:244::/56"], backend="vxlan", cni=True)
+    plan = cluster_plan.build_plan(nodes, cluster_cidr=["10.244.0.0/16", "fd00:10:244::/56"], backend="vxlan", cni=True)
     ranges = plan["nodes"]["node1"]["cni"]["ranges"]
     assert [r[0]["subnet"] for r in ranges] == ["10.244.0.0/24", "fd00:10:244::/64"]
     assert ranges[1][0]["gateway"] == "fd00:10:244::1"

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from netaddr import IPAddress, IPNetwork
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils import ipam
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan, node_blocks, peer_views, plan_inputs, pod_addresses
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 
 def node(ip, network="192.168.50.0/24", mtu=1500, pods=None, recorded=None, pin=None):
@@ -37,54 +37,54 @@ def three_nodes(**kw):
 
 class TestParse:
     def test_single_and_dual_stack_v4_first(self):
-        assert [str(n) for n in ipam.parse_cluster_cidrs("10.244.0.0/16")] == ["10.244.0.0/16"]
-        got = ipam.parse_cluster_cidrs(["fd00:10:244::/56", "10.244.0.0/16"])
+        assert [str(n) for n in plan_inputs.parse_cluster_cidrs("10.244.0.0/16")] == ["10.244.0.0/16"]
+        got = plan_inputs.parse_cluster_cidrs(["fd00:10:244::/56", "10.244.0.0/16"])
         assert [str(n) for n in got] == ["10.244.0.0/16", "fd00:10:244::/56"]
 
     def test_host_address_suggests_network(self):
         with pytest.raises(PlanError, match=r"10\.244\.1\.5/16 is a host address.*did you mean 10\.244\.0\.0/16"):
-            ipam.parse_cluster_cidrs("10.244.1.5/16")
+            plan_inputs.parse_cluster_cidrs("10.244.1.5/16")
 
     @pytest.mark.parametrize("bad", ["10.244.0.0", "banana", "10.244.0.0/33", "10.256.0.0/16", 42])
     def test_unparsable(self, bad):
         with pytest.raises(PlanError, match="cluster_cidr"):
-            ipam.parse_cluster_cidrs(bad)
+            plan_inputs.parse_cluster_cidrs(bad)
 
     def test_two_of_one_family(self):
         with pytest.raises(PlanError, match="two IPv4 entries"):
-            ipam.parse_cluster_cidrs(["10.244.0.0/16", "10.245.0.0/16"])
+            plan_inputs.parse_cluster_cidrs(["10.244.0.0/16", "10.245.0.0/16"])
 
     def test_empty(self):
         with pytest.raises(PlanError, match="empty"):
-            ipam.parse_cluster_cidrs([])
+            plan_inputs.parse_cluster_cidrs([])
 
 
 class TestSmallRules:
     def test_gateway_and_vtep(self):
-        assert ipam.gateway("10.244.3.0/24") == "10.244.3.1/24"
-        assert ipam.vtep_ip("10.244.3.0/24") == "10.244.3.0"
-        assert ipam.gateway("fd00:10:244:3::/64") == "fd00:10:244:3::1/64"
-        assert ipam.vtep_ip("fd00:10:244:3::/64") == "fd00:10:244:3::"
+        assert node_blocks.gateway("10.244.3.0/24") == "10.244.3.1/24"
+        assert node_blocks.vtep_ip("10.244.3.0/24") == "10.244.3.0"
+        assert node_blocks.gateway("fd00:10:244:3::/64") == "fd00:10:244:3::1/64"
+        assert node_blocks.vtep_ip("fd00:10:244:3::/64") == "fd00:10:244:3::"
 
     def test_vtep_mac_rule(self):
         digest = hashlib.sha256(b"flatnet-vtep:192.168.50.11").hexdigest()
         expected = "0e:" + ":".join(digest[i:i + 2] for i in range(0, 10, 2))
-        assert ipam.vtep_mac("192.168.50.11") == expected
+        assert node_blocks.vtep_mac("192.168.50.11") == expected
         assert re.fullmatch(r"0e(:[0-9a-f]{2}){5}", expected)
-        assert ipam.vtep_mac("192.168.50.11") != ipam.vtep_mac("192.168.50.12")
+        assert node_blocks.vtep_mac("192.168.50.11") != node_blocks.vtep_mac("192.168.50.12")
 
     def test_vtep_mac_normalises_v6(self):
-        assert ipam.vtep_mac("2001:DB8:0::1") == ipam.vtep_mac("2001:db8::1")
+        assert node_blocks.vtep_mac("2001:DB8:0::1") == node_blocks.vtep_mac("2001:db8::1")
 
     def test_vtep_mac_refuses_garbage(self):
         with pytest.raises(PlanError):
-            ipam.vtep_mac("192.168.50.11/24")
+            node_blocks.vtep_mac("192.168.50.11/24")
 
     def test_usable(self):
-        assert ipam.usable_pod_count("10.244.0.0/24") == 253
-        assert ipam.usable_pod_count("10.244.0.0/30") == 1
-        assert ipam.usable_pod_count("10.244.0.0/31") == 0
-        assert ipam.usable_pod_count("fd00::/126") == 2
+        assert node_blocks.usable_pod_count("10.244.0.0/24") == 253
+        assert node_blocks.usable_pod_count("10.244.0.0/30") == 1
+        assert node_blocks.usable_pod_count("10.244.0.0/31") == 0
+        assert node_blocks.usable_pod_count("fd00::/126") == 2
 
 
 # --------------------------------------------------------------------------- node blocks
@@ -92,85 +92,85 @@ class TestSmallRules:
 
 class TestNodeCidrs:
     def test_sorted_lowest_first(self):
-        got = ipam.node_cidrs("10.244.0.0/16", ["node3", "node1", "node2"])
+        got = node_blocks.node_cidrs("10.244.0.0/16", ["node3", "node1", "node2"])
         assert got == {"node1": ["10.244.0.0/24"], "node2": ["10.244.1.0/24"], "node3": ["10.244.2.0/24"]}
 
     def test_dual_stack_one_per_family(self):
-        got = ipam.node_cidrs(["10.244.0.0/16", "fd00:10:244::/56"], ["a", "b"], prefix=25)
+        got = node_blocks.node_cidrs(["10.244.0.0/16", "fd00:10:244::/56"], ["a", "b"], prefix=25)
         assert got == {"a": ["10.244.0.0/25", "fd00:10:244::/64"], "b": ["10.244.0.128/25", "fd00:10:244:1::/64"]}
 
     def test_existing_kept_and_gaps_filled(self):
-        got = ipam.node_cidrs("10.244.0.0/16", ["a", "b", "c"], existing={"c": "10.244.0.0/24", "gone": "10.244.1.0/24"})
+        got = node_blocks.node_cidrs("10.244.0.0/16", ["a", "b", "c"], existing={"c": "10.244.0.0/24", "gone": "10.244.1.0/24"})
         assert got == {"a": ["10.244.1.0/24"], "b": ["10.244.2.0/24"], "c": ["10.244.0.0/24"]}
 
     def test_pin_wins(self):
-        got = ipam.node_cidrs("10.244.0.0/16", ["a", "b"], existing={"a": "10.244.0.0/24"}, pins={"a": "10.244.7.0/24"})
+        got = node_blocks.node_cidrs("10.244.0.0/16", ["a", "b"], existing={"a": "10.244.0.0/24"}, pins={"a": "10.244.7.0/24"})
         assert got == {"a": ["10.244.7.0/24"], "b": ["10.244.0.0/24"]}
 
     def test_pin_outside(self):
         with pytest.raises(PlanError, match=r"10\.245\.0\.0/24 pinned for a is outside cluster_cidr 10\.244\.0\.0/16"):
-            ipam.node_cidrs("10.244.0.0/16", ["a"], pins={"a": "10.245.0.0/24"})
+            node_blocks.node_cidrs("10.244.0.0/16", ["a"], pins={"a": "10.245.0.0/24"})
 
     def test_pin_wrong_size(self):
         with pytest.raises(PlanError, match=r"is a /25 but node_prefix is /24"):
-            ipam.node_cidrs("10.244.0.0/16", ["a"], pins={"a": "10.244.0.0/25"})
+            node_blocks.node_cidrs("10.244.0.0/16", ["a"], pins={"a": "10.244.0.0/25"})
 
     def test_pin_host_address(self):
         with pytest.raises(PlanError, match=r"did you mean 10\.244\.0\.0/24"):
-            ipam.node_cidrs("10.244.0.0/16", ["a"], pins={"a": "10.244.0.7/24"})
+            node_blocks.node_cidrs("10.244.0.0/16", ["a"], pins={"a": "10.244.0.7/24"})
 
     def test_pin_overlaps_other_pin(self):
         with pytest.raises(PlanError, match=r"10\.244\.3\.0/24 is wanted by b .* but a already has it"):
-            ipam.node_cidrs("10.244.0.0/16", ["a", "b"], pins={"a": "10.244.3.0/24", "b": "10.244.3.0/24"})
+            node_blocks.node_cidrs("10.244.0.0/16", ["a", "b"], pins={"a": "10.244.3.0/24", "b": "10.244.3.0/24"})
 
     def test_pin_overlaps_existing(self):
         with pytest.raises(PlanError, match="already has it"):
-            ipam.node_cidrs("10.244.0.0/16", ["a", "b"], pins={"a": "10.244.0.0/24"}, existing={"b": "10.244.0.0/24"})
+            node_blocks.node_cidrs("10.244.0.0/16", ["a", "b"], pins={"a": "10.244.0.0/24"}, existing={"b": "10.244.0.0/24"})
 
     def test_pinned_twice_same_family(self):
         with pytest.raises(PlanError, match="pins two IPv4 blocks"):
-            ipam.node_cidrs("10.244.0.0/16", ["a"], pins={"a": ["10.244.0.0/24", "10.244.1.0/24"]})
+            node_blocks.node_cidrs("10.244.0.0/16", ["a"], pins={"a": ["10.244.0.0/24", "10.244.1.0/24"]})
 
     def test_pin_family_missing(self):
         with pytest.raises(PlanError, match="cluster_cidr has no IPv6 range"):
-            ipam.node_cidrs("10.244.0.0/16", ["a"], pins={"a": "fd00::/64"})
+            node_blocks.node_cidrs("10.244.0.0/16", ["a"], pins={"a": "fd00::/64"})
 
     def test_existing_outside_changed_cluster_needs_teardown(self):
         with pytest.raises(PlanError, match=r"outside cluster_cidr 10\.250\.0\.0/16; changing cluster_cidr needs a teardown"):
-            ipam.node_cidrs("10.250.0.0/16", ["a"], existing={"a": "10.244.0.0/24"})
+            node_blocks.node_cidrs("10.250.0.0/16", ["a"], existing={"a": "10.244.0.0/24"})
 
     def test_existing_with_old_prefix(self):
         with pytest.raises(PlanError, match="node_prefix is now /25; set node_prefix back to 24"):
-            ipam.node_cidrs("10.244.0.0/16", ["a"], prefix=25, existing={"a": "10.244.0.0/24"})
+            node_blocks.node_cidrs("10.244.0.0/16", ["a"], prefix=25, existing={"a": "10.244.0.0/24"})
 
     def test_too_many_nodes(self):
         with pytest.raises(PlanError, match=r"holds 4 /24 node blocks but 5 nodes need one; set a longer node_prefix"):
-            ipam.node_cidrs("10.244.0.0/22", list("abcde"))
+            node_blocks.node_cidrs("10.244.0.0/22", list("abcde"))
 
     def test_exactly_full(self):
-        assert len(ipam.node_cidrs("10.244.0.0/22", list("abcd"))) == 4
+        assert len(node_blocks.node_cidrs("10.244.0.0/22", list("abcd"))) == 4
 
     @pytest.mark.parametrize("prefix", [16, 8])
     def test_prefix_not_longer(self, prefix):
         with pytest.raises(PlanError, match="node_prefix /%d is not longer than cluster_cidr" % prefix):
-            ipam.node_cidrs("10.244.0.0/16", ["a"], prefix=prefix)
+            node_blocks.node_cidrs("10.244.0.0/16", ["a"], prefix=prefix)
 
     def test_v4_prefix_without_pod_room(self):
         with pytest.raises(PlanError, match=r"node_prefix /31 leaves no address for pods.*use /30"):
-            ipam.node_cidrs("10.244.0.0/16", ["a"], prefix=31)
+            node_blocks.node_cidrs("10.244.0.0/16", ["a"], prefix=31)
 
     def test_v6_delta_limit(self):
         with pytest.raises(PlanError, match=r"node_prefix_v6 /64 is 17 bits longer .* at most 16"):
-            ipam.node_cidrs(["10.244.0.0/16", "fd00::/47"], ["a"])
-        assert ipam.node_cidrs(["10.244.0.0/16", "fd00::/48"], ["a"])["a"][1] == "fd00::/64"
+            node_blocks.node_cidrs(["10.244.0.0/16", "fd00::/47"], ["a"])
+        assert node_blocks.node_cidrs(["10.244.0.0/16", "fd00::/48"], ["a"])["a"][1] == "fd00::/64"
 
     def test_reserved_overlap(self):
         with pytest.raises(PlanError, match=r"cluster_cidr 10\.244\.0\.0/16 overlaps reserved range 10\.244\.128\.0/17"):
-            ipam.node_cidrs("10.244.0.0/16", ["a"], reserved=["10.244.128.0/17"])
+            node_blocks.node_cidrs("10.244.0.0/16", ["a"], reserved=["10.244.128.0/17"])
 
     def test_duplicate_node_names(self):
         with pytest.raises(PlanError, match="duplicated: a"):
-            ipam.node_cidrs("10.244.0.0/16", ["a", "a"])
+            node_blocks.node_cidrs("10.244.0.0/16", ["a", "a"])
 
 
 # --------------------------------------------------------------------------- pod addresses
@@ -178,34 +178,34 @@ class TestNodeCidrs:
 
 class TestPodIps:
     def test_from_two_upward_sorted(self):
-        assert ipam.pod_ips("10.244.1.0/24", ["web", "db"]) == {"db": ["10.244.1.2/24"], "web": ["10.244.1.3/24"]}
+        assert pod_addresses.pod_ips("10.244.1.0/24", ["web", "db"]) == {"db": ["10.244.1.2/24"], "web": ["10.244.1.3/24"]}
 
     def test_dual_stack_skips_network_and_gateway(self):
-        got = ipam.pod_ips(["fd00:1::/64", "10.244.1.0/24"], ["a"])
+        got = pod_addresses.pod_ips(["fd00:1::/64", "10.244.1.0/24"], ["a"])
         assert got == {"a": ["10.244.1.2/24", "fd00:1::2/64"]}
 
     def test_smallest_block(self):
-        assert ipam.pod_ips("10.244.1.0/30", ["a"]) == {"a": ["10.244.1.2/30"]}
+        assert pod_addresses.pod_ips("10.244.1.0/30", ["a"]) == {"a": ["10.244.1.2/30"]}
 
     def test_too_many_pods(self):
         with pytest.raises(PlanError, match=r"has 2 pods but its block 10\.244\.1\.0/30 holds only 1 .*node_prefix to 29"):
-            ipam.pod_ips("10.244.1.0/30", ["a", "b"])
+            pod_addresses.pod_ips("10.244.1.0/30", ["a", "b"])
 
     def test_exactly_full_block_never_uses_reserved(self):
-        got = ipam.pod_ips("10.244.1.0/29", list("abcde"))
+        got = pod_addresses.pod_ips("10.244.1.0/29", list("abcde"))
         addrs = sorted(g[0] for g in got.values())
         assert addrs == [f"10.244.1.{i}/29" for i in range(2, 7)]
 
     def test_pins_honoured_others_fill(self):
-        got = ipam.pod_ips("10.244.1.0/24", ["a", "b", "c"], pins={"b": "10.244.1.2"})
+        got = pod_addresses.pod_ips("10.244.1.0/24", ["a", "b", "c"], pins={"b": "10.244.1.2"})
         assert got == {"a": ["10.244.1.3/24"], "b": ["10.244.1.2/24"], "c": ["10.244.1.4/24"]}
 
     def test_pin_with_matching_prefix(self):
-        assert ipam.pod_ips("10.244.1.0/24", ["a"], pins={"a": "10.244.1.9/24"}) == {"a": ["10.244.1.9/24"]}
+        assert pod_addresses.pod_ips("10.244.1.0/24", ["a"], pins={"a": "10.244.1.9/24"}) == {"a": ["10.244.1.9/24"]}
 
     def test_pin_with_other_prefix(self):
         with pytest.raises(PlanError, match=r"has prefix /16 .* write the bare address 10\.244\.1\.9"):
-            ipam.pod_ips("10.244.1.0/24", ["a"], pins={"a": "10.244.1.9/16"})
+            pod_addresses.pod_ips("10.244.1.0/24", ["a"], pins={"a": "10.244.1.9/16"})
 
     @pytest.mark.parametrize("ip,reason", [
         ("10.244.2.9", r"outside the node's block 10\.244\.1\.0/24"),
@@ -217,36 +217,36 @@ class TestPodIps:
     ])
     def test_pin_rejected(self, ip, reason):
         with pytest.raises(PlanError, match=reason):
-            ipam.pod_ips("10.244.1.0/24", ["a"], pins={"a": ip})
+            pod_addresses.pod_ips("10.244.1.0/24", ["a"], pins={"a": ip})
 
     def test_pin_v6_gateway_rejected(self):
         with pytest.raises(PlanError, match="the gateway"):
-            ipam.pod_ips("fd00:1::/64", ["a"], pins={"a": "fd00:1::1"})
+            pod_addresses.pod_ips("fd00:1::/64", ["a"], pins={"a": "fd00:1::1"})
 
     def test_pin_taken_by_other_pin(self):
         with pytest.raises(PlanError, match="already pinned for pod a"):
-            ipam.pod_ips("10.244.1.0/24", ["a", "b"], pins={"a": "10.244.1.5", "b": "10.244.1.5"})
+            pod_addresses.pod_ips("10.244.1.0/24", ["a", "b"], pins={"a": "10.244.1.5", "b": "10.244.1.5"})
 
     def test_pin_two_of_one_family(self):
         with pytest.raises(PlanError, match="pins two IPv4 addresses"):
-            ipam.pod_ips("10.244.1.0/24", ["a"], pins={"a": ["10.244.1.5", "10.244.1.6"]})
+            pod_addresses.pod_ips("10.244.1.0/24", ["a"], pins={"a": ["10.244.1.5", "10.244.1.6"]})
 
     def test_existing_kept_invalid_replaced(self):
-        got = ipam.pod_ips("10.244.1.0/24", ["a", "b", "c"],
-                           existing={"c": "10.244.1.2", "b": "10.244.9.9", "gone": "10.244.1.3"})
+        got = pod_addresses.pod_ips("10.244.1.0/24", ["a", "b", "c"],
+                                    existing={"c": "10.244.1.2", "b": "10.244.9.9", "gone": "10.244.1.3"})
         assert got == {"a": ["10.244.1.3/24"], "b": ["10.244.1.4/24"], "c": ["10.244.1.2/24"]}
 
     @pytest.mark.parametrize("name", ["Web", "a_b", "-a", "a-", "a.b", "x" * 64, "", "a b", "$(id)"])
     def test_bad_pod_names(self, name):
         with pytest.raises(PlanError, match="network namespace"):
-            ipam.pod_ips("10.244.1.0/24", [name])
+            pod_addresses.pod_ips("10.244.1.0/24", [name])
 
     def test_good_pod_names(self):
-        assert len(ipam.pod_ips("10.244.1.0/24", ["a", "0", "x" * 63, "node1-pod-1"])) == 4
+        assert len(pod_addresses.pod_ips("10.244.1.0/24", ["a", "0", "x" * 63, "node1-pod-1"])) == 4
 
     def test_duplicate_pod(self):
         with pytest.raises(PlanError, match="listed twice"):
-            ipam.pod_ips("10.244.1.0/24", ["a", "a"])
+            pod_addresses.pod_ips("10.244.1.0/24", ["a", "a"])
 
 
 # --------------------------------------------------------------------------- build_plan
@@ -256,7 +256,7 @@ class TestBuildPlan:
     def test_structure(self):
         nodes = three_nodes()
         nodes["node2"]["pods"] = [pod("b"), pod("a", command=["sleep", "60"])]
-        plan = ipam.build_plan(nodes)
+        plan = cluster_plan.build_plan(nodes)
         assert set(plan) == {"cluster_cidrs", "service_cidr", "backend", "mtu", "masquerade", "vxlan", "nodes"}
         assert plan["cluster_cidrs"] == ["10.244.0.0/16"]
         assert plan["service_cidr"] == "10.96.0.0/12"
@@ -266,28 +266,28 @@ class TestBuildPlan:
         assert n2["pod_cidrs"] == ["10.244.1.0/24"]
         assert n2["gateways"] == ["10.244.1.1/24"]
         assert n2["vtep_ips"] == ["10.244.1.0"]
-        assert n2["vtep_mac"] == ipam.vtep_mac("192.168.50.12")
+        assert n2["vtep_mac"] == node_blocks.vtep_mac("192.168.50.12")
         assert n2["underlay"] == {"interface": "eth0", "ip": "192.168.50.12", "prefix": 24,
                                   "network": "192.168.50.0/24", "mtu": 1500}
         assert n2["pods"] == [{"name": "a", "ips": ["10.244.1.2/24"], "command": ["sleep", "60"]},
                               {"name": "b", "ips": ["10.244.1.3/24"], "command": None}]
         assert "peers" not in n2  # derived where used: the plan stays linear in nodes
-        assert ipam.peers_of(plan, "node2") == [
+        assert peer_views.peers_of(plan, "node2") == [
             {"name": "node1", "mode": "direct", "underlay_ip": "192.168.50.11", "pod_cidrs": ["10.244.0.0/24"],
-             "vtep_ips": ["10.244.0.0"], "vtep_mac": ipam.vtep_mac("192.168.50.11")},
+             "vtep_ips": ["10.244.0.0"], "vtep_mac": node_blocks.vtep_mac("192.168.50.11")},
             {"name": "node3", "mode": "direct", "underlay_ip": "192.168.50.13", "pod_cidrs": ["10.244.2.0/24"],
-             "vtep_ips": ["10.244.2.0"], "vtep_mac": ipam.vtep_mac("192.168.50.13")},
+             "vtep_ips": ["10.244.2.0"], "vtep_mac": node_blocks.vtep_mac("192.168.50.13")},
         ]
 
     def test_deterministic_regardless_of_input_order(self):
         nodes = three_nodes()
         reversed_nodes = dict(reversed(list(copy.deepcopy(nodes).items())))
-        assert ipam.build_plan(nodes) == ipam.build_plan(reversed_nodes) == ipam.build_plan(nodes)
+        assert cluster_plan.build_plan(nodes) == cluster_plan.build_plan(reversed_nodes) == cluster_plan.build_plan(nodes)
 
     def test_dual_stack(self):
         nodes = {"a": node("192.168.50.11", pods=[pod("p", ip=["fd00:10:244::9", "10.244.0.9"])]),
                  "b": node("192.168.50.12")}
-        plan = ipam.build_plan(nodes, cluster_cidr=["fd00:10:244::/56", "10.244.0.0/16"], backend="vxlan")
+        plan = cluster_plan.build_plan(nodes, cluster_cidr=["fd00:10:244::/56", "10.244.0.0/16"], backend="vxlan")
         assert plan["cluster_cidrs"] == ["10.244.0.0/16", "fd00:10:244::/56"]
         a = plan["nodes"]["a"]
         assert a["pod_cidrs"] == ["10.244.0.0/24", "fd00:10:244::/64"]
@@ -299,32 +299,32 @@ class TestBuildPlan:
     def test_peer_modes(self):
         nodes = {"a": node("192.168.50.11"), "b": node("192.168.50.12"),
                  "c": node("192.168.60.13", network="192.168.60.0/24")}
-        auto = ipam.build_plan(nodes, backend="auto")
-        assert {p["name"]: p["mode"] for p in ipam.peers_of(auto, "a")} == {"b": "direct", "c": "vxlan"}
-        assert {p["name"]: p["mode"] for p in ipam.peers_of(auto, "c")} == {"a": "vxlan", "b": "vxlan"}
+        auto = cluster_plan.build_plan(nodes, backend="auto")
+        assert {p["name"]: p["mode"] for p in peer_views.peers_of(auto, "a")} == {"b": "direct", "c": "vxlan"}
+        assert {p["name"]: p["mode"] for p in peer_views.peers_of(auto, "c")} == {"a": "vxlan", "b": "vxlan"}
         assert auto["mtu"] == 1450
-        vx = ipam.build_plan(nodes, backend="vxlan")
-        assert {p["mode"] for n in vx["nodes"] for p in ipam.peers_of(vx, n)} == {"vxlan"}
+        vx = cluster_plan.build_plan(nodes, backend="vxlan")
+        assert {p["mode"] for n in vx["nodes"] for p in peer_views.peers_of(vx, n)} == {"vxlan"}
         with pytest.raises(PlanError, match=r"host-gw .* a \(192\.168\.50\.0/24\) and c \(192\.168\.60\.0/24\) .* use backend vxlan or auto"):
-            ipam.build_plan(nodes, backend="host-gw")
+            cluster_plan.build_plan(nodes, backend="host-gw")
 
     def test_auto_all_adjacent_keeps_underlay_mtu(self):
-        assert ipam.build_plan(three_nodes(mtu=9000), backend="auto")["mtu"] == 9000
+        assert cluster_plan.build_plan(three_nodes(mtu=9000), backend="auto")["mtu"] == 9000
 
     def test_mtu_is_lowest_underlay(self):
         nodes = three_nodes()
         nodes["node3"]["underlay"]["mtu"] = 1400
-        assert ipam.build_plan(nodes)["mtu"] == 1400
-        assert ipam.build_plan(nodes, backend="vxlan")["mtu"] == 1350
+        assert cluster_plan.build_plan(nodes)["mtu"] == 1400
+        assert cluster_plan.build_plan(nodes, backend="vxlan")["mtu"] == 1350
 
     def test_mtu_v6_underlay(self):
         nodes = {"a": node("fd00:50::11", network="fd00:50::/64"), "b": node("fd00:50::12", network="fd00:50::/64")}
-        plan = ipam.build_plan(nodes, backend="vxlan")
+        plan = cluster_plan.build_plan(nodes, backend="vxlan")
         assert plan["mtu"] == 1430
-        assert ipam.peers_of(plan, "a")[0]["underlay_ip"] == "fd00:50::12"
+        assert peer_views.peers_of(plan, "a")[0]["underlay_ip"] == "fd00:50::12"
 
     def test_mtu_given(self):
-        assert ipam.build_plan(three_nodes(), backend="vxlan", mtu=1400)["mtu"] == 1400
+        assert cluster_plan.build_plan(three_nodes(), backend="vxlan", mtu=1400)["mtu"] == 1400
 
     @pytest.mark.parametrize("kw,msg", [
         ({"mtu": 575}, r"pod MTU 575 \(given\) is too small: IPv4 needs at least 576"),
@@ -335,7 +335,7 @@ class TestBuildPlan:
     def test_mtu_too_small(self, kw, msg):
         nodes = three_nodes(mtu=1300)
         with pytest.raises(PlanError, match=msg):
-            ipam.build_plan(nodes, **kw)
+            cluster_plan.build_plan(nodes, **kw)
 
     @pytest.mark.parametrize("kw,msg", [
         ({"backend": "calico"}, "backend 'calico' is not supported; use one of: host-gw, vxlan, auto"),
@@ -354,45 +354,45 @@ class TestBuildPlan:
     ])
     def test_validation_errors(self, kw, msg):
         with pytest.raises(PlanError, match=re.escape(msg) if "\\" not in msg else msg):
-            ipam.build_plan(three_nodes(), **kw)
+            cluster_plan.build_plan(three_nodes(), **kw)
 
     def test_missing_underlay_ip(self):
         nodes = three_nodes()
         nodes["node2"]["underlay"] = {}
         with pytest.raises(PlanError, match="node node2 has no underlay IP.*flatnet_underlay_interface"):
-            ipam.build_plan(nodes)
+            cluster_plan.build_plan(nodes)
 
     def test_duplicate_underlay_ip(self):
         nodes = three_nodes()
         nodes["node3"]["underlay"]["ip"] = "192.168.50.11"
         with pytest.raises(PlanError, match=r"nodes node1 and node3 have the same underlay IP 192\.168\.50\.11"):
-            ipam.build_plan(nodes)
+            cluster_plan.build_plan(nodes)
 
     def test_mixed_underlay_families(self):
         nodes = {"a": node("192.168.50.11"), "b": node("fd00:50::12", network="fd00:50::/64")}
         with pytest.raises(PlanError, match="mix IPv4 .*and IPv6"):
-            ipam.build_plan(nodes, backend="vxlan")
+            cluster_plan.build_plan(nodes, backend="vxlan")
 
     def test_pod_name_rule_and_duplicates(self):
         nodes = three_nodes()
         nodes["node1"]["pods"] = [pod("Bad_Name")]
         with pytest.raises(PlanError, match="'Bad_Name' on node1 .*network namespace"):
-            ipam.build_plan(nodes)
+            cluster_plan.build_plan(nodes)
         nodes["node1"]["pods"] = [pod("x"), pod("x")]
         with pytest.raises(PlanError, match="pod x is listed twice on node1"):
-            ipam.build_plan(nodes)
+            cluster_plan.build_plan(nodes)
 
     def test_too_many_pods(self):
         nodes = three_nodes()
         nodes["node1"]["pods"] = [pod(f"p{i}") for i in range(6)]
         with pytest.raises(PlanError, match=r"node1 has 6 pods but its block 10\.244\.0\.0/29 holds only 5"):
-            ipam.build_plan(nodes, node_prefix=29)
+            cluster_plan.build_plan(nodes, node_prefix=29)
 
     def test_pins(self):
         nodes = three_nodes()
         nodes["node1"]["pod_cidr"] = "10.244.9.0/24"
         nodes["node1"]["pods"] = [pod("a", ip="10.244.9.50")]
-        plan = ipam.build_plan(nodes)
+        plan = cluster_plan.build_plan(nodes)
         assert plan["nodes"]["node1"]["pod_cidrs"] == ["10.244.9.0/24"]
         assert plan["nodes"]["node1"]["pods"][0]["ips"] == ["10.244.9.50/24"]
         assert plan["nodes"]["node2"]["pod_cidrs"] == ["10.244.0.0/24"]
@@ -402,20 +402,20 @@ class TestBuildPlan:
         nodes["node2"]["recorded"] = {"pod_cidrs": ["10.244.0.0/24"]}
         nodes["node1"]["pod_cidr"] = "10.244.0.0/24"
         with pytest.raises(PlanError, match=r"10\.244\.0\.0/24 is wanted by node2 \(recorded on node2\) but node1 already has it"):
-            ipam.build_plan(nodes)
+            cluster_plan.build_plan(nodes)
 
     def test_pinned_pod_ip_taken_by_recorded_pod(self):
         nodes = three_nodes()
         nodes["node1"]["recorded"] = {"pod_cidrs": ["10.244.0.0/24"], "pods": {"old": ["10.244.0.2"]}}
         nodes["node1"]["pods"] = [pod("old"), pod("new", ip="10.244.0.2")]
         with pytest.raises(PlanError, match=r"10\.244\.0\.2 pinned for pod new on node1 is in use by pod old"):
-            ipam.build_plan(nodes)
+            cluster_plan.build_plan(nodes)
 
     def test_recorded_kept_and_new_node_fills_gap(self):
         nodes = three_nodes()
         nodes["node3"]["recorded"] = {"pod_cidrs": ["10.244.0.0/24"], "pods": {"q": ["10.244.0.7"]}}
         nodes["node3"]["pods"] = [pod("p"), pod("q")]
-        plan = ipam.build_plan(nodes)
+        plan = cluster_plan.build_plan(nodes)
         assert {n: v["pod_cidrs"][0] for n, v in plan["nodes"].items()} == {
             "node1": "10.244.1.0/24", "node2": "10.244.2.0/24", "node3": "10.244.0.0/24"}
         assert [p["ips"] for p in plan["nodes"]["node3"]["pods"]] == [["10.244.0.2/24"], ["10.244.0.7/24"]]
@@ -426,57 +426,57 @@ class TestBuildPlan:
         with pytest.raises(PlanError, match=r"node1 uses 10\.244\.0\.0/24 \(recorded on node1\), which is outside "
                                             r"flatnet_cluster_cidr 10\.250\.0\.0/16; changing flatnet_cluster_cidr "
                                             r"needs a teardown"):
-            ipam.build_plan(nodes, cluster_cidr="10.250.0.0/16")
+            cluster_plan.build_plan(nodes, cluster_cidr="10.250.0.0/16")
 
     def test_recorded_v6_when_v6_removed(self):
         nodes = three_nodes()
         nodes["node1"]["recorded"] = {"pod_cidrs": ["10.244.0.0/24", "fd00::/64"]}
         with pytest.raises(PlanError, match="no longer has an IPv6 range; changing flatnet_cluster_cidr needs a teardown"):
-            ipam.build_plan(nodes)
+            cluster_plan.build_plan(nodes)
 
     def test_adding_v6_family_keeps_v4(self):
         nodes = three_nodes()
         nodes["node2"]["recorded"] = {"pod_cidrs": ["10.244.0.0/24"]}
-        plan = ipam.build_plan(nodes, cluster_cidr=["10.244.0.0/16", "fd00::/56"], backend="auto")
+        plan = cluster_plan.build_plan(nodes, cluster_cidr=["10.244.0.0/16", "fd00::/56"], backend="auto")
         assert plan["nodes"]["node2"]["pod_cidrs"] == ["10.244.0.0/24", "fd00:0:0:1::/64"]
         assert plan["nodes"]["node1"]["pod_cidrs"] == ["10.244.1.0/24", "fd00::/64"]
 
     def test_cache_used_for_nodes_without_records(self):
-        first = ipam.build_plan(three_nodes())
+        first = cluster_plan.build_plan(three_nodes())
         nodes = {"node0": node("192.168.50.10"), **three_nodes()}
-        plan = ipam.build_plan(nodes, cached=first)
+        plan = cluster_plan.build_plan(nodes, cached=first)
         for name in ("node1", "node2", "node3"):
             assert plan["nodes"][name]["pod_cidrs"] == first["nodes"][name]["pod_cidrs"]
         assert plan["nodes"]["node0"]["pod_cidrs"] == ["10.244.3.0/24"]
 
     def test_stale_cache_ignored_for_nodes_in_play(self):
-        first = ipam.build_plan(three_nodes())
-        plan = ipam.build_plan(three_nodes(), cluster_cidr="10.250.0.0/16", cached=first)
+        first = cluster_plan.build_plan(three_nodes())
+        plan = cluster_plan.build_plan(three_nodes(), cluster_cidr="10.250.0.0/16", cached=first)
         assert plan["nodes"]["node1"]["pod_cidrs"] == ["10.250.0.0/24"]
 
     def test_limit_keeps_out_of_play_nodes(self):
         nodes = three_nodes()
         nodes["node2"]["pods"] = [pod("x")]
-        first = ipam.build_plan(nodes, backend="auto")
+        first = cluster_plan.build_plan(nodes, backend="auto")
         only1 = {"node1": three_nodes()["node1"]}
-        plan = ipam.build_plan(only1, backend="auto", cached=first,
-                               inventory_nodes=["node1", "node2", "node3"])
+        plan = cluster_plan.build_plan(only1, backend="auto", cached=first,
+                                       inventory_nodes=["node1", "node2", "node3"])
         assert sorted(plan["nodes"]) == ["node1", "node2", "node3"]
         assert plan["nodes"]["node2"] == first["nodes"]["node2"]
-        assert [p["name"] for p in ipam.peers_of(plan, "node1")] == ["node2", "node3"]
-        assert ipam.peers_of(plan, "node1") == ipam.peers_of(first, "node1")
+        assert [p["name"] for p in peer_views.peers_of(plan, "node1")] == ["node2", "node3"]
+        assert peer_views.peers_of(plan, "node1") == peer_views.peers_of(first, "node1")
 
     def test_out_of_play_cached_node_in_old_cluster_cidr(self):
-        first = ipam.build_plan(three_nodes())
+        first = cluster_plan.build_plan(three_nodes())
         with pytest.raises(PlanError, match=r"node2 uses 10\.244\.1\.0/24 \(cached plan; node not in this play\)"):
-            ipam.build_plan({"node1": three_nodes()["node1"]}, cluster_cidr="10.250.0.0/16", cached=first,
-                            inventory_nodes=["node1", "node2"])
+            cluster_plan.build_plan({"node1": three_nodes()["node1"]}, cluster_cidr="10.250.0.0/16", cached=first,
+                                    inventory_nodes=["node1", "node2"])
 
     def test_nodes_not_in_inventory_dropped(self):
-        first = ipam.build_plan(three_nodes())
+        first = cluster_plan.build_plan(three_nodes())
         nodes = {"node3": three_nodes()["node3"], "node4": node("192.168.50.14")}
         nodes["node3"]["recorded"] = {"pod_cidrs": first["nodes"]["node3"]["pod_cidrs"]}
-        plan = ipam.build_plan(nodes, cached=first, inventory_nodes=["node3", "node4"])
+        plan = cluster_plan.build_plan(nodes, cached=first, inventory_nodes=["node3", "node4"])
         assert sorted(plan["nodes"]) == ["node3", "node4"]
         assert plan["nodes"]["node3"]["pod_cidrs"] == ["10.244.2.0/24"]
         assert plan["nodes"]["node4"]["pod_cidrs"] == ["10.244.0.0/24"]  # node1's block was freed
@@ -486,16 +486,16 @@ class TestBuildPlan:
         nodes["node1"]["recorded"] = {"pod_cidrs": ["10.244.0.0/24"], "pods": {"a": ["10.244.0.5"]}}
         nodes["node1"]["pods"] = [pod("a")]
         nodes["node1"]["pod_cidr"] = "10.244.8.0/24"
-        plan = ipam.build_plan(nodes)
+        plan = cluster_plan.build_plan(nodes)
         assert plan["nodes"]["node1"]["pods"][0]["ips"] == ["10.244.8.2/24"]
 
     def test_service_cidr_list(self):
-        plan = ipam.build_plan(three_nodes(), cluster_cidr=["10.244.0.0/16", "fd00:244::/56"], backend="vxlan",
-                               service_cidr=["10.96.0.0/12", "fd00:96::/112"])
+        plan = cluster_plan.build_plan(three_nodes(), cluster_cidr=["10.244.0.0/16", "fd00:244::/56"], backend="vxlan",
+                                       service_cidr=["10.96.0.0/12", "fd00:96::/112"])
         assert plan["service_cidr"] == ["10.96.0.0/12", "fd00:96::/112"]
 
     def test_no_nodes(self):
-        plan = ipam.build_plan({})
+        plan = cluster_plan.build_plan({})
         assert plan["nodes"] == {} and plan["mtu"] == 1500
 
 
@@ -518,14 +518,14 @@ def _check_invariants(plan, forbidden):
         for f in forbidden:
             assert not (a.version == f.version and a.first <= f.last and f.first <= a.last), (a, f)
     for name, entry in plan["nodes"].items():
-        node_blocks = [IPNetwork(c) for c in entry["pod_cidrs"]]
-        assert entry["gateways"] == [ipam.gateway(b) for b in node_blocks]
-        assert entry["vtep_ips"] == [str(b.network) for b in node_blocks]
-        assert [p["name"] for p in ipam.peers_of(plan, name)] == sorted(n for n in plan["nodes"] if n != name)
+        own_blocks = [IPNetwork(c) for c in entry["pod_cidrs"]]
+        assert entry["gateways"] == [node_blocks.gateway(b) for b in own_blocks]
+        assert entry["vtep_ips"] == [str(b.network) for b in own_blocks]
+        assert [p["name"] for p in peer_views.peers_of(plan, name)] == sorted(n for n in plan["nodes"] if n != name)
         seen = set()
         for p in entry["pods"]:
-            assert len(p["ips"]) == len(node_blocks)
-            for text, block in zip(p["ips"], node_blocks):
+            assert len(p["ips"]) == len(own_blocks)
+            for text, block in zip(p["ips"], own_blocks):
                 ip = IPNetwork(text)
                 assert ip.prefixlen == block.prefixlen
                 assert block.first + 2 <= int(ip.ip) <= block.last
@@ -566,21 +566,21 @@ def test_property_v4_plan_valid_or_error(setup):
     forbidden = [IPNetwork(service), IPNetwork("192.168.50.0/24")] + [IPNetwork(r) for r in reserved]
     overlap = any(cluster.first <= f.last and f.first <= cluster.last for f in forbidden)
     # ranges that can never carry pods are refused, wherever they are given
-    overlap = overlap or any(ipam.unusable_range(n) for n in [cluster, IPNetwork(service)] + forbidden[2:])
+    overlap = overlap or any(plan_inputs.unusable_range(n) for n in [cluster, IPNetwork(service)] + forbidden[2:])
     too_many_nodes = len(names) > 2 ** (node_prefix - cluster.prefixlen)
     too_many_pods = max(pods.values()) > 2 ** (32 - node_prefix) - 3
     kw = dict(cluster_cidr=str(cluster), node_prefix=node_prefix, service_cidr=service, reserved_cidrs=reserved)
     if overlap or too_many_nodes or too_many_pods:
         with pytest.raises(PlanError):
-            ipam.build_plan(nodes, **kw)
+            cluster_plan.build_plan(nodes, **kw)
         return
-    plan = ipam.build_plan(nodes, **kw)
+    plan = cluster_plan.build_plan(nodes, **kw)
     _check_invariants(plan, forbidden)
     # lowest blocks first, in sorted name order
     size = 2 ** (32 - node_prefix)
     assert [plan["nodes"][n]["pod_cidrs"][0] for n in sorted(names)] == [
         f"{IPAddress(cluster.first + i * size, 4)}/{node_prefix}" for i in range(len(names))]
-    assert plan == ipam.build_plan(copy.deepcopy(nodes), **kw)
+    assert plan == cluster_plan.build_plan(copy.deepcopy(nodes), **kw)
 
 
 @st.composite
@@ -621,7 +621,7 @@ def test_property_churn_never_moves_existing(params):
                          pods=[pod(f"{n}-{p}") for p in sorted(pod_sets.get(n, ()))])
             entry["recorded"] = records.get(n, {})
             nodes[n] = entry
-        plan = ipam.build_plan(nodes, inventory_nodes=sorted(inventory), cached=cache, **kw)
+        plan = cluster_plan.build_plan(nodes, inventory_nodes=sorted(inventory), cached=cache, **kw)
         _check_invariants(plan, [IPNetwork("172.16.0.0/12"), IPNetwork("192.168.50.0/24")])
         assert set(play) <= set(plan["nodes"]) <= set(inventory)
         if cache:
@@ -634,8 +634,8 @@ def test_property_churn_never_moves_existing(params):
                             assert p["ips"] == old_pods[p["name"]], (n, p)
                     if n not in play:
                         assert plan["nodes"][n]["underlay"] == old["underlay"]
-        assert plan == ipam.build_plan(copy.deepcopy(nodes), inventory_nodes=sorted(inventory),
-                                       cached=copy.deepcopy(cache), **kw)
+        assert plan == cluster_plan.build_plan(copy.deepcopy(nodes), inventory_nodes=sorted(inventory),
+                                               cached=copy.deepcopy(cache), **kw)
         for n in play:
             entry = plan["nodes"][n]
             records[n] = {"pod_cidrs": entry["pod_cidrs"],
@@ -648,7 +648,7 @@ def test_property_churn_never_moves_existing(params):
 
 def test_bare_pod_names_are_accepted():
     underlay = {"interface": "eth0", "ip": "192.168.50.11", "prefix": 24, "network": "192.168.50.0/24", "mtu": 1500}
-    plan = ipam.build_plan({"node1": {"underlay": underlay, "pods": ["node1-pod-1", {"name": "web"}]}})
+    plan = cluster_plan.build_plan({"node1": {"underlay": underlay, "pods": ["node1-pod-1", {"name": "web"}]}})
     assert [p["name"] for p in plan["nodes"]["node1"]["pods"]] == ["node1-pod-1", "web"]
     assert plan["nodes"]["node1"]["pods"][0]["ips"] == ["10.244.0.2/24"]
 
@@ -660,10 +660,10 @@ def test_dual_stack_over_ipv4_underlay_needs_the_tunnel():
     nodes = {"a": node("192.168.50.11"), "b": node("192.168.50.12")}
     dual = ["10.244.0.0/16", "fd00:10:244::/56"]
     with pytest.raises(PlanError, match="host-gw cannot carry IPv6 pod traffic over the IPv4 underlay"):
-        ipam.build_plan(nodes, cluster_cidr=dual, backend="host-gw")
-    auto = ipam.build_plan(nodes, cluster_cidr=dual, backend="auto")
-    assert [p["mode"] for p in ipam.peers_of(auto, "a")] == ["vxlan"]
-    assert [p["mode"] for p in ipam.peers_of(ipam.build_plan(nodes, backend="auto"), "a")] == ["direct"]
+        cluster_plan.build_plan(nodes, cluster_cidr=dual, backend="host-gw")
+    auto = cluster_plan.build_plan(nodes, cluster_cidr=dual, backend="auto")
+    assert [p["mode"] for p in peer_views.peers_of(auto, "a")] == ["vxlan"]
+    assert [p["mode"] for p in peer_views.peers_of(cluster_plan.build_plan(nodes, backend="auto"), "a")] == ["direct"]
 
 
 # --- the peer view is derived, not stored: it must agree with what the plan sized ------------
@@ -682,15 +682,15 @@ def test_peer_view_matches_the_plan(members, backend):
         ip = str(IPAddress(net.first + host if net.prefixlen == 24 else net.first + 50 * 256 + host))
         nodes[f"n{i}"] = {"underlay": {"interface": "eth0", "ip": ip, "prefix": net.prefixlen,
                                        "network": network, "mtu": 1500}}
-    plan = ipam.build_plan(nodes, backend=backend)
-    underlays = {n: ipam._underlay(n, nodes[n]["underlay"]) for n in nodes}
+    plan = cluster_plan.build_plan(nodes, backend=backend)
+    underlays = {n: plan_inputs._underlay(n, nodes[n]["underlay"]) for n in nodes}
     # Brute force: every pair.
-    remote = sorted(a for a in nodes if any(b != a and not ipam._adjacent(underlays[a], underlays[b]) for b in nodes))
-    assert ipam._nodes_with_a_remote_peer(sorted(nodes), underlays) == remote
-    tunnelled = sorted(n for n in nodes if any(p["mode"] == "vxlan" for p in ipam.peers_of(plan, n)))
+    remote = sorted(a for a in nodes if any(b != a and not peer_views._adjacent(underlays[a], underlays[b]) for b in nodes))
+    assert peer_views._nodes_with_a_remote_peer(sorted(nodes), underlays) == remote
+    tunnelled = sorted(n for n in nodes if any(p["mode"] == "vxlan" for p in peer_views.peers_of(plan, n)))
     assert tunnelled == (sorted(nodes) if backend == "vxlan" and len(nodes) > 1 else remote)
     assert plan["mtu"] == (1450 if tunnelled else 1500)
     for a in nodes:
-        for p in ipam.peers_of(plan, a):
-            want = "vxlan" if backend == "vxlan" or not ipam._adjacent(underlays[a], underlays[p["name"]]) else "direct"
+        for p in peer_views.peers_of(plan, a):
+            want = "vxlan" if backend == "vxlan" or not peer_views._adjacent(underlays[a], underlays[p["name"]]) else "direct"
             assert p["mode"] == want

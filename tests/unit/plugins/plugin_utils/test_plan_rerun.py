@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from netaddr import IPAddress, IPNetwork
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils import ipam
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan, node_blocks, pod_addresses
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 
 def _nodes(count=3, pods=4, prefix=24, records=None):
@@ -35,33 +35,33 @@ def _nodes(count=3, pods=4, prefix=24, records=None):
 
 def _generic(monkeypatch):
     """Switch the shortcut off: every node takes the generic path."""
-    monkeypatch.setattr(ipam, "_unchanged_pod_ips", lambda *a, **k: None)
+    monkeypatch.setattr(pod_addresses, "_unchanged_pod_ips", lambda *a, **k: None)
 
 
 def test_rerun_takes_the_shortcut_and_changes_nothing(monkeypatch):
-    first = ipam.build_plan(_nodes(), node_prefix=26)
+    first = cluster_plan.build_plan(_nodes(), node_prefix=26)
     calls = []
-    real = ipam._unchanged_pod_ips
+    real = pod_addresses._unchanged_pod_ips
 
     def spy(*args):
         calls.append(real(*args))
         return calls[-1]
 
-    monkeypatch.setattr(ipam, "_unchanged_pod_ips", spy)
-    again = ipam.build_plan(_nodes(), node_prefix=26, cached=json.loads(ipam.plan_json(first)))
-    assert ipam.plan_json(again) == ipam.plan_json(first)
+    monkeypatch.setattr(pod_addresses, "_unchanged_pod_ips", spy)
+    again = cluster_plan.build_plan(_nodes(), node_prefix=26, cached=json.loads(cluster_plan.plan_json(first)))
+    assert cluster_plan.plan_json(again) == cluster_plan.plan_json(first)
     assert len(calls) == 3 and all(c is not None for c in calls)
 
 
 def test_rerun_with_records_equal_to_the_cache_takes_the_shortcut():
-    first = ipam.build_plan(_nodes())
+    first = cluster_plan.build_plan(_nodes())
     records = {n: {"pod_cidrs": e["pod_cidrs"], "pods": {p["name"]: [p["ips"][0].split("/")[0]] for p in e["pods"]}}
                for n, e in first["nodes"].items()}
     block = IPNetwork(first["nodes"]["node1"]["pod_cidrs"][0])
     pods = [p["name"] for p in first["nodes"]["node1"]["pods"]]
     claims = [("recorded", records["node1"]["pods"]), ("cached", first["nodes"]["node1"]["pods"])]
-    assert ipam._unchanged_pod_ips([block], pods, claims) == {p["name"]: p["ips"] for p in first["nodes"]["node1"]["pods"]}
-    assert ipam.build_plan(_nodes(records=records), cached=first) == first
+    assert pod_addresses._unchanged_pod_ips([block], pods, claims) == {p["name"]: p["ips"] for p in first["nodes"]["node1"]["pods"]}
+    assert cluster_plan.build_plan(_nodes(records=records), cached=first) == first
 
 
 def _edit(plan, how):
@@ -114,11 +114,11 @@ EDITS = ["duplicate address", "leading zero", "gateway address", "broadcast", "o
 
 @pytest.mark.parametrize("how", EDITS)
 def test_a_hand_edited_cache_gets_the_generic_answer(how, monkeypatch):
-    first = ipam.build_plan(_nodes())
+    first = cluster_plan.build_plan(_nodes())
     edited = _edit(first, how)
-    fast = ipam.build_plan(_nodes(), cached=copy.deepcopy(edited))
+    fast = cluster_plan.build_plan(_nodes(), cached=copy.deepcopy(edited))
     _generic(monkeypatch)
-    slow = ipam.build_plan(_nodes(), cached=copy.deepcopy(edited))
+    slow = cluster_plan.build_plan(_nodes(), cached=copy.deepcopy(edited))
     assert fast == slow
     addresses = [ip for p in fast["nodes"]["node1"]["pods"] for ip in p["ips"]]
     assert len(set(addresses)) == len(addresses)
@@ -130,29 +130,29 @@ def test_a_hand_edited_cache_gets_the_generic_answer(how, monkeypatch):
 
 
 def test_records_that_disagree_win_over_the_cache(monkeypatch):
-    first = ipam.build_plan(_nodes())
+    first = cluster_plan.build_plan(_nodes())
     pods = first["nodes"]["node1"]["pods"]
     # The node says p0 holds what the cache gives p1 (and the reverse): the records decide.
     records = {"node1": {"pods": {pods[0]["name"]: [pods[1]["ips"][0].split("/")[0]],
                                   pods[1]["name"]: [pods[0]["ips"][0].split("/")[0]]}}}
-    plan = ipam.build_plan(_nodes(records=records), cached=first)
+    plan = cluster_plan.build_plan(_nodes(records=records), cached=first)
     got = {p["name"]: p["ips"] for p in plan["nodes"]["node1"]["pods"]}
     assert got[pods[0]["name"]] == pods[1]["ips"] and got[pods[1]["name"]] == pods[0]["ips"]
     _generic(monkeypatch)
-    assert ipam.build_plan(_nodes(records=records), cached=first) == plan
+    assert cluster_plan.build_plan(_nodes(records=records), cached=first) == plan
 
 
 def test_a_hand_edited_block_of_a_node_outside_the_play_is_still_refused():
-    first = ipam.build_plan(_nodes())
+    first = cluster_plan.build_plan(_nodes())
     edited = copy.deepcopy(first)
     edited["nodes"]["node2"]["pod_cidrs"] = list(first["nodes"]["node1"]["pod_cidrs"])  # node1's block
     with pytest.raises(PlanError, match=r"10\.244\.1\.0/24 is wanted by node2 \(cached plan; node not in this play\) "
                                         r"but node1 already has it"):
-        ipam.build_plan({"node0": _nodes()["node0"]}, cached=edited, inventory_nodes=["node0", "node1", "node2"])
+        cluster_plan.build_plan({"node0": _nodes()["node0"]}, cached=edited, inventory_nodes=["node0", "node1", "node2"])
     edited["nodes"]["node2"]["pod_cidrs"] = ["10.244.2.1/24"]
     with pytest.raises(PlanError, match=r"pod CIDR of node2 \(cached plan; node not in this play\) 10\.244\.2\.1/24 "
                                         r"is a host address"):
-        ipam.build_plan({"node0": _nodes()["node0"]}, cached=edited, inventory_nodes=["node0", "node2"])
+        cluster_plan.build_plan({"node0": _nodes()["node0"]}, cached=edited, inventory_nodes=["node0", "node2"])
 
 
 @settings(max_examples=150, deadline=None,
@@ -166,7 +166,7 @@ def test_property_shortcut_equals_generic_path(prefix, pods, edits, monkeypatch)
     usable = block.size - 3
     if pods > usable:
         return
-    base = ipam._assign_pod_ips("n", [block], names, {}, [("recorded", {}), ("cached", [])])
+    base = pod_addresses._assign_pod_ips("n", [block], names, {}, [("recorded", {}), ("cached", [])])
     cached = [{"name": n, "ips": list(base[n])} for n in names]
     for index, op, value in edits:
         if not cached:
@@ -184,10 +184,10 @@ def test_property_shortcut_equals_generic_path(prefix, pods, edits, monkeypatch)
         else:
             entry["ips"] = [f"10.9.8.{value}/{prefix}"]
     claims = [("recorded", {}), ("cached", cached)]
-    fast = ipam._assign_pod_ips("n", [block], names, {}, copy.deepcopy(claims))
-    monkeypatch.setattr(ipam, "_unchanged_pod_ips", lambda *a, **k: None)
+    fast = pod_addresses._assign_pod_ips("n", [block], names, {}, copy.deepcopy(claims))
+    monkeypatch.setattr(pod_addresses, "_unchanged_pod_ips", lambda *a, **k: None)
     try:
-        slow = ipam._assign_pod_ips("n", [block], names, {}, copy.deepcopy(claims))
+        slow = pod_addresses._assign_pod_ips("n", [block], names, {}, copy.deepcopy(claims))
     finally:
         monkeypatch.undo()
     assert fast == slow
@@ -195,14 +195,14 @@ def test_property_shortcut_equals_generic_path(prefix, pods, edits, monkeypatch)
 
 @given(st.integers(0, 2**32 - 1))
 def test_address_formatting_matches_netaddr(value):
-    assert ipam._address(value, 4) == str(IPAddress(value, 4))
+    assert node_blocks._address(value, 4) == str(IPAddress(value, 4))
 
 
 @given(st.integers(0, 32), st.integers(0, 2**32 - 1))
 def test_canonical_block_parse_matches_netaddr(prefix, value):
     net = IPNetwork(f"{IPAddress(value, 4)}/{prefix}")
     text = f"{IPAddress(value, 4)}/{prefix}"
-    got = ipam._canonical_block(text)
+    got = node_blocks._canonical_block(text)
     if net.ip != net.network:
         assert got is None  # host bits: parse_network judges (and names) it
     else:
@@ -213,4 +213,4 @@ def test_canonical_block_parse_matches_netaddr(prefix, value):
                                   "10.244.0.0/33", "10.244.0.0/²", "10.244.0.0", "FD00::/64", "fd00:0::/64",
                                   "10.244.0.0/24/1", 17, None])
 def test_canonical_block_refuses_what_is_not_written_by_the_plan(text):
-    assert ipam._canonical_block(text) is None
+    assert node_blocks._canonical_block(text) is None

@@ -5,8 +5,8 @@ import copy
 
 import pytest
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils import ipam, services as svcs
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan, services as svcs
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 CIDR = "10.96.0.0/12"
 
@@ -33,7 +33,7 @@ def nodes():
 def plan(services, requests=None, cached=None, node_port_range="30000-32767"):
     requests = requests if requests is not None else nodes()
     svcs.check_pod_labels(requests)
-    built = ipam.build_plan(copy.deepcopy(requests), cached=cached)
+    built = cluster_plan.build_plan(copy.deepcopy(requests), cached=cached)
     return svcs.plan_services(built, requests, services, node_port_range, cached)
 
 
@@ -183,7 +183,7 @@ def test_limit_run_keeps_endpoints_of_nodes_outside_the_play():
     full = plan([web()])
     requests = nodes()
     del requests["node2"]
-    built = ipam.build_plan(copy.deepcopy(requests), cached=full, inventory_nodes=["node1", "node2"])
+    built = cluster_plan.build_plan(copy.deepcopy(requests), cached=full, inventory_nodes=["node1", "node2"])
     got = svcs.plan_services(built, requests, [web()], "30000-32767", full)
     assert [e["pod"] for e in got["services"][0]["endpoints"]] == ["a", "c"]
     assert got["services"][0]["cluster_ip"] == full["services"][0]["cluster_ip"]
@@ -198,7 +198,7 @@ def prepared_plan(services, replicas=2, requests=None, domain="cluster.local", c
     requests = requests if requests is not None else nodes()
     prep = svcs.prepare(requests, services, CIDR, "30000-32767", replicas, domain,
                         sorted(requests) + sorted((cached or {}).get("nodes", {})))
-    built = ipam.build_plan(copy.deepcopy(requests), cached=cached)
+    built = cluster_plan.build_plan(copy.deepcopy(requests), cached=cached)
     return svcs.plan_services(built, requests, services, "30000-32767", cached, prep)
 
 

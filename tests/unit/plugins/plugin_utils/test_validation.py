@@ -9,8 +9,8 @@ import copy
 
 import pytest
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils import ipam
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.ipam import PlanError
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan, plan_inputs
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 
 def _node(ip, mtu=1500, network="192.168.50.0/24", interface="eth0"):
@@ -49,7 +49,7 @@ def plan(kw=None, mods=None, nodes=None, cached=None, inventory=None):
                 nodes[name]["underlay"].update(value)
             else:
                 nodes[name][key] = value
-    return ipam.build_plan(nodes, cached=cached, inventory_nodes=inventory, **(kw or {}))
+    return cluster_plan.build_plan(nodes, cached=cached, inventory_nodes=inventory, **(kw or {}))
 
 
 def _pods(*entries):
@@ -272,8 +272,8 @@ def test_pod_on_a_node_outside_the_play_counts():
     first = plan(mods={"node2": {"pods": ["web"]}})
     with pytest.raises(PlanError, match=r"pod web is declared on both node1 \(flatnet_pods\) and node2 "
                                         r"\(cached plan; node not in this play\)"):
-        ipam.build_plan({"node1": dict(_nodes()["node1"], pods=["web"])}, cached=first,
-                        inventory_nodes=["node1", "node2"])
+        cluster_plan.build_plan({"node1": dict(_nodes()["node1"], pods=["web"])}, cached=first,
+                                inventory_nodes=["node1", "node2"])
 
 
 # ---------------------------------------------------------------------- right at the edges
@@ -380,20 +380,20 @@ def test_same_pod_name_twice_across_separate_nodes_is_the_only_duplicate_rule():
 
 @pytest.mark.parametrize("name", ["flatnet", "lab-1", "tva1f3", "A.b_c"])
 def test_cluster_names_that_pass(name):
-    assert ipam.check_cluster_name(name) == name
+    assert plan_inputs.check_cluster_name(name) == name
 
 
 @pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "lab\n", "a b", "x" * 64, None])
 def test_cluster_names_refused(name):
     with pytest.raises(PlanError, match=r"flatnet_cluster_name .* is not allowed"):
-        ipam.check_cluster_name(name)
+        plan_inputs.check_cluster_name(name)
 
 
 @pytest.mark.parametrize("group,ok", [("flatnet_nodes", True), ("lab_nodes", True), ("all:!x", False),
                                       ("a,b", False), ("nodes\n", False), ("web*", False), ("", False)])
 def test_group_names(group, ok):
     if ok:
-        assert ipam.check_group(group) == group
+        assert plan_inputs.check_group(group) == group
     else:
         with pytest.raises(PlanError, match=r"flatnet_group .* is not an inventory group name"):
-            ipam.check_group(group)
+            plan_inputs.check_group(group)
