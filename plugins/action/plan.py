@@ -13,9 +13,9 @@ import os
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.flatnet.cluster.plugins.module_utils.state import write_atomic
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp import check_bgp
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp_plan import check_bgp
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.services import (
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.services_plan import (
     DEFAULT_CLUSTER_DOMAIN,
     DEFAULT_NODE_PORT_RANGE,
     plan_services,
@@ -56,7 +56,7 @@ ARGUMENT_SPEC = {
         },
     },
     "masquerade": {"type": "raw", "default": True},
-    # The bgp backend (plugin_utils/bgp.py): checked after the plan is built, before any change.
+    # The bgp backend (plugin_utils/bgp_plan.py): checked after the plan is built, before any change.
     "bgp": {"type": "raw", "default": {}},
     "bridge": {"type": "raw", "default": DEFAULT_BRIDGE},
     "pods_per_node": {"type": "raw", "default": 0},
@@ -67,7 +67,7 @@ ARGUMENT_SPEC = {
     "plan_file": {"type": "raw"},
     "as_fact": {"type": "bool", "default": True},
     "inventory_nodes": {"type": "list", "elements": "str"},
-    # Services (plugin_utils/services.py): checked and allocated here too, before any change.
+    # Services (plugin_utils/services_plan.py): checked and allocated here too, before any change.
     "services": {"type": "raw", "default": []},
     "node_port_range": {"type": "raw", "default": DEFAULT_NODE_PORT_RANGE},
     "dns_replicas": {"type": "raw", "default": 0},

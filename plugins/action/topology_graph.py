@@ -3,7 +3,7 @@
 """Action plugin flatnet.cluster.topology_graph: the picture of the cluster, drawn on the controller.
 
 Nothing runs on the managed hosts. The documentation lives in plugins/modules/topology_graph.py;
-the model and the DOT text come from the pure functions of plugins/plugin_utils/topology.py.
+the model and the DOT text come from the pure functions of plugins/plugin_utils/topology_picture.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import subprocess
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.flatnet.cluster.plugins.module_utils.state import write_atomic
-from ansible_collections.flatnet.cluster.plugins.plugin_utils import topology as topo
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import topology_picture as topo
 
 ARGUMENT_SPEC = {
     "states": {"type": "dict"},

@@ -57,7 +57,7 @@ from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp import bgp_of, check_results
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp_plan import bgp_of, check_results
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 

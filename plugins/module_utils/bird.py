@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """BIRD 2 for the bgp backend: the configuration text, and reading ``birdc`` output.
 
-Everything that reaches the configuration was checked by the planner (plugin_utils/bgp.py);
+Everything that reaches the configuration was checked by the planner (plugin_utils/bgp_plan.py);
 it is checked again here (addresses and prefixes are parsed, names never reach the file
 except as quoted descriptions) because the module may be called directly.
 
@@ -64,7 +64,7 @@ def protocol_name(address):
 
 
 def render(view, log="stderr"):
-    """The BIRD 2 configuration for ``view`` (plugin_utils/bgp.py ``bgp_of``)."""
+    """The BIRD 2 configuration for ``view`` (plugin_utils/bgp_plan.py ``bgp_of``)."""
     router_id = _v4(view.get("router_id"), "router_id")
     asn = int(view.get("asn") or 0)
     if not 1 <= asn <= 4294967294:

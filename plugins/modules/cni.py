@@ -171,8 +171,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import cni as C
-from ansible_collections.flatnet.cluster.plugins.module_utils import state as st
+from ansible_collections.flatnet.cluster.plugins.module_utils import cni_config as C
+from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPRoute2
 from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
 
@@ -250,6 +250,53 @@ def run_check(runner, p, plugin_dir, containers, conflist_doc):
     return results
 
 
+def remove(module, record, record_path, conflist, current, ours, env_current, containers, result):
+    """state=absent: the conflist and subnet.env if ours, the reservations no container holds; exits."""
+    p = module.params
+    diff = {"before": "", "after": ""}
+    if ours:
+        result["changed"] = True
+        diff["before"] += f"# {conflist}\n{current}"
+        if not module.check_mode:
+            flatnet_state.remove(conflist)
+    elif current is not None:
+        module.warn(f"{conflist} was not written by flatnet.cluster (no marker or no record): left in place")
+    if env_current is not None and record.get("subnet_env") == p["subnet_env"]:
+        result["changed"] = True
+        diff["before"] += f"# {p['subnet_env']}\n{env_current}"
+        if not module.check_mode:
+            flatnet_state.remove(p["subnet_env"])
+            flatnet_state.remove_dir_if_empty(os.path.dirname(p["subnet_env"]))
+    live = [c for c in containers if c["netns"]]
+    stale = [c for c in containers if not c["netns"]]
+    result["holding"] = [f"{c['container_id'][:12]} ({c['ip']}, netns {c['netns']})" for c in live]
+    netdir = os.path.join(p["data_dir"], p["network"])
+    if record.get("network") == p["network"] and os.path.isdir(netdir):
+        leftovers = [c["file"] for c in stale]
+        if not live:
+            leftovers += [os.path.join(netdir, f) for f in os.listdir(netdir)
+                          if f in C.HOST_LOCAL_FILES or f.startswith(C.HOST_LOCAL_PREFIX)]
+        if leftovers or not live:
+            result["changed"] = True
+            diff["before"] += "".join(f"# reservation {f}\n" for f in sorted(leftovers))
+            if not module.check_mode:
+                for f in leftovers:
+                    flatnet_state.remove(f)
+                flatnet_state.remove_dir_if_empty(netdir)
+    if live:
+        module.warn(
+            f"containers still hold addresses on CNI network {p['network']}: {', '.join(result['holding'])}; "
+            "their reservations are kept - stop them with their runtime (e.g. podman rm -f)"
+        )
+    if record and not live and not module.check_mode:
+        flatnet_state.remove(record_path)
+        result["changed"] = True
+    elif record and live and not module.check_mode:
+        flatnet_state.save(record_path, {"network": p["network"]})
+    result["diff"] = diff
+    module.exit_json(**result)
+
+
 def main():  # noqa: C901 (one decision per file, in order)
     module = AnsibleModule(
         argument_spec=dict(
@@ -267,14 +314,14 @@ def main():  # noqa: C901 (one decision per file, in order)
             subnet_env=dict(type="path", default=C.SUBNET_ENV),
             plugin_dirs=dict(type="list", elements="path", default=list(C.PLUGIN_DIRS)),
             run_check=dict(type="bool", default=False),
-            state_dir=st.state_dir_spec(),
+            state_dir=flatnet_state.state_dir_spec(),
         ),
         required_if=[("state", "present", ("bridge", "mtu", "ranges"))],
         supports_check_mode=True,
     )
     p = module.params
     record_path = os.path.join(p["state_dir"], "cni.json")
-    record = st.load_or_fail(module, record_path)
+    record = flatnet_state.load_or_fail(module, record_path)
     conflist = os.path.join(p["conf_dir"], C.CONFLIST_NAME)
     plugin_dir, missing = C.find_plugin_dir(p["plugin_dirs"])
     try:
@@ -302,48 +349,7 @@ def main():  # noqa: C901 (one decision per file, in order)
 
     env_current = _read(p["subnet_env"])
     if p["state"] == "absent":
-        diff = {"before": "", "after": ""}
-        if ours:
-            result["changed"] = True
-            diff["before"] += f"# {conflist}\n{current}"
-            if not module.check_mode:
-                st.remove(conflist)
-        elif current is not None:
-            module.warn(f"{conflist} was not written by flatnet.cluster (no marker or no record): left in place")
-        if env_current is not None and record.get("subnet_env") == p["subnet_env"]:
-            result["changed"] = True
-            diff["before"] += f"# {p['subnet_env']}\n{env_current}"
-            if not module.check_mode:
-                st.remove(p["subnet_env"])
-                st.remove_dir_if_empty(os.path.dirname(p["subnet_env"]))
-        live = [c for c in containers if c["netns"]]
-        stale = [c for c in containers if not c["netns"]]
-        result["holding"] = [f"{c['container_id'][:12]} ({c['ip']}, netns {c['netns']})" for c in live]
-        netdir = os.path.join(p["data_dir"], p["network"])
-        if record.get("network") == p["network"] and os.path.isdir(netdir):
-            leftovers = [c["file"] for c in stale]
-            if not live:
-                leftovers += [os.path.join(netdir, f) for f in os.listdir(netdir)
-                              if f in C.HOST_LOCAL_FILES or f.startswith(C.HOST_LOCAL_PREFIX)]
-            if leftovers or not live:
-                result["changed"] = True
-                diff["before"] += "".join(f"# reservation {f}\n" for f in sorted(leftovers))
-                if not module.check_mode:
-                    for f in leftovers:
-                        st.remove(f)
-                    st.remove_dir_if_empty(netdir)
-        if live:
-            module.warn(
-                f"containers still hold addresses on CNI network {p['network']}: {', '.join(result['holding'])}; "
-                "their reservations are kept - stop them with their runtime (e.g. podman rm -f)"
-            )
-        if record and not live and not module.check_mode:
-            st.remove(record_path)
-            result["changed"] = True
-        elif record and live and not module.check_mode:
-            st.save(record_path, {"network": p["network"]})
-        result["diff"] = diff
-        module.exit_json(**result)
+        remove(module, record, record_path, conflist, current, ours, env_current, containers, result)
 
     # present
     if plugin_dir is None:
@@ -367,10 +373,10 @@ def main():  # noqa: C901 (one decision per file, in order)
     result["changed"] = bool(diff["after"]) or record != want_record
     if result["changed"] and not module.check_mode:
         # the record first: a run interrupted after it still knows the file is ours
-        st.save(record_path, want_record)
+        flatnet_state.save(record_path, want_record)
         os.makedirs(p["conf_dir"], mode=0o755, exist_ok=True)
-        st.write_atomic(conflist, text)
-        st.write_atomic(p["subnet_env"], env_text)
+        flatnet_state.write_atomic(conflist, text)
+        flatnet_state.write_atomic(p["subnet_env"], env_text)
     result["diff"] = diff
     module.exit_json(**result)
 

@@ -139,7 +139,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import state as state_file
+from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
     global_addrs,
     IPRoute2,
@@ -432,7 +432,7 @@ def apply(module, ip, lines, writes, actions):
 
 def save_record(module, path, record, actions):
     try:
-        state_file.save(path, record)
+        flatnet_state.save(path, record)
     except OSError as exc:
         module.fail_json(msg=f"cannot write {path}: {exc}", actions=actions)
 
@@ -470,6 +470,42 @@ def retire_all(olds, reader):
     return lines, writes, actions, warnings, shown
 
 
+def remove(module, ip, reader, record, link, sysctls_now, node_path):
+    """state=absent: undo the recorded bridges and restore the recorded sysctls; exits."""
+    p = module.params
+    bridge = p["bridge"]
+    shown_now = {k: v for k, v in sysctls_now.items() if v is not None}
+    # The recorded bridges (and a marked one of the configured name that is recorded);
+    # a marked bridge without a record is not ours to delete.
+    olds = old_bridges(record)
+    lines, bridge_writes, actions, warnings, shown = retire_all(olds, reader)
+    if link is not None and link.get("ifalias") == ALIAS and bridge not in {o["bridge"] for o in olds}:
+        warnings.append(f"bridge {bridge} carries ifalias '{ALIAS}' but is not recorded in "
+                        f"{node_path}; left in place (run the deploy once to record it, or "
+                        f"delete it by hand)")
+    for w in warnings:
+        module.warn(w)
+    writes = plan_restore(record, sysctls_now)
+    actions += [f"restore {n}={v}" for n, v in writes.items()]
+    writes.update(bridge_writes)
+    if os.path.exists(node_path):
+        actions.append(f"remove {node_path}")
+    after = dict(sysctls_now, **writes)
+    result = dict(changed=bool(actions), actions=actions,
+                  sysctls={k: v for k, v in after.items() if v is not None and k in sysctls_now})
+    if module._diff:
+        result["diff"] = {
+            "before": describe(shown, shown_now),
+            "after": describe([(n, None if ["link", "del", n] in lines else lk, a)
+                               for n, lk, a in shown], result["sysctls"])}
+    if module.check_mode or not actions:
+        module.exit_json(**result)
+    apply(module, ip, lines, writes, actions)
+    flatnet_state.remove(node_path)
+    flatnet_state.remove_dir_if_empty(p["state_dir"])
+    module.exit_json(**result)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -481,7 +517,7 @@ def main():
             underlay_interface=dict(type="str"),
             pod_cidrs=dict(type="list", elements="str", default=[]),
             state=dict(type="str", choices=["present", "absent"], default="present"),
-            state_dir=state_file.state_dir_spec(),
+            state_dir=flatnet_state.state_dir_spec(),
         ),
         supports_check_mode=True,
     )
@@ -493,7 +529,7 @@ def main():
     except KernelError as exc:
         module.fail_json(msg=str(exc))
     # A corrupt record fails here, before anything is read or changed.
-    record = state_file.load_or_fail(module, node_path)
+    record = flatnet_state.load_or_fail(module, node_path)
     recorded_sysctls = record.get("sysctls") or {}
     try:
         addresses = normalise_addresses(p["addresses"])
@@ -511,35 +547,7 @@ def main():
     shown_now = {k: v for k, v in sysctls_now.items() if v is not None}
 
     if p["state"] == "absent":
-        # The recorded bridges (and a marked one of the configured name that is recorded);
-        # a marked bridge without a record is not ours to delete.
-        olds = old_bridges(record)
-        lines, bridge_writes, actions, warnings, shown = retire_all(olds, reader)
-        if link is not None and link.get("ifalias") == ALIAS and bridge not in {o["bridge"] for o in olds}:
-            warnings.append(f"bridge {bridge} carries ifalias '{ALIAS}' but is not recorded in "
-                            f"{node_path}; left in place (run the deploy once to record it, or "
-                            f"delete it by hand)")
-        for w in warnings:
-            module.warn(w)
-        writes = plan_restore(record, sysctls_now)
-        actions += [f"restore {n}={v}" for n, v in writes.items()]
-        writes.update(bridge_writes)
-        if os.path.exists(node_path):
-            actions.append(f"remove {node_path}")
-        after = dict(sysctls_now, **writes)
-        result = dict(changed=bool(actions), actions=actions,
-                      sysctls={k: v for k, v in after.items() if v is not None and k in sysctls_now})
-        if module._diff:
-            result["diff"] = {
-                "before": describe(shown, shown_now),
-                "after": describe([(n, None if ["link", "del", n] in lines else lk, a)
-                                   for n, lk, a in shown], result["sysctls"])}
-        if module.check_mode or not actions:
-            module.exit_json(**result)
-        apply(module, ip, lines, writes, actions)
-        state_file.remove(node_path)
-        state_file.remove_dir_if_empty(p["state_dir"])
-        module.exit_json(**result)
+        remove(module, ip, reader, record, link, sysctls_now, node_path)
 
     accept_ra = read_sysctl(accept_ra_name(bridge)) if link else None
     try:

@@ -77,7 +77,7 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import state as state_file
+from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPRoute2
 from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
 
@@ -163,8 +163,8 @@ def find_underlay(addr_links, default_routes, interface=None, ip=None):
 
 
 def read_recorded(state_dir):
-    node = state_file.load(os.path.join(state_dir, "node.json"))
-    pods = state_file.load(os.path.join(state_dir, "pods.json"))
+    node = flatnet_state.load(os.path.join(state_dir, "node.json"))
+    pods = flatnet_state.load(os.path.join(state_dir, "pods.json"))
     recorded = {}
     if node.get("pod_cidrs"):
         recorded["pod_cidrs"] = list(node["pod_cidrs"])
@@ -175,7 +175,7 @@ def read_recorded(state_dir):
     if pod_ips:
         recorded["pods"] = pod_ips
     # ClusterIPs and node ports the services module recorded, so they stay stable.
-    services = state_file.load(os.path.join(state_dir, "services.json")).get("allocations")
+    services = flatnet_state.load(os.path.join(state_dir, "services.json")).get("allocations")
     if isinstance(services, dict) and services:
         recorded["services"] = services
     return recorded
@@ -230,7 +230,7 @@ def main():
         argument_spec=dict(
             underlay_interface=dict(type="str"),
             underlay_ip=dict(type="str"),
-            state_dir=state_file.state_dir_spec(),
+            state_dir=flatnet_state.state_dir_spec(),
         ),
         supports_check_mode=True,
     )
@@ -245,7 +245,7 @@ def main():
         underlay = find_underlay(addr_links, routes, module.params["underlay_interface"],
                                  module.params["underlay_ip"])
         recorded = read_recorded(module.params["state_dir"])
-    except (KernelError, UnderlayError, state_file.StateError) as exc:
+    except (KernelError, UnderlayError, flatnet_state.StateError) as exc:
         module.fail_json(msg=str(exc))
     facts = {
         "hostname": socket.gethostname(),

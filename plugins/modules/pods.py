@@ -154,7 +154,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import procs
-from ansible_collections.flatnet.cluster.plugins.module_utils import state as state_file
+from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
 from ansible_collections.flatnet.cluster.plugins.module_utils import workload
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import is_pod_name
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import global_addrs, IPRoute2, is_up, netns_inode
@@ -380,7 +380,7 @@ def apply(module, ip, steps, desired, record, state_dir):  # noqa: C901 (one ord
         intent["pods"][name].setdefault("netns_inode", None)
         intent["pods"][name].setdefault("workload", None)
     if intent != {"pods": rec_pods}:
-        state_file.save(pods_path, intent)
+        flatnet_state.save(pods_path, intent)
 
     for name, ident in steps["stop"]:
         _signalled, left = workload.stop_tree(ident)
@@ -441,11 +441,11 @@ def apply(module, ip, steps, desired, record, state_dir):  # noqa: C901 (one ord
         final["pods"][name]["workload"] = ident
         final["pods"][name]["pid"] = ident["sid"]
         # Recorded before the next one starts: an interrupted run knows all it started.
-        state_file.save(pods_path, final)
+        flatnet_state.save(pods_path, final)
         if not workload.wait_tree(ident):
             final["pods"][name]["pid"] = None
             final["pods"][name]["workload"] = None
-            state_file.save(pods_path, final)
+            flatnet_state.save(pods_path, final)
             module.fail_json(msg=f"pod {name}: workload {' '.join(argv)} exited at once; "
                                  f"see {os.path.join(log_dir, name + '.log')}")
     return final
@@ -473,7 +473,7 @@ def main():
             )),
             prune=dict(type="bool", default=True),
             state=dict(type="str", choices=["present", "absent"], default="present"),
-            state_dir=state_file.state_dir_spec(),
+            state_dir=flatnet_state.state_dir_spec(),
         ),
         supports_check_mode=True,
     )
@@ -493,7 +493,7 @@ def main():
         ip = IPRoute2(module)
     except KernelError as exc:
         module.fail_json(msg=str(exc))
-    record = state_file.load_or_fail(module, pods_path)
+    record = flatnet_state.load_or_fail(module, pods_path)
     record.setdefault("pods", {})
     try:
         observed = observe(ip, desired, record, p["bridge"])
@@ -532,13 +532,13 @@ def main():
         result["warnings"] = result.get("warnings", []) + steps["late_warnings"]
     log_dir = os.path.join(state_dir, "logs")
     for name in set(record["pods"]) - set(final["pods"]):
-        state_file.remove(os.path.join(log_dir, f"{name}.log"))
+        flatnet_state.remove(os.path.join(log_dir, f"{name}.log"))
     if absent:
-        state_file.remove(pods_path)
-        state_file.remove_dir_if_empty(log_dir)
-        state_file.remove_dir_if_empty(state_dir)
+        flatnet_state.remove(pods_path)
+        flatnet_state.remove_dir_if_empty(log_dir)
+        flatnet_state.remove_dir_if_empty(state_dir)
     elif final != record:
-        state_file.save(pods_path, final)
+        flatnet_state.save(pods_path, final)
     result["pods"] = result_pods(desired, final["pods"])
     module.exit_json(**result)
 

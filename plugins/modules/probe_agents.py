@@ -113,7 +113,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import probe_agent, procs, state, workload
+from ansible_collections.flatnet.cluster.plugins.module_utils import probe_agent, procs, workload
+from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import netns_inode
 from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError, Runner
 
@@ -215,19 +216,74 @@ def _pids(found):
     return ", ".join(str(p["pid"]) for p in found)
 
 
+def agents_to_start(p, python, agent_path, agents, idents, trees, pod_ns, stale_code, actions):
+    """Which pods get a new agent: ``(to_start [(pod, argv)], to_stop [identity])``; the
+    reasons are appended to ``actions``. A running agent is restarted for new ports or
+    lifetime, new agent code, a replaced pod namespace or less than half its lifetime left."""
+    to_start, to_stop = [], []
+    for pod in p["pods"]:
+        argv = agent_argv(python, agent_path, pod, p["http_port"], p["udp_port"], p["lifetime"])
+        entry = agents.get(pod)
+        ident = idents.get(pod) or {}
+        if trees.get(pod):
+            left = remaining_lifetime(ident, entry["argv"])
+            why = None
+            if entry["argv"] != argv:
+                why = "new ports or lifetime"
+            elif stale_code:
+                why = "new agent code"
+            elif ident.get("netns_inode") != pod_ns[pod]:
+                why = "the pod's namespace was replaced"
+            elif left is not None and left < p["lifetime"] / 2:
+                why = f"{max(left, 0):.0f} s of its lifetime left"
+            if why is None:
+                continue
+            actions.append(f"restart probe agent in pod {pod} (pid {entry['pid']}: {why})")
+            to_stop.append(ident)
+        else:
+            actions.append(f"start probe agent in pod {pod}")
+        to_start.append((pod, argv))
+    return to_start, to_stop
+
+
+def start_agents(p, ip_bin, agent_path, record_path, digest, agents, to_start):
+    """Start the agents, record each at once, then wait for all to listen; the failures."""
+    started, failed = [], []
+    for pod, argv in to_start:
+        log = os.path.join(p["run_dir"], f"{pod}.log")
+        ident = workload.launch(ip_bin, pod, argv, log, env={MARK_ENV: agent_path})
+        agents[pod] = {"pid": ident["sid"], "argv": argv, "workload": ident}
+        # Recorded before the next one starts, so a later run finds all that were started.
+        flatnet_state.save(record_path, {"source_sha256": digest, "agents": agents})
+        started.append((pod, ident["sid"], argv, log))
+    for pod, pid, argv, log in started:
+        if not wait_listening(pid, argv, pod, p["http_port"], p["udp_port"], p["wait_timeout"]):
+            failed.append(f"{pod} (pid {pid}): {_log_tail(log) or 'not listening'}")
+    return failed
+
+
+ARGUMENT_SPEC = dict(
+    pods=dict(type="list", elements="str", default=[]),
+    state=dict(type="str", choices=["started", "stopped"], default="started"),
+    http_port=dict(type="int", default=8083),
+    udp_port=dict(type="int", default=8081),
+    wait_timeout=dict(type="float", default=10.0),
+    lifetime=dict(type="float", default=600.0),
+    run_dir=dict(type="path", default="/run/flatnet/probe"),
+)
+
+
+def write_agent(run_dir, agent_path, source):
+    """The agent's code, replaced whole (a running agent keeps the file it started from)."""
+    os.makedirs(run_dir, mode=0o755, exist_ok=True)
+    tmp = agent_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(source)
+    os.replace(tmp, agent_path)
+
+
 def run_module():  # noqa: C901 (one decision per pod, in order)
-    module = AnsibleModule(
-        argument_spec=dict(
-            pods=dict(type="list", elements="str", default=[]),
-            state=dict(type="str", choices=["started", "stopped"], default="started"),
-            http_port=dict(type="int", default=8083),
-            udp_port=dict(type="int", default=8081),
-            wait_timeout=dict(type="float", default=10.0),
-            lifetime=dict(type="float", default=600.0),
-            run_dir=dict(type="path", default="/run/flatnet/probe"),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     if p["lifetime"] < 0:
         module.fail_json(msg=f"lifetime must be 0 (no limit) or a number of seconds, not {p['lifetime']:g}")
@@ -238,7 +294,7 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
     run_dir = p["run_dir"]
     agent_path = os.path.join(run_dir, AGENT_FILE)
     record_path = os.path.join(run_dir, RECORD_FILE)
-    record = state.load_or_fail(module, record_path)
+    record = flatnet_state.load_or_fail(module, record_path)
     agents = dict(record.get("agents", {}))
     actions = []
     changed = False
@@ -288,9 +344,9 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
             if not module.check_mode:
                 for f in leftovers:
                     _remove(f)
-                state.remove_dir_if_empty(run_dir)
+                flatnet_state.remove_dir_if_empty(run_dir)
         elif agents != record.get("agents", {}) and not module.check_mode:
-            state.save(record_path, {"source_sha256": digest, "agents": agents})
+            flatnet_state.save(record_path, {"source_sha256": digest, "agents": agents})
         module.exit_json(**result())
 
     pod_ns = {pod: netns_inode(pod) for pod in p["pods"]}
@@ -306,11 +362,7 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
         actions.append(f"write {agent_path}")
         changed = True
         if not module.check_mode:
-            os.makedirs(run_dir, mode=0o755, exist_ok=True)
-            tmp = agent_path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(source)
-            os.replace(tmp, agent_path)
+            write_agent(run_dir, agent_path, source)
 
     # Stale agents first: marked agents in these pods that are not the recorded one. They would
     # hold the ports, and a pod must end up with exactly one agent.
@@ -323,30 +375,8 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
     if stale and not module.check_mode:
         workload.stop_procs(stale)
 
-    to_start, to_stop = [], []
-    for pod in p["pods"]:
-        argv = agent_argv(python, agent_path, pod, p["http_port"], p["udp_port"], p["lifetime"])
-        entry = agents.get(pod)
-        ident = idents.get(pod) or {}
-        if trees.get(pod):
-            left = remaining_lifetime(ident, entry["argv"])
-            why = None
-            if entry["argv"] != argv:
-                why = "new ports or lifetime"
-            elif stale_code:
-                why = "new agent code"
-            elif ident.get("netns_inode") != pod_ns[pod]:
-                why = "the pod's namespace was replaced"
-            elif left is not None and left < p["lifetime"] / 2:
-                why = f"{max(left, 0):.0f} s of its lifetime left"
-            if why is None:
-                continue
-            actions.append(f"restart probe agent in pod {pod} (pid {entry['pid']}: {why})")
-            to_stop.append(ident)
-        else:
-            actions.append(f"start probe agent in pod {pod}")
-        changed = True
-        to_start.append((pod, argv))
+    to_start, to_stop = agents_to_start(p, python, agent_path, agents, idents, trees, pod_ns, stale_code, actions)
+    changed = changed or bool(to_start)
 
     if to_stop and not module.check_mode:
         # The agents to restart, all in one round (as state=stopped does).
@@ -354,20 +384,10 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
 
     failed = []
     if not module.check_mode and to_start:
-        started = []
-        for pod, argv in to_start:
-            log = os.path.join(run_dir, f"{pod}.log")
-            ident = workload.launch(ip_bin, pod, argv, log, env={MARK_ENV: agent_path})
-            agents[pod] = {"pid": ident["sid"], "argv": argv, "workload": ident}
-            # Recorded before the next one starts, so a later run finds all that were started.
-            state.save(record_path, {"source_sha256": digest, "agents": agents})
-            started.append((pod, ident["sid"], argv, log))
-        for pod, pid, argv, log in started:
-            if not wait_listening(pid, argv, pod, p["http_port"], p["udp_port"], p["wait_timeout"]):
-                failed.append(f"{pod} (pid {pid}): {_log_tail(log) or 'not listening'}")
+        failed = start_agents(p, ip_bin, agent_path, record_path, digest, agents, to_start)
     elif not module.check_mode and (record.get("source_sha256") != digest or agents != record.get("agents", {})) \
             and agents:
-        state.save(record_path, {"source_sha256": digest, "agents": agents})
+        flatnet_state.save(record_path, {"source_sha256": digest, "agents": agents})
 
     if failed:
         module.fail_json(msg="probe agents did not start listening: " + "; ".join(failed), **result())

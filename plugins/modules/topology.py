@@ -117,7 +117,7 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import state as state_file
+from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import global_addrs, IPRoute2, netns_inode
 from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import POD_ALIAS_PREFIX, veth_name
@@ -283,12 +283,12 @@ def main():
             vxlan_device=dict(type="str", default="flatnet.1"),
             underlay_interface=dict(type="str"),
             pods=dict(type="list", elements="str", default=[]),
-            state_dir=state_file.state_dir_spec(),
+            state_dir=flatnet_state.state_dir_spec(),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    record = state_file.load_or_fail(module, os.path.join(p["state_dir"], "pods.json"))
+    record = flatnet_state.load_or_fail(module, os.path.join(p["state_dir"], "pods.json"))
     try:
         ip = IPRoute2(module)
         topology = read(ip, p, record)

@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils import cni as _cni
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import cni_plan as _cni
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.node_blocks import (
     _address,
     _assign_blocks,
@@ -102,7 +102,7 @@ def build_plan(
     cluster, in or out of this play. ``bridge`` and ``pods_per_node`` apply to nodes whose
     request has no value of its own. Every input is checked first; messages name the role
     variables (``flatnet_*``) that feed each one. ``cni`` splits each node block between the
-    collection's pods and CNI containers (``cni_range``: the share, "1/N"; plugin_utils/cni.py).
+    collection's pods and CNI containers (``cni_range``: the share, "1/N"; plugin_utils/cni_plan.py).
     """
     require_netaddr()
     # The plan allocates hundreds of thousands of small objects and makes no cycles: the
@@ -346,7 +346,7 @@ def _pods_in_play(name, request, node_blocks, cached_nodes, settings: _Settings,
     commands = {p["name"]: p.get("command") for p in pod_reqs}
     labels = {p["name"]: p.get("labels") for p in pod_reqs}
     pods_out = [{"name": p, "ips": ips[p], "command": commands[p]} for p in sorted(ips)]
-    for pod in pods_out:  # services select pods by label (plugin_utils/services.py)
+    for pod in pods_out:  # services select pods by label (plugin_utils/services_plan.py)
         if isinstance(labels.get(pod["name"]), Mapping) and labels[pod["name"]]:
             pod["labels"] = {str(k): str(val) for k, val in labels[pod["name"]].items()}
     cni_out = _node_cni(name, node_blocks, splits, ips, containers,

@@ -71,7 +71,7 @@ def peers_of(plan: Mapping, name: str) -> list[dict]:
         adjacent = ip.version == my_ip.version and ip in my_net and my_ip in net
         direct = backend == "host-gw" or (backend == "auto" and adjacent and not v6_over_v4)
         # bgp: BIRD serves the peers on this node's underlay subnet (an on-link next hop);
-        # the others are tunnelled as with auto (plugin_utils/bgp.py, docs/backends.md).
+        # the others are tunnelled as with auto (plugin_utils/bgp_plan.py, docs/backends.md).
         served = backend == "bgp" and adjacent and not v6_over_v4
         peers.append({
             "name": other,

@@ -96,7 +96,7 @@ def _assign_pod_ips(
     """Give each pod one address per node block. ``claims``: [(source, {pod: ips})], soft.
 
     ``ceilings`` ({family: (last address for new pods, why)}) keeps new and pinned pods below
-    the CNI share (see plugin_utils/cni.py); addresses pods already have are kept.
+    the CNI share (see plugin_utils/cni_plan.py); addresses pods already have are kept.
     Phases: room, the rerun shortcut, pins, claims kept, free addresses, the texts.
     """
     by_family = {b.version: b for b in blocks}

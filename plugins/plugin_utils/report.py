@@ -23,7 +23,7 @@ CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "iden
 CHECKS += ["pod-container", "container-container", "node-container-local", "node-container-remote", "cni-check"]
 # NodePort services from outside the cluster (service_probe mode=outside).
 CHECKS += ["nodeport"]
-# The bgp backend (plugin_utils/bgp.py check_results; roles/verify/tasks/bgp.yml).
+# The bgp backend (plugin_utils/bgp_plan.py check_results; roles/verify/tasks/bgp.yml).
 CHECKS += ["bgp-session", "bgp-routes"]
 FIELDS = ["check", "proto", "src_node", "src", "src_ip", "dst_node", "dst", "dst_ip",
           "ok", "reason", "seen", "expected", "error"]

@@ -47,7 +47,7 @@ def test_plan_fact_matches_build_plan(tmp_path):
     assert result["changed"] is False
     assert not result.get("failed")
     got = dict(result["ansible_facts"]["flatnet_plan"])
-    # The services part (plugin_utils/services.py) comes on top of build_plan's.
+    # The services part (plugin_utils/services_plan.py) comes on top of build_plan's.
     assert (got.pop("services"), got.pop("service_node_port_range"), got.pop("dns_ip")) == (
         [], [30000, 32767], "10.96.0.10")
     assert got.pop("dns") == {"ip": None, "domain": "cluster.local", "pods": []}

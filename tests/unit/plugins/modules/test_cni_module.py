@@ -11,7 +11,7 @@ import pytest
 
 from ansible_collections.flatnet.cluster.tests.unit.compat import patch_module_args
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import cni as C
+from ansible_collections.flatnet.cluster.plugins.module_utils import cni_config as C
 from ansible_collections.flatnet.cluster.plugins.modules import cni as cni_module
 
 RANGES = [[{"subnet": "10.244.1.0/24", "rangeStart": "10.244.1.128", "rangeEnd": "10.244.1.254",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan, peer_views, plan_inputs
-from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp import bgp_of, check_bgp
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp_plan import bgp_of, check_bgp
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 
@@ -127,7 +127,7 @@ def _query(plan, node, sessions_info="Established", drop=(), extra=()):
 
 
 def test_check_results_pass_and_fail():
-    from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp import check_results
+    from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp_plan import check_results
     plan = _plan(3)
     good = check_results(_query(plan, "node1"), plan, "node1")
     assert [r["check"] for r in good].count("bgp-session") == 2 and all(r["ok"] for r in good)
@@ -143,7 +143,7 @@ def test_check_results_pass_and_fail():
 
 def test_report_knows_the_bgp_checks():
     from ansible_collections.flatnet.cluster.plugins.plugin_utils import report
-    from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp import check_results
+    from ansible_collections.flatnet.cluster.plugins.plugin_utils.bgp_plan import check_results
     plan = _plan(3)
     results = check_results({"running": False}, plan, "node1")
     built = report.build(results, plan=plan)

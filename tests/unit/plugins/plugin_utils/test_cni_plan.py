@@ -7,8 +7,8 @@ import json
 import pytest
 from netaddr import IPAddress, IPNetwork
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import cni as C
-from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan, cni
+from ansible_collections.flatnet.cluster.plugins.module_utils import cni_config as C
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan, cni_plan as cni
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 

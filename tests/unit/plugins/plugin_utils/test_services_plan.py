@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan, services as svcs
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan, services_plan as svcs
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 CIDR = "10.96.0.0/12"

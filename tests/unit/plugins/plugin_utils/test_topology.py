@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ansible_collections.flatnet.cluster.plugins.action.topology_graph import collect
-from ansible_collections.flatnet.cluster.plugins.plugin_utils import topology as topo
+from ansible_collections.flatnet.cluster.plugins.plugin_utils import topology_picture as topo
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "lab_vxlan_live.json")
 SVG_NS = "{http://www.w3.org/2000/svg}"
