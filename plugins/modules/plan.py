@@ -322,7 +322,9 @@ ansible_facts:
         - The plan; its structure is the contract in C(docs/design.md).
         - "Keys: C(cluster_cidrs) (one per family, IPv4 first), C(service_cidr), C(backend), C(mtu),
           C(masquerade), C(vxlan) ({vni, port, device}) and C(nodes): per node C(pod_cidrs),
-          C(gateways) (bridge addresses with prefix), C(vtep_ips), C(vtep_mac), C(underlay), C(bridge),
+          C(gateways) (bridge addresses with prefix), C(gateway_ips) (the same without prefix),
+          C(vtep_ips) (the network address of each pod CIDR), C(vtep_cidrs) (the same with the host
+          prefix, /32 or /128, as the VXLAN device carries them), C(vtep_mac), C(underlay), C(bridge),
           C(pods) (sorted by name: C({name, ips, command}) and C(labels) when the pod has any);
           each node's peers are not stored but derived with the P(flatnet.cluster.peers_of#filter) filter;
           C(services) (sorted by namespace and name, each with its C(cluster_ip), C(ports) with C(node_port),
@@ -343,7 +345,9 @@ ansible_facts:
           node1:
             pod_cidrs: [10.244.0.0/24]
             gateways: [10.244.0.1/24]
+            gateway_ips: [10.244.0.1]
             vtep_ips: [10.244.0.0]
+            vtep_cidrs: [10.244.0.0/32]
             vtep_mac: "0e:85:ef:bc:8c:cc"
             underlay: {interface: eth0, ip: 192.168.50.11, prefix: 24, network: 192.168.50.0/24, mtu: 1500}
             bridge: cni0

@@ -61,6 +61,8 @@ VXLAN_OVERHEAD = {4: 50, 6: 70}
 MIN_MTU = 576
 MIN_MTU_V6 = 1280
 MAX_MTU = 65535
+# The prefix of one address: the VXLAN device carries its VTEP address as a host route.
+HOST_PREFIX = {4: 32, 6: 128}
 
 
 class _Settings(NamedTuple):
@@ -298,6 +300,10 @@ def _node_entry(name, node_blocks, nodes, cached_nodes, underlays, bridges, sett
         "pod_cidrs": [str(b) for b in node_blocks],
         "gateways": [f"{_address(first + 1, fam)}/{plen}" for first, fam, plen in firsts],
         "vtep_ips": [_address(first, fam) for first, fam, _plen in firsts],
+        # Ready for the roles, derived here for every node (a cached plan written before these
+        # keys existed gets them too): no prefix arithmetic in Jinja.
+        "gateway_ips": [_address(first + 1, fam) for first, fam, _plen in firsts],
+        "vtep_cidrs": [f"{_address(first, fam)}/{HOST_PREFIX[fam]}" for first, fam, _plen in firsts],
         "vtep_mac": vtep_mac(underlays[name]["ip"]),
         "underlay": underlay,
         "pods": pods_out,
