@@ -32,10 +32,37 @@ def name_of(node):
     return node["name"]
 
 
+def veth_paired(one, other):
+    """Whether two link records (``ip -json link``) are the two ends of one veth."""
+    return (one is not None and other is not None
+            and one.get("link_index") == other.get("ifindex")
+            and other.get("link_index") == one.get("ifindex"))
+
+
+def addr_changes(have, cidr, dev, where, added="address"):
+    """(actions, batch lines) that leave exactly ``cidr`` on ``dev``; ``where`` names the
+    device in the actions."""
+    actions, lines = [], []
+    for extra in have:
+        if extra != cidr:
+            actions.append(f"remove address {extra} from {where}")
+            lines.append(["addr", "del", extra, "dev", dev])
+    if cidr not in have:
+        actions.append(f"add {added} {cidr} to {where}")
+        lines.append(["addr", "add", cidr, "dev", dev])
+    return actions, lines
+
+
 class LabWiring:
     """The links, addresses and routes of the module's Lab (it uses its ``act``, ``check``,
     ``ipr``, ``kernel``, ``netns``, ``outns``, ``mtu``, ``subnets``, ``nodes``, ``outside``,
     ``marker`` and ownership checks)."""
+
+    def acts(self, changes):
+        """Record the actions of ``(actions, lines)``; the lines, to be applied."""
+        actions, lines = changes
+        self.actions.extend(actions)
+        return lines
 
     @staticmethod
     def node_net(pid):
@@ -105,14 +132,7 @@ class LabWiring:
                 batch.append(["link", "set", br, "mtu", self.mtu])
             if cur is None or "UP" not in cur.get("flags", []):
                 batch.append(["link", "set", br, "up"])
-            have = addrs.get(br, [])
-            for extra in have:
-                if extra != cidr:
-                    self.act(f"remove address {extra} from {br}")
-                    batch.append(["addr", "del", extra, "dev", br])
-            if cidr not in have:
-                self.act(f"add gateway {cidr} to {br}")
-                batch.append(["addr", "add", cidr, "dev", br])
+            batch += self.acts(addr_changes(addrs.get(br, []), cidr, br, br, added="gateway"))
         if batch and not self.check:
             self.ipr.batch(batch, netns=self.netns)
         if not exists and not self.check:
@@ -126,11 +146,7 @@ class LabWiring:
         node_links = {link_["ifname"]: link_ for link_ in self.node_ip_json(pid, ["link", "show"])}
         lab_end, eth0 = lab_links.get(link), node_links.get("eth0")
         # A veth is whole or not at all: if one end is missing, make the pair again.
-        paired = (
-            lab_end is not None and eth0 is not None
-            and lab_end.get("link_index") == eth0.get("ifindex")
-            and eth0.get("link_index") == lab_end.get("ifindex")
-        )
+        paired = veth_paired(lab_end, eth0)
         if not paired:
             self.act(f"connect node {name_of(node)} to {br} ({link} <-> eth0)")
             if self.check:
@@ -165,13 +181,7 @@ class LabWiring:
             node_batch.append(["link", "set", "eth0", "mtu", self.mtu])
         if "UP" not in eth0.get("flags", []):
             node_batch.append(["link", "set", "eth0", "up"])
-        for extra in have:
-            if extra != cidr:
-                self.act(f"remove address {extra} from eth0 of node {name_of(node)}")
-                node_batch.append(["addr", "del", extra, "dev", "eth0"])
-        if cidr not in have:
-            self.act(f"add address {cidr} to eth0 of node {name_of(node)}")
-            node_batch.append(["addr", "add", cidr, "dev", "eth0"])
+        node_batch += self.acts(addr_changes(have, cidr, "eth0", f"eth0 of node {name_of(node)}"))
         routes = self.node_ip_json(pid, ["-4", "route", "show", "default"]) if eth0 else []
         if not any(r.get("gateway") == gw and r.get("dev") == "eth0" for r in routes) or node_batch:
             if not routes or not any(r.get("gateway") == gw for r in routes):
@@ -199,9 +209,7 @@ class LabWiring:
         if out_alive and lab_alive:
             lab_end = self.ipr.links(self.netns).get(OUTSIDE_LINK)
             eth0 = self.ipr.links(self.outns).get("eth0")
-            paired = (lab_end is not None and eth0 is not None
-                      and lab_end.get("link_index") == eth0.get("ifindex")
-                      and eth0.get("link_index") == lab_end.get("ifindex"))
+            paired = veth_paired(lab_end, eth0)
         else:
             lab_end = eth0 = None
             paired = False
@@ -226,14 +234,7 @@ class LabWiring:
     def ensure_addr(self, netns, dev, cidr, gateway):
         addrs = self.ipr.addrs(netns).get(dev, [])
         link = self.ipr.links(netns).get(dev, {})
-        batch = []
-        for extra in addrs:
-            if extra != cidr:
-                self.act(f"remove address {extra} from {dev} in {netns}")
-                batch.append(["addr", "del", extra, "dev", dev])
-        if cidr not in addrs:
-            self.act(f"add address {cidr} to {dev} in {netns}")
-            batch.append(["addr", "add", cidr, "dev", dev])
+        batch = self.acts(addr_changes(addrs, cidr, dev, f"{dev} in {netns}"))
         if "UP" not in link.get("flags", []):
             batch.append(["link", "set", dev, "up"])
         if gateway:

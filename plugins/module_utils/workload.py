@@ -18,8 +18,8 @@ fork) as long as they keep their environment. A daemon that does both (a new ses
 a scrubbed environment) escapes: run commands in the foreground.
 
 The 0.1 record (PID + command line + netns inode, ``running_in``) is still understood, to
-adopt a workload started by 0.1 once; ``spawn``/``start``/``alive``/``stop`` keep their
-0.1 behaviour for the lab and its tests.
+adopt a workload started by 0.1 once (``legacy_identity``); ``alive``/``wait_started`` check
+a recorded PID and command line. ``spawn`` starts any detached process (the lab's too).
 """
 
 from __future__ import annotations
@@ -68,16 +68,6 @@ def spawn(argv, log_path, env=None, mode="ab"):
             start_new_session=True,
             env=env if env is not None else dict(os.environ, **ENV),
         )
-
-
-def start(ip_bin, netns, argv, log_path):
-    """Start ``argv`` detached inside the named netns; return its PID.
-
-    ``ip netns exec`` execs the command after entering the namespace, so the PID of the
-    child is the workload's own.
-    """
-    os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
-    return spawn([ip_bin, "netns", "exec", netns] + list(argv), log_path).pid
 
 
 def _cmdline(pid):
@@ -163,35 +153,6 @@ def wait_started(pid, argv, netns, timeout=2.0):
             return False
         time.sleep(0.02)
     return alive(pid, argv, netns)
-
-
-def stop(pid, argv, netns=None, timeout=3.0, ns_inode=None):
-    """Stop a recorded workload (TERM, then KILL), only if it is still the recorded process.
-
-    The namespace is checked by name (``netns``) or by the recorded inode (``ns_inode``);
-    with neither, only the command line is. Returns True when something was signalled.
-    """
-    if not pid or not argv:
-        return False
-    cmdline = _cmdline(pid)
-    if cmdline is None or not _same_argv(cmdline, argv):
-        return False
-    if ns_inode is not None and ns_inode_of(pid) != ns_inode:
-        return False
-    if netns is not None and ns_inode is None and not alive(pid, argv, netns):
-        return False
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return True
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if _state(pid) in (None, "Z", "X"):
-                _reap(pid)
-                return True
-            time.sleep(0.02)
-    return True
 
 
 def _reap(pid):

@@ -260,13 +260,7 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.lab_processes impo
     node_pid,
     node_unshares,
 )
-from ansible_collections.flatnet.cluster.plugins.module_utils.lab_spec import (  # noqa: F401 (names the tests use)
-    ARGUMENT_SPEC,
-    LabError,
-    bridge_name,
-    lab_spec,
-    node_link_name,
-)
+from ansible_collections.flatnet.cluster.plugins.module_utils.lab_spec import ARGUMENT_SPEC, LabError, lab_spec
 from ansible_collections.flatnet.cluster.plugins.module_utils.lab_wiring import LabWiring
 
 

@@ -56,6 +56,14 @@ def test_absent_checks_only_name_and_state_dir():
         lab_spec(params(state="absent", state_dir="/etc/lab"))
 
 
+# Moved here from tests/unit/plugins/modules/test_lab.py with the names it tests.
+def test_link_names_fit():
+    assert node_link_name("node1") == "v-node1"
+    long = node_link_name("a-very-long-node-name")
+    assert len(long) <= 15 and long.startswith("v-")
+    assert bridge_name("lan") == "br-lan"
+
+
 def test_long_names_get_a_digest():
     assert bridge_name("a" * 20).startswith("br-") and len(bridge_name("a" * 20)) == 11
     assert node_link_name("node-with-a-long-name") != node_link_name("node-with-a-long-nam")

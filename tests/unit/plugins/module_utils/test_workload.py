@@ -16,7 +16,7 @@ def test_argv_of():
     assert workload.argv_of("sh -c 'a; b'") == ["sh", "-c", "a; b"]
 
 
-def test_running_in_and_stop_check_the_recorded_process():
+def test_running_in_checks_the_recorded_process():
     argv = [sys.executable, "-c", "import time; time.sleep(60)"]
     proc = subprocess.Popen(argv)
     try:
@@ -25,14 +25,11 @@ def test_running_in_and_stop_check_the_recorded_process():
         while not workload.running_in(proc.pid, argv, ino) and time.monotonic() < deadline:
             time.sleep(0.01)  # until the child has exec'd
         assert workload.running_in(proc.pid, argv, ino)
-        # another command line or another namespace: not ours, never signalled
+        # another command line or another namespace: not ours
         assert not workload.running_in(proc.pid, ["sleep", "60"], ino)
         assert not workload.running_in(proc.pid, argv, ino + 1)
-        assert not workload.stop(proc.pid, ["sleep", "60"])
-        assert not workload.stop(proc.pid, argv, ns_inode=ino + 1)
-        assert proc.poll() is None
-        assert workload.stop(proc.pid, argv, ns_inode=ino)
-        assert proc.wait(timeout=5) is not None
+        proc.kill()
+        proc.wait(timeout=5)
         assert not workload.running_in(proc.pid, argv, ino)
     finally:
         if proc.poll() is None:

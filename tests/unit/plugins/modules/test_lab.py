@@ -60,13 +60,6 @@ def alive(pid):
         return False
 
 
-def test_link_names_fit():
-    assert lab_module.node_link_name("node1") == "v-node1"
-    long = lab_module.node_link_name("a-very-long-node-name")
-    assert len(long) <= 15 and long.startswith("v-")
-    assert lab_module.bridge_name("lan") == "br-lan"
-
-
 @pytest.mark.parametrize("args, message", [
     ({"name": "Bad_Name", "subnets": [{"name": "a", "cidr": "192.168.50.0/24"}]}, "lab name"),
     ({"subnets": [{"name": "a", "cidr": "192.168.50.0/24"}, {"name": "b", "cidr": "192.168.50.128/25"}]}, "overlaps"),

@@ -107,8 +107,7 @@ def _kill_recorded(record):
         data = json.loads(record.read_text())
     except (OSError, ValueError):
         return
-    for entry in data.get("agents", {}).values():
-        workload.stop(entry["pid"], entry["argv"], None)
+    workload.stop_trees([entry.get("workload") for entry in data.get("agents", {}).values()])
 
 
 def run_playbook(tmp, name, plays, inventory, extra=(), python=HOST_PYTHON):

@@ -46,7 +46,7 @@ def lab(tmp_path_factory):
     v6a = str(ipaddress.ip_address(f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}::2"))
     v6b = v6a[:-1] + "3"
     run_dir = tmp_path_factory.mktemp(tag)
-    pid = None
+    pid = ident = None
     argv = None
     try:
         ip("netns", "add", a)
@@ -62,12 +62,13 @@ def lab(tmp_path_factory):
         agent = run_dir / "agent.py"
         agent.write_text(probe_agent.agent_source())
         argv = agent_argv(sys.executable, str(agent), a, HTTP, UDP)
-        pid = workload.start(IP, a, argv, str(run_dir / "agent.log"))
+        ident = workload.launch(IP, a, argv, str(run_dir / "agent.log"))
+        pid = ident["sid"]  # ip netns exec execs the agent: the leader is the agent
         assert wait_listening(pid, argv, a, HTTP, UDP, 10), (run_dir / "agent.log").read_text()
         yield dict(a=a, b=b, v4a=v4a, v4b=v4b, v6a=v6a, v6b=v6b, tag=tag)
     finally:
-        if pid:
-            workload.stop(pid, argv, None)
+        if ident:
+            workload.stop_tree(ident)
         for ns in (a, b):
             ip("netns", "del", ns, check=False)
         shutil.rmtree(run_dir, ignore_errors=True)
