@@ -366,11 +366,9 @@ def wait_links_gone(ip, names, timeout=3.0):
         ip.batch([["link", "del", n] for n in sorted(left)], force=True)
 
 
-def apply(module, ip, steps, desired, record, state_dir):  # noqa: C901 (one ordered sequence)
-    pods_path = os.path.join(state_dir, "pods.json")
-    rec_pods = dict(record.get("pods", {}))
-    # Record intent first: a run interrupted after `netns add` leaves namespaces that the
-    # next run recognises as its own.
+def _record_intent(pods_path, desired, rec_pods):
+    """Record intent first: a run interrupted after `netns add` leaves namespaces that the
+    next run recognises as its own."""
     intent = {"pods": dict(rec_pods)}
     for name, want in desired.items():
         old = rec_pods.get(name, {})
@@ -381,7 +379,10 @@ def apply(module, ip, steps, desired, record, state_dir):  # noqa: C901 (one ord
         intent["pods"][name].setdefault("workload", None)
     if intent != {"pods": rec_pods}:
         flatnet_state.save(pods_path, intent)
+    return intent
 
+
+def _stop_processes(steps, intent):
     for name, ident in steps["stop"]:
         _signalled, left = workload.stop_tree(ident)
         if left:
@@ -399,6 +400,9 @@ def apply(module, ip, steps, desired, record, state_dir):  # noqa: C901 (one ord
                 steps["late_warnings"].append(
                     f"pod {name}: processes {workload.describe(left)} did not stop and keep "
                     f"its network namespace alive")
+
+
+def _apply_links(ip, steps, desired, intent):
     for name, lines in steps["pre_pod"].items():
         ip.batch(lines, netns=name)
     if steps["stale"]:
@@ -421,20 +425,25 @@ def apply(module, ip, steps, desired, record, state_dir):  # noqa: C901 (one ord
         wait_links_gone(ip, steps["wait_gone"])
     ip.many({name: (lines, name, None, False) for name, lines in steps["pod"].items()})
 
+
+def _final_record(steps, desired, intent, rec_pods, prune):
     final = {"pods": {}}
     for name, want in desired.items():
         entry = dict(intent["pods"][name])
         entry["netns_inode"] = netns_inode(name)
         entry["command"] = want["argv"]
         final["pods"][name] = entry
-    if not module.params["prune"]:
+    if not prune:
         for name, rec in rec_pods.items():
             final["pods"].setdefault(name, rec)
     for name in desired:
         if not desired[name]["argv"] or name in steps["start"]:
             final["pods"][name]["pid"] = None
             final["pods"][name]["workload"] = None
-    log_dir = os.path.join(state_dir, "logs")
+    return final
+
+
+def _start_workloads(module, ip, steps, desired, final, pods_path, log_dir):
     for name in steps["start"]:
         argv = desired[name]["argv"]
         ident = workload.launch(ip.ip, name, argv, os.path.join(log_dir, f"{name}.log"))
@@ -448,6 +457,18 @@ def apply(module, ip, steps, desired, record, state_dir):  # noqa: C901 (one ord
             flatnet_state.save(pods_path, final)
             module.fail_json(msg=f"pod {name}: workload {' '.join(argv)} exited at once; "
                                  f"see {os.path.join(log_dir, name + '.log')}")
+
+
+def apply(module, ip, steps, desired, record, state_dir):
+    """Run the steps in order: record intent, stop what goes, links and namespaces, then
+    inside the pods; record the result and start the workloads."""
+    pods_path = os.path.join(state_dir, "pods.json")
+    rec_pods = dict(record.get("pods", {}))
+    intent = _record_intent(pods_path, desired, rec_pods)
+    _stop_processes(steps, intent)
+    _apply_links(ip, steps, desired, intent)
+    final = _final_record(steps, desired, intent, rec_pods, module.params["prune"])
+    _start_workloads(module, ip, steps, desired, final, pods_path, os.path.join(state_dir, "logs"))
     return final
 
 
