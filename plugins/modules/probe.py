@@ -56,19 +56,6 @@ options:
     type: list
     elements: dict
     default: []
-    suboptions:
-      node:
-        description: Node of the pod.
-        type: str
-        required: true
-      pod:
-        description: Pod name.
-        type: str
-        required: true
-      ip:
-        description: One address of the pod, without prefix.
-        type: str
-        required: true
   target_lines:
     description:
       - The same destinations as O(targets), one line C(NODE POD IP) each, as the
@@ -116,19 +103,6 @@ options:
     type: list
     elements: dict
     default: []
-    suboptions:
-      node:
-        description: Node of the pod.
-        type: str
-        required: true
-      pod:
-        description: Pod name.
-        type: str
-        required: true
-      ip:
-        description: One address of the pod, without prefix.
-        type: str
-        required: true
   egress:
     description: Outside endpoint for the C(egress) check (an HTTP C(/clientip) service).
     type: dict
@@ -181,12 +155,13 @@ options:
     description: Factor applied to the measured baseline (the median duration of the first passes).
     type: float
     default: 10.0
+extends_documentation_fragment:
+  - flatnet.cluster.probe_target
+  - flatnet.cluster.attributes.read_only
 attributes:
   check_mode:
-    support: full
     description: The probes only read; they run in check mode too.
   diff_mode:
-    support: none
     description: Nothing to show as a diff.
 seealso:
   - module: flatnet.cluster.probe_agents

@@ -94,12 +94,12 @@ options:
     description: Where the pods' C(resolv.conf) live.
     type: path
     default: /etc/netns
+extends_documentation_fragment:
+  - flatnet.cluster.attributes.read_only
 attributes:
   check_mode:
-    support: full
     description: Only reads; it runs in check mode too.
   diff_mode:
-    support: none
     description: Nothing to show.
 """
 
