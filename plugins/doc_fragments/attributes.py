@@ -26,7 +26,7 @@ options: {}
 attributes:
   check_mode:
     support: full
-    description: Can run in check mode and return changed status prediction without modifying the target.
+    description: Reports what would be done, without doing it.
   diff_mode:
     support: none
     description: Nothing to show as a diff.
