@@ -12,9 +12,8 @@ import os
 import shutil
 import subprocess
 
-from ansible.plugins.action import ActionBase
-
 from ansible_collections.flatnet.cluster.plugins.module_utils.state import write_atomic
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.controller_action import ControllerAction
 from ansible_collections.flatnet.cluster.plugins.plugin_utils import topology_picture as topo
 
 ARGUMENT_SPEC = {
@@ -58,15 +57,10 @@ def render_svg(dot, text):
     return proc.stdout.decode("utf-8")
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
+class ActionModule(ControllerAction):
+    ARGUMENT_SPEC = ARGUMENT_SPEC
 
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        del tmp
-        task_vars = task_vars or {}
-        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+    def run_on_controller(self, result, args, task_vars):
         dot = dot_binary()
         for key in ("svg_path", "dot_path"):
             path = args.get(key)

@@ -9,9 +9,8 @@ the report itself is built by the pure functions of plugins/plugin_utils/report.
 from __future__ import annotations
 
 
-from ansible.plugins.action import ActionBase
-
 from ansible_collections.flatnet.cluster.plugins.module_utils.state import write_atomic
+from ansible_collections.flatnet.cluster.plugins.plugin_utils.controller_action import ControllerAction
 from ansible_collections.flatnet.cluster.plugins.plugin_utils import html_report
 from ansible_collections.flatnet.cluster.plugins.plugin_utils import report as rpt
 
@@ -56,15 +55,10 @@ def collect(args, task_vars):
     return results, missing, table_fulls
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
+class ActionModule(ControllerAction):
+    ARGUMENT_SPEC = ARGUMENT_SPEC
 
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        del tmp
-        task_vars = task_vars or {}
-        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+    def run_on_controller(self, result, args, task_vars):
         unknown = sorted(set(args.get("required_checks") or []) - set(rpt.CHECKS))
         if unknown:
             known = ", ".join(rpt.CHECKS)

@@ -71,12 +71,11 @@ options:
     default: 0
 extends_documentation_fragment:
   - flatnet.cluster.state_dir
+  - flatnet.cluster.attributes
 attributes:
   check_mode:
-    support: full
     description: Renders and checks the configuration, and reports what would be written, started or reloaded.
   diff_mode:
-    support: full
     description: Shows the configuration file before and after.
 """
 

@@ -90,12 +90,11 @@ options:
     default: false
 extends_documentation_fragment:
   - flatnet.cluster.state_dir
+  - flatnet.cluster.attributes
 attributes:
   check_mode:
-    support: full
     description: Reports what would be written or removed, without writing.
   diff_mode:
-    support: full
     description: Shows the conflist and C(subnet.env) before and after.
 requirements:
   - containernetworking-plugins (C(bridge), C(host-local), C(portmap), C(loopback))

@@ -57,17 +57,14 @@ options:
     default: /etc/netns
   state:
     description: V(present) writes the files; V(absent) removes what was recorded.
-    type: str
-    choices: [present, absent]
-    default: present
 extends_documentation_fragment:
   - flatnet.cluster.state_dir
+  - flatnet.cluster.state
+  - flatnet.cluster.attributes
 attributes:
   check_mode:
-    support: full
     description: Reports what would be written or removed.
   diff_mode:
-    support: full
     description: Shows the records file before and after.
 """
 

@@ -78,17 +78,14 @@ options:
     version_added: 0.2.0
   state:
     description: V(present) writes the table; V(absent) deletes it and C(firewall.json).
-    type: str
-    choices: [present, absent]
-    default: present
 extends_documentation_fragment:
   - flatnet.cluster.state_dir
+  - flatnet.cluster.state
+  - flatnet.cluster.attributes
 attributes:
   check_mode:
-    support: full
     description: Reports whether the table would be written, without writing it.
   diff_mode:
-    support: full
     description: Shows C(nft list table inet flatnet) before and the desired definition after.
 requirements:
   - nftables (C(nft))

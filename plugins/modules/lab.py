@@ -63,9 +63,6 @@ options:
       - V(absent) kills every node and the outside agent, deletes both namespaces and removes
         C(<state_dir>/<name>). It also cleans up after a half-failed create. It refuses a
         directory or namespace that the lab did not make (see above) and then changes nothing.
-    type: str
-    choices: [present, absent]
-    default: present
   subnets:
     description:
       - Underlay subnets (IPv4). Each is one bridge in the lab namespace. With more than one,
@@ -150,12 +147,13 @@ options:
         C(/etc) or C(/var/lib), which the nodes overlay.
     type: path
     default: /run/flatnet/lab
+extends_documentation_fragment:
+  - flatnet.cluster.state
+  - flatnet.cluster.attributes.no_diff
 attributes:
   check_mode:
-    support: full
     description: Reports what would be created, repaired or removed, and changes nothing.
   diff_mode:
-    support: none
     description: No diff is returned; RV(actions) lists what was done.
 notes:
   - Needs root, C(unshare), C(nsenter) and C(ip) on the controller. IPv4 underlay only.

@@ -46,10 +46,6 @@ description:
     recorded sysctl that still has the value this module set, and removes C(node.json).
 author: flatnet maintainers (@flatnet)
 options:
-  bridge:
-    description: Name of the node bridge.
-    type: str
-    default: cni0
   addresses:
     description: Gateway addresses of the bridge with prefix, one per family, for example V(10.244.0.1/24).
     type: list
@@ -81,17 +77,15 @@ options:
     default: []
   state:
     description: V(present) or V(absent).
-    type: str
-    choices: [present, absent]
-    default: present
 extends_documentation_fragment:
   - flatnet.cluster.state_dir
+  - flatnet.cluster.state
+  - flatnet.cluster.bridge
+  - flatnet.cluster.attributes
 attributes:
   check_mode:
-    support: full
     description: Reports what would change; changes nothing.
   diff_mode:
-    support: full
     description: Before and after text of the bridges and the sysctls.
 """
 

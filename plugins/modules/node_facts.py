@@ -31,13 +31,8 @@ options:
     type: str
 extends_documentation_fragment:
   - flatnet.cluster.state_dir
+  - flatnet.cluster.attributes.read_only
 attributes:
-  check_mode:
-    support: full
-    description: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
   facts:
     support: full
     description: Sets RV(ansible_facts.flatnet_node).

@@ -94,17 +94,14 @@ options:
       - V(present) programs the peers.
       - V(absent) deletes every C(proto 157) route and the VXLAN devices recorded in C(peers.json) that
         carry ifalias C(flatnet) (a marked device without a record is left, with a warning).
-    type: str
-    choices: [present, absent]
-    default: present
 extends_documentation_fragment:
   - flatnet.cluster.state_dir
+  - flatnet.cluster.state
+  - flatnet.cluster.attributes
 attributes:
   check_mode:
-    support: full
     description: Reports what would change without changing it.
   diff_mode:
-    support: full
     description: Shows the routing state (device, neighbours, FDB, routes) before and after.
 requirements:
   - iproute2 (C(ip) and C(bridge))

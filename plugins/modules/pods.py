@@ -95,17 +95,14 @@ options:
     default: true
   state:
     description: V(absent) removes every pod this module made and its record.
-    type: str
-    choices: [present, absent]
-    default: present
 extends_documentation_fragment:
   - flatnet.cluster.state_dir
+  - flatnet.cluster.state
+  - flatnet.cluster.attributes
 attributes:
   check_mode:
-    support: full
     description: Reports what would change; changes nothing.
   diff_mode:
-    support: full
     description: Before and after text listing the pods, their addresses, links and workloads.
 notes:
   - Pod namespaces are created from the node's own mount namespace; a dead C(/run/netns) file

@@ -56,19 +56,6 @@ options:
     type: list
     elements: dict
     default: []
-    suboptions:
-      node:
-        description: Node of the pod.
-        type: str
-        required: true
-      pod:
-        description: Pod name.
-        type: str
-        required: true
-      ip:
-        description: One address of the pod, without prefix.
-        type: str
-        required: true
   target_lines:
     description:
       - The same destinations as O(targets), one line C(NODE POD IP) each, as the
@@ -116,19 +103,6 @@ options:
     type: list
     elements: dict
     default: []
-    suboptions:
-      node:
-        description: Node of the pod.
-        type: str
-        required: true
-      pod:
-        description: Pod name.
-        type: str
-        required: true
-      ip:
-        description: One address of the pod, without prefix.
-        type: str
-        required: true
   egress:
     description: Outside endpoint for the C(egress) check (an HTTP C(/clientip) service).
     type: dict
@@ -181,12 +155,13 @@ options:
     description: Factor applied to the measured baseline (the median duration of the first passes).
     type: float
     default: 10.0
+extends_documentation_fragment:
+  - flatnet.cluster.probe_target
+  - flatnet.cluster.attributes.read_only
 attributes:
   check_mode:
-    support: full
     description: The probes only read; they run in check mode too.
   diff_mode:
-    support: none
     description: Nothing to show as a diff.
 seealso:
   - module: flatnet.cluster.probe_agents
@@ -292,153 +267,31 @@ neighbour_table_fulls:
 """
 
 import concurrent.futures
-import errno
+import copy
 import ipaddress
-import os
 import random
-import socket
 import statistics
 import time
-from contextlib import contextmanager
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import netns
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IPRoute2
 from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
+from ansible_collections.flatnet.cluster.plugins.module_utils.probe_client import (
+    AGENT_OPTIONS,
+    TARGET_OPTIONS,
+    ProbeError,
+    classify,
+    family_of,
+    http_get,
+    plain_ip,
+    probe_mtu,
+    strip_port,
+    udp_ask,
+)
 
 CHECKS = ["pod-pod", "node-pod-local", "node-pod-remote", "mtu", "egress", "identity"]
-# <linux/in.h>; the socket module does not export them on every Python.
-IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
-IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
-IP_MTU = getattr(socket, "IP_MTU", 14)
-IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
-IPV6_PMTUDISC_DO = getattr(socket, "IPV6_PMTUDISC_DO", 2)
-IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
-HEADER = {4: 28, 6: 48}  # IP + UDP header bytes
 RETRY_CAP = 5  # a retry waits at most this many times the configured timeout
-
-
-class ProbeError(Exception):
-    """A probe failed; ``reason`` is the short class of failure used by the report."""
-
-    def __init__(self, reason, message):
-        super().__init__(message)
-        self.reason = reason
-
-
-# --- namespaces ----------------------------------------------------------------------
-
-
-@contextmanager
-def in_netns(name):
-    """Run the body in the named network namespace, in this thread only (sockets keep the
-    namespace they were created in, so the caller only needs to open them inside)."""
-    try:
-        with netns.in_netns(name):
-            yield
-    except netns.NoNetns as e:
-        raise ProbeError("error", f"pod {name} has no network namespace: {e.strerror}") from None
-
-
-def family_of(ip):
-    return ipaddress.ip_address(ip).version
-
-
-def open_socket(netns, ip, kind):
-    fam = socket.AF_INET6 if family_of(ip) == 6 else socket.AF_INET
-    with in_netns(netns):
-        return socket.socket(fam, kind)
-
-
-# --- probes ----------------------------------------------------------------------------
-
-def _classify(exc):
-    if isinstance(exc, ProbeError):
-        return exc
-    if isinstance(exc, socket.timeout):
-        return ProbeError("timeout", "timed out")
-    if isinstance(exc, ConnectionRefusedError):
-        return ProbeError("refused", "connection refused (no agent listening, or a reject rule)")
-    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-        return ProbeError("unreachable", f"{os.strerror(exc.errno)} (no route, or no neighbour)")
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return ProbeError("error", f"{exc.strerror or exc} (errno {exc.errno})")
-    return ProbeError("error", str(exc))
-
-
-def http_get(netns, ip, port, path, timeout):
-    """Body of ``GET path`` on ip:port, opened from ``netns`` (None: host network)."""
-    deadline = time.monotonic() + timeout
-    sock = open_socket(netns, ip, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect((ip, port))
-        host = f"[{ip}]" if family_of(ip) == 6 else ip
-        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode("ascii"))
-        chunks = []
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise socket.timeout("timed out")
-            sock.settimeout(left)
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    finally:
-        sock.close()
-    raw = b"".join(chunks)
-    head, _sep, body = raw.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0].split()
-    if len(status) < 2 or status[1] != b"200":
-        raise ProbeError("error", f"HTTP {path}: unexpected answer {head[:60]!r}")
-    return body.decode("utf-8", "replace").strip()
-
-
-def udp_ask(netns, ip, port, timeout, payload=b"hostname"):
-    """Reply of the agent to one datagram (sent twice within the timeout, as UDP may drop)."""
-    sock = open_socket(netns, ip, socket.SOCK_DGRAM)
-    try:
-        sock.connect((ip, port))
-        return _udp_exchange(sock, payload, timeout)
-    finally:
-        sock.close()
-
-
-def _udp_exchange(sock, payload, timeout):
-    deadline = time.monotonic() + timeout
-    for attempt in (1, 2):
-        sock.send(payload)
-        wait = (deadline - time.monotonic()) / (3 - attempt)
-        sock.settimeout(max(wait, 0.01))
-        try:
-            return sock.recv(65535).decode("utf-8", "replace").strip()
-        except socket.timeout:
-            if attempt == 2:
-                raise
-    raise socket.timeout("timed out")
-
-
-def strip_port(value):
-    """``IP`` from agnhost-style ``IP:PORT`` / ``[IP]:PORT`` or a bare IP."""
-    value = value.strip()
-    if value.startswith("["):
-        return value[1:].split("]", 1)[0]
-    if value.count(":") == 1:
-        return value.split(":", 1)[0]
-    return value
-
-
-def plain_ip(value):
-    """An address as it can be compared: IPv4-mapped unwrapped, IPv6 compressed."""
-    try:
-        addr = ipaddress.ip_address(value.split("%", 1)[0])
-    except ValueError:
-        return value
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
 
 
 def check_answer(name_seen, client_seen, want_pod, want_sources):
@@ -461,56 +314,6 @@ def probe_udp(netns, ip, port, timeout, want_pod, want_sources):
     name, _sep, client = reply.partition(" ")
     client = plain_ip(client.strip())
     return (f"{name} from {client}",) + check_answer(name, client, want_pod, want_sources)
-
-
-def probe_mtu(netns, ip, port, mtu, timeout, want_pod):
-    """Path MTU from a pod: exactly ``mtu`` bytes with DF must pass, ``mtu``+1 must be refused."""
-    version = family_of(ip)
-    size = mtu - HEADER[version]
-    sock = open_socket(netns, ip, socket.SOCK_DGRAM)
-    try:
-        if version == 4:
-            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
-        else:
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
-        sock.connect((ip, port))
-        # A small datagram first: a path that is simply broken is not an MTU problem.
-        _udp_exchange(sock, b"m", timeout)
-        try:
-            reply = _udp_exchange(sock, b"m" * size, timeout)
-        except OSError as e:
-            if e.errno == errno.EMSGSIZE:
-                raise ProbeError("mtu-too-small",
-                                 f"{mtu}-byte datagram refused: path MTU is {_path_mtu(sock, version)}, "
-                                 f"smaller than the pod MTU {mtu}") from None
-            if isinstance(e, socket.timeout):
-                raise ProbeError("mtu-too-small",
-                                 f"no answer to a {mtu}-byte datagram with DF (dropped on the path?), "
-                                 f"path MTU seen {_path_mtu(sock, version)}") from None
-            raise
-        name = reply.partition(" ")[0]
-        if name != want_pod:
-            return f"{name} answered", False, "wrong-pod", f"answered by {name!r}, not {want_pod!r}"
-        try:
-            sock.send(b"m" * (size + 1))
-        except OSError as e:
-            if e.errno == errno.EMSGSIZE:
-                return f"{mtu} passed, {mtu + 1} refused (message too long)", True, "ok", None
-            raise
-        return (f"{mtu} passed, {mtu + 1} sent", False, "mtu-not-enforced",
-                f"a {mtu + 1}-byte datagram with DF was sent: the pod's interface or route MTU is "
-                f"above the planned {mtu} (path MTU {_path_mtu(sock, version)})")
-    finally:
-        sock.close()
-
-
-def _path_mtu(sock, version):
-    try:
-        if version == 4:
-            return sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
-        return sock.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
-    except OSError:
-        return "unknown"
 
 
 # --- planning the probes ---------------------------------------------------------------
@@ -727,7 +530,7 @@ def run_probe(probe, params, read_addrs=None):
         else:
             raise ProbeError("error", f"unknown check {check}")
     except Exception as exc:  # every failure becomes a result, never a module crash
-        err = _classify(exc)
+        err = classify(exc)
         ok, reason, error = False, err.reason, str(err)
         if seen is None:
             seen = err.reason
@@ -809,22 +612,18 @@ def run_probes(probes, params, read_addrs=None, workers=32, retries=0, retry_fac
 
 
 def main():
-    target_spec = dict(node=dict(type="str", required=True), pod=dict(type="str", required=True),
-                       ip=dict(type="str", required=True))
     module = AnsibleModule(
         argument_spec=dict(
             node=dict(type="str", required=True),
             local_pods=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str", required=True), ips=dict(type="list", elements="str", default=[]))),
-            targets=dict(type="list", elements="dict", default=[], options=target_spec),
+            targets=dict(type="list", elements="dict", default=[], options=copy.deepcopy(TARGET_OPTIONS)),
             target_lines=dict(type="list", elements="str"),
             node_ips=dict(type="list", elements="str", default=[]),
-            http_port=dict(type="int", default=8083),
-            udp_port=dict(type="int", default=8081),
-            timeout=dict(type="float", default=2.0),
+            **copy.deepcopy(AGENT_OPTIONS),
             workers=dict(type="int", default=32),
             mtu=dict(type="int"),
-            mtu_targets=dict(type="list", elements="dict", default=[], options=target_spec),
+            mtu_targets=dict(type="list", elements="dict", default=[], options=copy.deepcopy(TARGET_OPTIONS)),
             egress=dict(type="dict", options=dict(
                 ip=dict(type="str", required=True), port=dict(type="int", default=8083),
                 expect_source=dict(type="str", required=True))),

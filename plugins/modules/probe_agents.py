@@ -68,13 +68,11 @@ options:
       - Directory of the agent file, its record and the agents' logs. For tests.
     type: path
     default: /run/flatnet/probe
+extends_documentation_fragment:
+  - flatnet.cluster.attributes.no_diff
 attributes:
   check_mode:
-    support: full
     description: Reports which agents would be started or stopped.
-  diff_mode:
-    support: none
-    description: Nothing to show as a diff.
 notes:
   - The agent runs with the same Python interpreter as the module.
 seealso:

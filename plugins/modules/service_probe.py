@@ -94,12 +94,12 @@ options:
     description: Where the pods' C(resolv.conf) live.
     type: path
     default: /etc/netns
+extends_documentation_fragment:
+  - flatnet.cluster.attributes.read_only
 attributes:
   check_mode:
-    support: full
     description: Only reads; it runs in check mode too.
   diff_mode:
-    support: none
     description: Nothing to show.
 """
 
@@ -129,6 +129,7 @@ results:
 """
 
 import concurrent.futures
+import copy
 import json
 import os
 import random
@@ -139,72 +140,32 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import netns
+from ansible_collections.flatnet.cluster.plugins.module_utils import probe_client
 
 SWEEP = 10  # requests per endpoint in the endpoint sweep
 
 
 def _get(ns, ip, port, timeout):
-    """(reply dict or None, error reason or None, seconds)."""
+    """(reply dict or None, error reason or None, seconds) of ``GET /`` on the agent."""
     start = time.monotonic()
     try:
-        with netns.in_netns(ns):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(timeout)
-            sock.connect((ip, port))
-            src = sock.getsockname()[0]
-            sock.sendall(f"GET / HTTP/1.0\r\nHost: {ip}\r\nConnection: close\r\n\r\n".encode("ascii"))
-            chunks = []
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
-        finally:
-            sock.close()
-        body = b"".join(chunks).partition(b"\r\n\r\n")[2]
-        return dict(json.loads(body.decode("utf-8", "replace")), _src=src), None, time.monotonic() - start
-    except socket.timeout:
-        return None, "timeout", time.monotonic() - start
-    except ConnectionRefusedError:
-        return None, "refused", time.monotonic() - start
-    except (OSError, ValueError) as exc:
-        return None, f"error: {exc}", time.monotonic() - start
+        src, body = probe_client.http_get_with_source(ns, ip, port, "/", timeout)
+        return dict(json.loads(body), _src=src), None, time.monotonic() - start
+    except (OSError, ValueError, probe_client.ProbeError) as exc:
+        return None, probe_client.service_reason(exc, "tcp"), time.monotonic() - start
 
 
 def _udp(ns, ip, port, timeout):
-    """Like ``_get`` over UDP: the agent answers a datagram with ``NAME CLIENT_IP``. The datagram is
-    sent twice within the timeout (UDP may drop). An ICMP port unreachable shows as ECONNREFUSED on
-    the connected socket; from the host network the output hook's reject fails the send with EPERM:
-    both are a refusal."""
+    """Like ``_get`` over UDP: the agent answers a datagram with ``NAME CLIENT_IP``. A refusal is
+    an ICMP port unreachable, or from the host network a send that the output hook rejects
+    (``probe_client.service_reason``)."""
     start = time.monotonic()
     try:
-        with netns.in_netns(ns):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.connect((ip, port))
-            src = sock.getsockname()[0]
-            deadline = start + timeout
-            data = None
-            for attempt in (1, 2):
-                sock.send(b"service")
-                sock.settimeout(max((deadline - time.monotonic()) / (3 - attempt), 0.01))
-                try:
-                    data = sock.recv(65535)
-                    break
-                except socket.timeout:
-                    if attempt == 2:
-                        raise
-        finally:
-            sock.close()
-        name, _sep, client = data.decode("utf-8", "replace").strip().partition(" ")
-        return {"name": name, "client_ip": client.strip(), "_src": src}, None, time.monotonic() - start
-    except socket.timeout:
-        return None, "timeout", time.monotonic() - start
-    except (ConnectionRefusedError, PermissionError):
-        return None, "refused", time.monotonic() - start
-    except OSError as exc:
-        return None, f"error: {exc}", time.monotonic() - start
+        src, reply = probe_client.udp_ask_with_source(ns, ip, port, timeout, b"service")
+    except (OSError, ValueError, probe_client.ProbeError) as exc:
+        return None, probe_client.service_reason(exc, "udp"), time.monotonic() - start
+    name, _sep, client_ip = reply.partition(" ")
+    return {"name": name, "client_ip": client_ip.strip(), "_src": src}, None, time.monotonic() - start
 
 
 def _ask(ns, ip, port, proto, timeout):
@@ -419,9 +380,7 @@ def main():
             local_pods=dict(type="list", elements="dict", default=[]),
             services=dict(type="list", elements="dict", default=[]),
             host_source=dict(type="str"),
-            http_port=dict(type="int", default=8083),
-            udp_port=dict(type="int", default=8081),
-            timeout=dict(type="float", default=2.0),
+            **copy.deepcopy(probe_client.AGENT_OPTIONS),
             dns=dict(type="dict"),
             netns_dir=dict(type="path", default="/etc/netns"),
         ),

@@ -73,17 +73,14 @@ options:
     type: str
   state:
     description: V(present) writes the table; V(absent) deletes it, the route and C(services.json).
-    type: str
-    choices: [present, absent]
-    default: present
 extends_documentation_fragment:
   - flatnet.cluster.state_dir
+  - flatnet.cluster.state
+  - flatnet.cluster.attributes
 attributes:
   check_mode:
-    support: full
     description: Reports whether the table would be written, without writing it.
   diff_mode:
-    support: full
     description: Shows C(nft list table ip flatnet-svc) before and the desired definition after.
 requirements:
   - nftables (C(nft)), iproute2 (C(ip))

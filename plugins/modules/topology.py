@@ -24,10 +24,6 @@ description:
     node (C(playbooks/show.yml)). Changes nothing.
 author: flatnet maintainers (@flatnet)
 options:
-  bridge:
-    description: Name of the node bridge.
-    type: str
-    default: cni0
   vxlan_device:
     description: Name of the VXLAN device.
     type: str
@@ -42,13 +38,8 @@ options:
     default: []
 extends_documentation_fragment:
   - flatnet.cluster.state_dir
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
+  - flatnet.cluster.bridge
+  - flatnet.cluster.attributes.read_only
 """
 
 EXAMPLES = r"""

@@ -62,16 +62,12 @@ options:
     description: Only check that C(dot) is there (when O(svg_path) is set) and that the paths are usable.
     type: bool
     default: false
+extends_documentation_fragment:
+  - flatnet.cluster.attributes.no_diff
+  - flatnet.cluster.attributes.controller
 attributes:
   check_mode:
-    support: full
     description: Draws the picture; the files are written in check mode too, like the verification reports.
-  diff_mode:
-    support: none
-    description: Nothing to show as a diff.
-  action:
-    support: full
-    description: Runs on the controller only.
 seealso:
   - module: flatnet.cluster.topology
 """

@@ -86,16 +86,12 @@ options:
     description: Groups of failures (same check, reason and node pair) detailed in the text report; all are in the JSON report.
     type: int
     default: 50
+extends_documentation_fragment:
+  - flatnet.cluster.attributes.no_diff
+  - flatnet.cluster.attributes.controller
 attributes:
   check_mode:
-    support: full
     description: Builds the report; the report files are written in check mode too.
-  diff_mode:
-    support: none
-    description: Nothing to show as a diff.
-  action:
-    support: full
-    description: Runs on the controller only.
 seealso:
   - module: flatnet.cluster.probe
 """

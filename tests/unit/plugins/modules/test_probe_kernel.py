@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import probe_agent, workload
+from ansible_collections.flatnet.cluster.plugins.module_utils import probe_agent, probe_client, workload
 from ansible_collections.flatnet.cluster.plugins.modules import probe
 from ansible_collections.flatnet.cluster.plugins.modules.probe_agents import agent_argv, wait_listening
 
@@ -144,7 +144,7 @@ def test_mtu_smaller_than_interface_is_not_enforced(lab):
 
 def test_setns_returns_to_the_original_namespace(lab):
     before = os.stat("/proc/thread-self/ns/net").st_ino
-    with probe.in_netns(lab["b"]):
+    with probe_client.in_netns(lab["b"]):
         assert os.stat("/proc/thread-self/ns/net").st_ino != before
     assert os.stat("/proc/thread-self/ns/net").st_ino == before
 
