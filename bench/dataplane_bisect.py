@@ -142,8 +142,8 @@ class Hand:
             text = old_table(CLUSTER_CIDR, vxlan, dataplane.HandCluster.UNDERLAY[other])
         else:
             text = firewall_nft.render([CLUSTER_CIDR], masquerade=parts.get("nat", True), vxlan_port=vxlan,
-                                   peer_underlay_ips=[dataplane.HandCluster.UNDERLAY[other]],
-                                   notrack=parts.get("raw", True), vxlan_guard=parts.get("input", True))
+                                       peer_underlay_ips=[dataplane.HandCluster.UNDERLAY[other]],
+                                       notrack=parts.get("raw", True), vxlan_guard=parts.get("input", True))
         for chain, keep in (("prerouting", parts.get("raw", True)), ("output", parts.get("raw", True)),
                             ("forward", parts.get("forward", True)), ("postrouting", parts.get("nat", True)),
                             ("input", parts.get("input", True))):

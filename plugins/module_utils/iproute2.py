@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import Runner
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError, Runner
 
 NETNS_DIR = "/run/netns"
 
@@ -57,6 +57,20 @@ class IPRoute2:
             key: (lines, ns, [f"-{family}"] if family else [], as_json)
             for key, (lines, ns, family, as_json) in jobs.items()
         }, parallel=parallel)
+
+    def many_each(self, jobs):
+        """:meth:`many`, and when it fails (a namespace went away meanwhile) each job alone:
+        ``(docs by key, keys of the jobs that failed)``."""
+        try:
+            return self.many(jobs), []
+        except KernelError:
+            docs, failed = {}, []
+            for key, job in jobs.items():
+                try:
+                    docs.update(self.many({key: job}))
+                except KernelError:
+                    failed.append(key)
+            return docs, failed
 
     def bridge_json(self, argv):
         """Decoded ``bridge -json ARGV``."""

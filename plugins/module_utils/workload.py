@@ -17,9 +17,8 @@ forked or exited; the token finds processes that left the session (``setsid`` af
 fork) as long as they keep their environment. A daemon that does both (a new session and
 a scrubbed environment) escapes: run commands in the foreground.
 
-The 0.1 record (PID + command line + netns inode, ``running_in``) is still understood, to
-adopt a workload started by 0.1 once (``legacy_identity``); ``alive``/``wait_started`` check
-a recorded PID and command line. ``spawn`` starts any detached process (the lab's too).
+``alive``/``wait_started`` check a just-started PID and command line. ``spawn`` starts
+any detached process (the lab's too).
 """
 
 from __future__ import annotations
@@ -101,28 +100,6 @@ def _same_argv(cmdline, argv):
     return tail[1:] == argv[1:] and os.path.basename(tail[0]) == os.path.basename(argv[0])
 
 
-def ns_inode_of(pid):
-    """Inode of the network namespace of ``pid``, or None."""
-    try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino
-    except OSError:
-        return None
-
-
-def running_in(pid, argv, ns_inode):
-    """True when ``pid`` runs ``argv`` in the network namespace with inode ``ns_inode``.
-
-    This also finds a workload whose named netns was deleted by hand: the namespace lives
-    on as long as the process holds it, under the inode that was recorded.
-    """
-    if not pid or not argv or not ns_inode:
-        return False
-    if _state(pid) in (None, "Z", "X"):
-        return False
-    cmdline = _cmdline(pid)
-    return cmdline is not None and _same_argv(cmdline, argv) and ns_inode_of(pid) == ns_inode
-
-
 def alive(pid, argv, netns):
     """True when ``pid`` is running ``argv`` inside the named netns."""
     if not pid or not argv:
@@ -185,18 +162,6 @@ def launch(ip_bin, netns, argv, log_path, env=None):
         "netns_inode": netns_inode(netns),
         "token": token,
     }
-
-
-def legacy_identity(pid, argv, ns_inode, proc=procs.PROC):
-    """The identity of a workload recorded by 0.1 (PID, command, netns inode), when that
-    process still runs; None otherwise. 0.1 also started each workload in its own session."""
-    if not running_in(pid, argv, ns_inode):
-        return None
-    st = procs.stat(pid, proc)
-    if st is None or st["session"] != pid:
-        return None
-    return {"sid": pid, "start_time": st["start_time"], "boot_id": procs.boot_id(proc),
-            "netns_inode": ns_inode, "token": None}
 
 
 def _member_procs(ident, snap=None, proc=procs.PROC):

@@ -222,8 +222,8 @@ def reconcile(module):
 
     try:
         definition = firewall_nft.render(p["cluster_cidrs"], p["masquerade"], p["vxlan_port"],
-                                     p["peer_underlay_ips"], notrack=p["notrack"],
-                                     vxlan_guard=p["vxlan_guard"])
+                                         p["peer_underlay_ips"], notrack=p["notrack"],
+                                         vxlan_guard=p["vxlan_guard"])
     except ValueError as e:
         module.fail_json(msg=f"invalid firewall input: {e}")
     desired = firewall_nft.digest(definition)

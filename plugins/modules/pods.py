@@ -307,16 +307,10 @@ def observe(ip, desired, record, bridge):
                             ["neigh", "show", "nud", "permanent"]], name, None, True)
         if any(family_of(a) == 6 for a in desired.get(name, {}).get("ips", [])):
             jobs[(name, 6)] = ([["route", "show", "default"]], name, 6, True)
-    try:
-        results = ip.many(jobs)
-    except KernelError:
-        # A namespace vanished or is unusable meanwhile: read one by one, treat failures as missing.
-        results = {}
-        for key, job in jobs.items():
-            try:
-                results.update(ip.many({key: job}))
-            except KernelError:
-                observed["netns"][key[0]] = None
+    # A namespace that vanished or is unusable meanwhile counts as missing.
+    results, failed = ip.many_each(jobs)
+    for key in failed:
+        observed["netns"][key[0]] = None
     for (name, fam), docs in sorted(results.items()):
         if observed["netns"].get(name) is None:
             continue

@@ -252,16 +252,10 @@ def read(ip, params, record):
             netns_of[name] = "live" if netns_inode(name) is not None else "dead"
     jobs = {name: ([["addr", "show"], ["route", "show", "default"]], name, None, True)
             for name in names if netns_of[name] == "live"}
-    try:
-        docs = ip.many(jobs)
-    except KernelError:
-        # A namespace went away meanwhile: read one by one, the failing ones count as dead.
-        docs = {}
-        for name, job in jobs.items():
-            try:
-                docs.update(ip.many({name: job}))
-            except KernelError:
-                netns_of[name] = "dead"
+    # A namespace that went away meanwhile counts as dead.
+    docs, failed = ip.many_each(jobs)
+    for name in failed:
+        netns_of[name] = "dead"
     pods = [pod_state(name, netns_of[name], docs.get(name), links, record) for name in names]
     return {"hostname": socket.gethostname(), "underlay": underlay, "bridge": bridge, "vxlan": vxlan,
             "routes": routes, "pods": pods}

@@ -16,27 +16,6 @@ def test_argv_of():
     assert workload.argv_of("sh -c 'a; b'") == ["sh", "-c", "a; b"]
 
 
-def test_running_in_checks_the_recorded_process():
-    argv = [sys.executable, "-c", "import time; time.sleep(60)"]
-    proc = subprocess.Popen(argv)
-    try:
-        ino = workload.ns_inode_of(proc.pid)
-        deadline = time.monotonic() + 5
-        while not workload.running_in(proc.pid, argv, ino) and time.monotonic() < deadline:
-            time.sleep(0.01)  # until the child has exec'd
-        assert workload.running_in(proc.pid, argv, ino)
-        # another command line or another namespace: not ours
-        assert not workload.running_in(proc.pid, ["sleep", "60"], ino)
-        assert not workload.running_in(proc.pid, argv, ino + 1)
-        proc.kill()
-        proc.wait(timeout=5)
-        assert not workload.running_in(proc.pid, argv, ino)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def test_command_line_matching_survives_path_resolution_and_interpreters():
     argv = ["python3", "-m", "http.server", "8080"]
     assert workload._same_argv(list(argv), argv)

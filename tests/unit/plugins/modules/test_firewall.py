@@ -42,7 +42,7 @@ CHAINS = {"nftables": [
 
 def test_render_full_definition():
     text = firewall_nft.render(["10.244.0.0/16", "fd00:10:244::/56"], True, 8472,
-                           ["192.168.50.12", "192.168.50.11", "fd00::1", "192.168.50.11"], "cni0")
+                               ["192.168.50.12", "192.168.50.11", "fd00::1", "192.168.50.11"], "cni0")
     assert text == """table inet flatnet {
 \tset cluster4 {
 \t\ttype ipv4_addr

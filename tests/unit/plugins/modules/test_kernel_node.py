@@ -54,7 +54,10 @@ class Node(ThrowawayNode):
         links = []
         for link in self.ipj("-details", "link", "show"):
             info = dict((link.get("linkinfo") or {}).get("info_data") or {})
-            links.append((link["ifname"], link.get("address"), link.get("mtu"), link.get("flags"),
+            # Carrier (NO-CARRIER, LOWER_UP) is the kernel's to change: a fresh veth gets it a
+            # moment after it is set up. What a run sets is UP, which stays in.
+            flags = [f for f in link.get("flags", []) if f not in ("NO-CARRIER", "LOWER_UP")]
+            links.append((link["ifname"], link.get("address"), link.get("mtu"), flags,
                           link.get("ifalias"), link.get("master"),
                           (link.get("linkinfo") or {}).get("info_kind"),
                           # bridge timers tick on their own
