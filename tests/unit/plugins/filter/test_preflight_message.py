@@ -160,7 +160,9 @@ def test_each_problem_and_its_fix():
         "nft was not found", "IPv6 is disabled on it but the cluster CIDR has an IPv6 range",
         " CNI plugins (bridge, host-local, portmap, loopback) were not found in /opt/cni/bin",
         " It has no /usr/sbin/dnsmasq, which the cluster DNS pods run",
-        " Services are declared (flatnet_services) but br_netfilter is not loaded (no /proc/sys/net/bridge/bridge-nf-call-iptables); a pod reaching a service endpoint on its own node would get no answer. Fix",
+        " Services are declared (flatnet_services) but br_netfilter is not loaded (no "
+        "/proc/sys/net/bridge/bridge-nf-call-iptables); a pod reaching a service endpoint on its own node would "
+        "get no answer. Fix",
     ]
     ok = {"kernel": {"vxlan": True, "nft": "/usr/sbin/nft", "ipv6": True, "bridge_nf_call_iptables": "1"},
           "programs": {"dnsmasq": True}}
