@@ -161,8 +161,8 @@ def test_each_problem_and_its_fix():
         " CNI plugins (bridge, host-local, portmap, loopback) were not found in /opt/cni/bin",
         " It has no /usr/sbin/dnsmasq, which the cluster DNS pods run",
         " Services are declared (flatnet_services) but br_netfilter is not loaded (no "
-        "/proc/sys/net/bridge/bridge-nf-call-iptables); a pod reaching a service endpoint on its own node "
-        "would get no answer. Fix",
+        "/proc/sys/net/bridge/bridge-nf-call-iptables); a pod reaching a service endpoint on its own node would "
+        "get no answer. Fix",
     ]
     ok = {"kernel": {"vxlan": True, "nft": "/usr/sbin/nft", "ipv6": True, "bridge_nf_call_iptables": "1"},
           "programs": {"dnsmasq": True}}
