@@ -64,6 +64,16 @@ class LabWiring:
         self.actions.extend(actions)
         return lines
 
+    def apply_lines(self, lines, netns=None, net=None):
+        """One ``ip -batch`` of the lines in the named ``netns`` or in the namespace at path
+        ``net`` (a node's), unless in check mode: the lines are computed the same either way."""
+        if not lines or self.check:
+            return
+        if net is not None:
+            self.kernel.batch("ip", lines, net=net)
+        else:
+            self.ipr.batch(lines, netns=netns)
+
     @staticmethod
     def node_net(pid):
         """A node's network namespace, for the runner's ``net``."""
@@ -133,8 +143,7 @@ class LabWiring:
             if cur is None or "UP" not in cur.get("flags", []):
                 batch.append(["link", "set", br, "up"])
             batch += self.acts(addr_changes(addrs.get(br, []), cidr, br, br, added="gateway"))
-        if batch and not self.check:
-            self.ipr.batch(batch, netns=self.netns)
+        self.apply_lines(batch, netns=self.netns)
         if not exists and not self.check:
             self.netns_sysctl(self.netns, "net.ipv4.ip_forward", 1)
 
@@ -168,8 +177,7 @@ class LabWiring:
             lab_batch.append(["link", "set", link, "master", br])
         if "UP" not in lab_end.get("flags", []):
             lab_batch.append(["link", "set", link, "up"])
-        if lab_batch and not self.check:
-            self.ipr.batch(lab_batch, netns=self.netns)
+        self.apply_lines(lab_batch, netns=self.netns)
         node_batch = []
         have = []
         if eth0:
@@ -187,8 +195,7 @@ class LabWiring:
             if not routes or not any(r.get("gateway") == gw for r in routes):
                 self.act(f"set default route via {gw} on node {name_of(node)}")
             node_batch.append(["route", "replace", "default", "via", gw, "dev", "eth0"])
-        if node_batch and not self.check:
-            self.kernel.batch("ip", node_batch, net=self.node_net(pid))
+        self.apply_lines(node_batch, net=self.node_net(pid))
 
     def ensure_outside(self, lab_alive):
         odir, script, pidfile = agent_paths(self.lab_dir)
