@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import procs, workload
