@@ -22,4 +22,13 @@ except ImportError:  # ansible-core 2.18: the module reads its arguments from ba
             yield
 
 
-__all__ = ["patch_module_args"]
+try:
+    from ansible.template import trust_as_template  # ansible-core 2.19 and later: data is untrusted by default
+except ImportError:  # ansible-core 2.18 templates every string it is given
+
+    def trust_as_template(value):
+        """Mark ``value`` as a template (2.18 needs no mark)."""
+        return value
+
+
+__all__ = ["patch_module_args", "trust_as_template"]

@@ -9,12 +9,13 @@ import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from ansible.template import Templar
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.flatnet.cluster.plugins.filter import preflight_message
 from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan, peer_views, preflight
+from ansible_collections.flatnet.cluster.tests.unit.compat import trust_as_template
 
 # roles/plan/tasks/main.yml's preflight before the filter, verbatim: the Jinja the filter replaces.
 OLD_FAIL_MSG = (

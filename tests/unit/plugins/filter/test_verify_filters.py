@@ -9,10 +9,11 @@ import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from ansible.template import Templar
 
 from ansible_collections.flatnet.cluster.plugins.filter import nodeport_checks, verify_agent_lifetime, verify_sources
 from ansible_collections.flatnet.cluster.plugins.plugin_utils import cluster_plan
+from ansible_collections.flatnet.cluster.tests.unit.compat import trust_as_template
 
 MODULES = {"nodeport_checks": nodeport_checks, "verify_agent_lifetime": verify_agent_lifetime,
            "verify_sources": verify_sources}

@@ -86,7 +86,9 @@ ROLE_ARGS = {
 @pytest.mark.parametrize("cluster_cidr", ["10.244.0.0/16", ["10.244.0.0/16", "fd00:10:244::/56"], "fd00:10:244::/56"])
 def test_roles_pass_what_their_regexes_gave(what, cluster_cidr):
     from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar, trust_as_template
+    from ansible.template import Templar
+
+    from ansible_collections.flatnet.cluster.tests.unit.compat import trust_as_template
 
     plan = cluster_plan.build_plan(_nodes(), cluster_cidr=cluster_cidr, backend="vxlan")
     old, new = ROLE_ARGS[what]
