@@ -17,12 +17,13 @@ import time
 
 
 class Batch:
-    """Lines for one ``TOOL [-n NETNS] -batch -`` process."""
+    """Lines for one ``TOOL [-n NETNS] -batch -`` process. ``net``: run it inside another
+    process's network namespace instead (a lab node's PID, entered with nsenter)."""
 
-    __slots__ = ("tool", "netns", "lines", "force")
+    __slots__ = ("tool", "netns", "lines", "force", "net")
 
-    def __init__(self, tool="ip", netns=None, lines=None, force=False):
-        self.tool, self.netns, self.force = tool, netns, force
+    def __init__(self, tool="ip", netns=None, lines=None, force=False, net=None):
+        self.tool, self.netns, self.force, self.net = tool, netns, force, net
         self.lines = [] if lines is None else lines
 
     def __repr__(self):
@@ -36,8 +37,8 @@ class Plan:
     def __init__(self):
         self.batches, self.sysctl, self.actions, self.warnings = [], [], [], []
 
-    def batch(self, tool="ip", netns=None, force=False):
-        step = Batch(tool, netns, force=force)
+    def batch(self, tool="ip", netns=None, force=False, net=None):
+        step = Batch(tool, netns, force=force, net=net)
         self.batches.append(step)
         return step.lines
 
@@ -53,7 +54,7 @@ def apply(runner_or_ip, plan):
     runner = getattr(runner_or_ip, "runner", runner_or_ip)
     for step in plan.batches:
         runner.batch(step.tool, step.lines, opts=["-n", step.netns] if step.netns else [],
-                     force=step.force)
+                     force=step.force, net=step.net)
     for key, value in plan.sysctl:
         runner.sysctl(key, value)
 
