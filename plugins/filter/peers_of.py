@@ -32,6 +32,14 @@ options:
         takes. Ansible handles one string per peer much faster than a mapping of six keys.
     type: bool
     default: false
+  modes:
+    description:
+      - Only the peers reached this way (any of V(direct), V(vxlan), V(bgp)). The backend role
+        passes V([direct, vxlan]): the peers that BIRD serves (V(bgp)) get no static route.
+      - Unset, every peer.
+    type: list
+    elements: str
+    version_added: 0.3.0
 seealso:
   - module: flatnet.cluster.plan
   - module: flatnet.cluster.peers
@@ -47,6 +55,11 @@ EXAMPLES = r"""
   flatnet.cluster.peers:
     underlay_interface: "{{ flatnet_plan.nodes[inventory_hostname].underlay.interface }}"
     peers: "{{ flatnet_plan | flatnet.cluster.peers_of(inventory_hostname, lines=true) }}"
+
+- name: The peers that get static routes or VXLAN entries (BIRD serves the bgp ones)
+  flatnet.cluster.peers:
+    underlay_interface: "{{ flatnet_plan.nodes[inventory_hostname].underlay.interface }}"
+    peers: "{{ flatnet_plan | flatnet.cluster.peers_of(inventory_hostname, lines=true, modes=['direct', 'vxlan']) }}"
 
 - name: The peers this node reaches through VXLAN
   ansible.builtin.debug:
@@ -72,13 +85,20 @@ from ansible_collections.flatnet.cluster.plugins.plugin_utils.peer_views import 
 from ansible_collections.flatnet.cluster.plugins.plugin_utils.plan_inputs import PlanError
 
 
-def _peers_of(plan, node, lines=False):
+MODES = ("direct", "vxlan", "bgp")
+
+
+def _peers_of(plan, node, lines=False, modes=None):
     if not isinstance(plan, Mapping) or not isinstance(plan.get("nodes"), Mapping):
         raise AnsibleFilterError(f"peers_of: the input is not a flatnet plan (no 'nodes' mapping): {type(plan).__name__}")
     if not isinstance(lines, bool):
         raise AnsibleFilterError(f"peers_of: lines must be true or false, not {lines!r}")
+    if modes is not None:
+        if not isinstance(modes, (list, tuple)) or not all(m in MODES for m in modes):
+            raise AnsibleFilterError(f"peers_of: modes must be a list of {', '.join(MODES)}, not {modes!r}")
+        modes = set(modes)
     try:
-        peers = peers_of(plan, str(node))
+        peers = [p for p in peers_of(plan, str(node)) if modes is None or p["mode"] in modes]
         return [peer_line(peer) for peer in peers] if lines else peers
     except (PlanError, PeersError, ValueError) as exc:
         raise AnsibleFilterError(f"peers_of: {exc}") from None

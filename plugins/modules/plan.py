@@ -323,6 +323,7 @@ ansible_facts:
         - "Keys: C(cluster_cidrs) (one per family, IPv4 first), C(service_cidr), C(backend), C(mtu),
           C(masquerade), C(vxlan) ({vni, port, device}) and C(nodes): per node C(pod_cidrs),
           C(gateways) (bridge addresses with prefix), C(gateway_ips) (the same without prefix),
+          C(gateway_ipv4) (the IPv4 one, V(null) on an IPv6-only cluster),
           C(vtep_ips) (the network address of each pod CIDR), C(vtep_cidrs) (the same with the host
           prefix, /32 or /128, as the VXLAN device carries them), C(vtep_mac), C(underlay), C(bridge),
           C(pods) (sorted by name: C({name, ips, command}) and C(labels) when the pod has any);
@@ -346,6 +347,7 @@ ansible_facts:
             pod_cidrs: [10.244.0.0/24]
             gateways: [10.244.0.1/24]
             gateway_ips: [10.244.0.1]
+            gateway_ipv4: 10.244.0.1
             vtep_ips: [10.244.0.0]
             vtep_cidrs: [10.244.0.0/32]
             vtep_mac: "0e:85:ef:bc:8c:cc"

@@ -303,6 +303,8 @@ def _node_entry(name, node_blocks, nodes, cached_nodes, underlays, bridges, sett
         # Ready for the roles, derived here for every node (a cached plan written before these
         # keys existed gets them too): no prefix arithmetic in Jinja.
         "gateway_ips": [_address(first + 1, fam) for first, fam, _plen in firsts],
+        # The node's own source for what it sends from its host network (services, verify).
+        "gateway_ipv4": next((_address(first + 1, fam) for first, fam, _plen in firsts if fam == 4), None),
         "vtep_cidrs": [f"{_address(first, fam)}/{HOST_PREFIX[fam]}" for first, fam, _plen in firsts],
         "vtep_mac": vtep_mac(underlays[name]["ip"]),
         "underlay": underlay,

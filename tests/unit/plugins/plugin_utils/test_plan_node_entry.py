@@ -25,6 +25,7 @@ def test_ready_values_match_gateways_and_vtep_ips(cluster_cidr):
     plan = cluster_plan.build_plan(_nodes(), cluster_cidr=cluster_cidr, backend="vxlan")
     for entry in plan["nodes"].values():
         assert entry["gateway_ips"] == [gw.split("/")[0] for gw in entry["gateways"]]
+        assert entry["gateway_ipv4"] == entry["gateway_ips"][0]
         assert entry["vtep_cidrs"] == [ip + ("/128" if ":" in ip else "/32") for ip in entry["vtep_ips"]]
 
 
@@ -33,6 +34,7 @@ def test_dual_stack_values():
     node2 = plan["nodes"]["node2"]
     assert node2["gateways"] == ["10.244.1.1/24", "fd00:10:244:1::1/64"]
     assert node2["gateway_ips"] == ["10.244.1.1", "fd00:10:244:1::1"]
+    assert node2["gateway_ipv4"] == "10.244.1.1"
     assert node2["vtep_ips"] == ["10.244.1.0", "fd00:10:244:1::"]
     assert node2["vtep_cidrs"] == ["10.244.1.0/32", "fd00:10:244:1::/128"]
 
@@ -41,7 +43,7 @@ def _old_cache(plan):
     """The plan as the code before gateway_ips and vtep_cidrs wrote it to flatnet_plan_file."""
     old = json.loads(cluster_plan.plan_json(plan))
     for entry in old["nodes"].values():
-        del entry["gateway_ips"], entry["vtep_cidrs"]
+        del entry["gateway_ips"], entry["gateway_ipv4"], entry["vtep_cidrs"]
     return old
 
 
@@ -54,7 +56,13 @@ def test_limit_run_with_an_old_cache_gives_every_node_the_ready_values():
     assert limited == full
     for name in ("node2", "node3"):
         assert limited["nodes"][name]["gateway_ips"] == full["nodes"][name]["gateway_ips"]
+        assert limited["nodes"][name]["gateway_ipv4"] == full["nodes"][name]["gateway_ipv4"]
         assert limited["nodes"][name]["vtep_cidrs"] == full["nodes"][name]["vtep_cidrs"]
+
+
+def test_ipv6_only_has_no_ipv4_gateway():
+    plan = cluster_plan.build_plan(_nodes(), cluster_cidr="fd00:10:244::/56", backend="vxlan")
+    assert {entry["gateway_ipv4"] for entry in plan["nodes"].values()} == {None}
 
 
 def test_full_rerun_with_an_old_cache_is_the_same_plan():
@@ -72,7 +80,7 @@ ROLE_ARGS = {
     ),
     "services source, verify host_source": (
         "{{ _node.gateways | reject('search', ':') | map('regex_replace', '/.*$', '') | first | default('OMIT') }}",
-        "{{ _node.gateway_ips | reject('search', ':') | first | default('OMIT') }}",
+        "{{ _node.gateway_ipv4 | default('OMIT', true) }}",
     ),
     "backend vxlan addresses": (
         "{{ _node.vtep_ips | map('regex_replace', '^([^/]*:[^/]*)$', '\\1/128') "
