@@ -66,6 +66,18 @@ def save(path, data):
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def read_text(path):
+    """The text of a file the collection writes (a config, an agent): None when it is
+    missing, "" when it exists but cannot be read (never ours as it is: it is rewritten)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 def write_atomic(path, text):
     """Write ``text`` to ``path`` through a temp file and a rename; True when the content changed.
 

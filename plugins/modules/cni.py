@@ -176,16 +176,6 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import IP
 from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
 
 
-def _read(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError):
-        return ""
-
-
 def netns_addresses(ip):
     """{(ip, ifname): netns name} over the named namespaces of this host."""
     out = {}
@@ -328,7 +318,7 @@ def main():  # noqa: C901 (one decision per file, in order)
                         if f != C.CONFLIST_NAME and f.endswith((".conflist", ".conf", ".json")))
     except OSError:
         others = []
-    current = _read(conflist)
+    current = flatnet_state.read_text(conflist)
     ours = current is not None and record.get("conflist") == conflist and C.is_ours(current)
     try:
         ip = IPRoute2(module)
@@ -346,7 +336,7 @@ def main():  # noqa: C901 (one decision per file, in order)
             result["checks"] = run_check(ip.runner, p, plugin_dir, containers, doc)
         module.exit_json(**result)
 
-    env_current = _read(p["subnet_env"])
+    env_current = flatnet_state.read_text(p["subnet_env"])
     if p["state"] == "absent":
         remove(module, record, record_path, conflist, current, ours, env_current, containers, result)
 

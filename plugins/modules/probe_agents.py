@@ -354,7 +354,7 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
                          missing=missing)
 
     python = sys.executable or module.get_bin_path("python3", required=True)
-    current = _read(agent_path)
+    current = flatnet_state.read_text(agent_path)
     stale_code = current != source or record.get("source_sha256") != digest
     if current != source:
         actions.append(f"write {agent_path}")
@@ -391,13 +391,6 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
         module.fail_json(msg="probe agents did not start listening: " + "; ".join(failed), **result())
     module.exit_json(**result())
 
-
-def _read(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError:
-        return None
 
 
 def _remove(path):

@@ -80,3 +80,13 @@ def test_remove_and_remove_dir_if_empty(tmp_path):
     state.remove(str(path))
     state.remove_dir_if_empty(str(tmp_path))
     assert not tmp_path.exists()
+
+
+def test_read_text_is_the_text_none_when_missing_empty_when_unreadable(tmp_path):
+    path = tmp_path / "conf"
+    assert state.read_text(str(path)) is None
+    path.write_text("one\n", encoding="utf-8")
+    assert state.read_text(str(path)) == "one\n"
+    path.write_bytes(b"\xff\xfe")
+    assert state.read_text(str(path)) == ""  # not UTF-8: exists, never a traceback
+    assert state.read_text(str(tmp_path)) == ""  # a directory
