@@ -35,7 +35,7 @@ options:
   modes:
     description:
       - Only the peers reached this way (any of V(direct), V(vxlan), V(bgp)). The backend role
-        passes V([direct, vxlan]): the peers that BIRD serves (V(bgp)) get no static route.
+        passes V(direct) and V(vxlan); the peers that BIRD serves (V(bgp)) get no static route.
       - Unset, every peer.
     type: list
     elements: str
