@@ -392,7 +392,6 @@ def run_module():  # noqa: C901 (one decision per pod, in order)
     module.exit_json(**result())
 
 
-
 def _remove(path):
     try:
         os.unlink(path)
