@@ -9,10 +9,9 @@ Private module_utils of flatnet.cluster: the API may change without notice.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
 
+from ansible_collections.flatnet.cluster.plugins.module_utils import nft_table
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import link_name_problem
 
 FAMILY = "inet"
@@ -129,39 +128,9 @@ def _quote(name):
     return f'"{name}"'
 
 
-def transaction(definition):
-    """One atomic ``nft -f -`` script: create-if-missing, delete, define (all or nothing)."""
-    return f"table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n{definition}"
-
-
-def canonical(nft_json):
-    """``nft -j list table inet flatnet`` without what changes on every reload (handles, metainfo)."""
-    def strip(obj):
-        if isinstance(obj, dict):
-            return {k: strip(v) for k, v in obj.items() if k != "handle"}
-        if isinstance(obj, list):
-            return [strip(x) for x in obj]
-        return obj
-
-    items = nft_json.get("nftables", []) if isinstance(nft_json, dict) else []
-    return [strip(x) for x in items if "metainfo" not in x]
-
-
-def digest(value):
-    if not isinstance(value, str):
-        value = json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
-
-
-def needs_apply(record, desired_hash, live_hash):
-    """Reapply unless the recorded desired and live hashes both still hold.
-
-    ``live_hash`` is None when the table is missing. A record from another definition, a table
-    edited by hand or deleted, or no record at all means the table must be written again.
-    """
-    if live_hash is None:
-        return True
-    return not (record.get("desired") == desired_hash and record.get("live") == live_hash)
+def transaction(definition=""):
+    """The table's atomic ``nft -f -`` script (``nft_table.transaction``); empty: delete it."""
+    return nft_table.transaction(FAMILY, TABLE, definition)
 
 
 def forward_drop_chains(chains_json):

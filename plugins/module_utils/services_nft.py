@@ -38,6 +38,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 
+from ansible_collections.flatnet.cluster.plugins.module_utils import nft_table
+
 FAMILY = "ip"
 TABLE = "flatnet-svc"
 COMMENT = "flatnet.cluster services"
@@ -358,10 +360,6 @@ def delta(old, parts, stale):
     return "\n".join(lines) + "\n" if lines else "", new_stale, counts
 
 
-def transaction(definition_text):
-    """One atomic ``nft -f -`` script: create-if-missing, delete, define (all or nothing)."""
-    return f"table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n{definition_text}"
-
-
-def delete_transaction():
-    return f"table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n"
+def transaction(definition_text=""):
+    """The table's atomic ``nft -f -`` script (``nft_table.transaction``); empty: delete it."""
+    return nft_table.transaction(FAMILY, TABLE, definition_text)

@@ -130,7 +130,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import firewall_nft
+from ansible_collections.flatnet.cluster.plugins.module_utils import firewall_nft, nft_table
 from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError, Runner
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
 
@@ -171,7 +171,7 @@ class Nft:
 
 def live_hash(nft):
     table = nft.table_json()
-    return None if table is None else firewall_nft.digest(firewall_nft.canonical(table))
+    return None if table is None else nft_table.digest(nft_table.canonical(table))
 
 
 def main():
@@ -212,7 +212,7 @@ def reconcile(module):
         if current is not None:
             result["actions"].append(f"delete table {firewall_nft.FAMILY} {firewall_nft.TABLE}")
             if not module.check_mode:
-                nft.run(["-f", "-"], data=firewall_nft.transaction("").rstrip() + "\n")
+                nft.run(["-f", "-"], data=firewall_nft.transaction())
         if not module.check_mode:
             flatnet_state.remove(state_file)
         result["changed"] = bool(result["actions"])
@@ -226,10 +226,10 @@ def reconcile(module):
                                          vxlan_guard=p["vxlan_guard"])
     except ValueError as e:
         module.fail_json(msg=f"invalid firewall input: {e}")
-    desired = firewall_nft.digest(definition)
+    desired = nft_table.digest(definition)
     result["ruleset"] = definition
 
-    if firewall_nft.needs_apply(record, desired, current):
+    if nft_table.needs_apply(record, desired, current):
         if current is None:
             why = "table missing"
         elif record.get("desired") != desired:

@@ -120,7 +120,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import firewall_nft
+from ansible_collections.flatnet.cluster.plugins.module_utils import nft_table
 from ansible_collections.flatnet.cluster.plugins.module_utils import services_nft as svc_nft
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
 from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError, Runner
@@ -194,7 +194,7 @@ class Kernel:
             if rc != 0:
                 return None
             parts.append(svc_nft.without_affinity_elements(out))
-        return firewall_nft.digest(("full\n" if full else "quick\n") + "".join(parts))
+        return nft_table.digest(("full\n" if full else "quick\n") + "".join(parts))
 
     def ports_without_hairpin(self, bridge):
         """Ports of the pod bridge with hairpin mode off. A pod reaching itself through its
@@ -241,7 +241,7 @@ class Input:
 
     def digest(self):
         # The JSON text is hashed as it came: decoding and re-encoding it costs more.
-        return firewall_nft.digest({"layout": svc_nft.LAYOUT,
+        return nft_table.digest({"layout": svc_nft.LAYOUT,
                                     "services": self.p["services_json"] if self.p["services_json"] is not None
                                     else self.services,
                                     "service_cidrs": self.p["service_cidrs"], "cluster_cidrs": self.p["cluster_cidrs"],
@@ -260,7 +260,7 @@ def plan_table(module, p, inp, record, parts_file, exists, live):
     except (ValueError, KeyError, TypeError) as exc:
         module.fail_json(msg=f"invalid services input: {exc!r}")
     definition = svc_nft.definition(parts)
-    keep = {"input": p_input, "static": firewall_nft.digest(svc_nft.static_definition()),
+    keep = {"input": p_input, "static": nft_table.digest(svc_nft.static_definition()),
             "parts": svc_nft.summary(parts), "stale": {"chains": [], "sets": []}}
     # What was written last, for a partial write: a file of its own (services-parts.json), read
     # only here, so that an unchanged rerun and node_facts do not decode 20,000 elements.
@@ -332,7 +332,7 @@ def reconcile(module):
             result["actions"].append(f"delete route {dst} dev {dev}")
         if not module.check_mode:
             if exists:
-                kernel.run("nft", ["-f", "-"], data=svc_nft.delete_transaction())
+                kernel.run("nft", ["-f", "-"], data=svc_nft.transaction())
             for dst, dev, _src in have_routes:
                 kernel.run("ip", ["route", "del", dst, "dev", dev, "proto", str(svc_nft.RT_PROTO)])
             flatnet_state.remove(state_file)

@@ -11,7 +11,7 @@ import pytest
 
 from ansible.module_utils import basic
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import firewall_nft
+from ansible_collections.flatnet.cluster.plugins.module_utils import firewall_nft, nft_table
 from ansible_collections.flatnet.cluster.tests.unit.compat import patch_module_args
 from ansible_collections.flatnet.cluster.plugins.modules import firewall as firewall_module
 
@@ -134,10 +134,10 @@ def test_canonical_ignores_handles_and_metainfo():
     other["nftables"][0]["metainfo"]["version"] = "1.0.9"
     for item in other["nftables"][1:]:
         next(iter(item.values()))["handle"] += 40
-    assert firewall_nft.digest(firewall_nft.canonical(other)) == firewall_nft.digest(firewall_nft.canonical(LIVE))
+    assert nft_table.digest(nft_table.canonical(other)) == nft_table.digest(nft_table.canonical(LIVE))
     edited = copy.deepcopy(LIVE)
     edited["nftables"][-1]["rule"]["expr"][-1] = {"drop": None}
-    assert firewall_nft.digest(firewall_nft.canonical(edited)) != firewall_nft.digest(firewall_nft.canonical(LIVE))
+    assert nft_table.digest(nft_table.canonical(edited)) != nft_table.digest(nft_table.canonical(LIVE))
 
 
 @pytest.mark.parametrize("record,desired,live,expected", [
@@ -148,7 +148,7 @@ def test_canonical_ignores_handles_and_metainfo():
     ({}, "d", "l", True),                               # never recorded
 ])
 def test_needs_apply(record, desired, live, expected):
-    assert firewall_nft.needs_apply(record, desired, live) is expected
+    assert nft_table.needs_apply(record, desired, live) is expected
 
 
 def test_forward_drop_chains_of_other_tables_only():
@@ -201,7 +201,7 @@ def recorded_for(args, table=None):
     if table is None:
         table = copy.deepcopy(LIVE)
     definition = firewall_nft.render(args["cluster_cidrs"], args["masquerade"], args["vxlan_port"])
-    return {"desired": firewall_nft.digest(definition), "live": firewall_nft.digest(firewall_nft.canonical(table))}
+    return {"desired": nft_table.digest(definition), "live": nft_table.digest(nft_table.canonical(table))}
 
 
 def test_module_unchanged_when_record_and_live_match(capsys):
