@@ -50,7 +50,7 @@ def present(link=_RECORDED, addrs=None, want=None, now=None, accept_ra=None):
     want = copy.deepcopy(ADDRS) if want is None else want
     now = copy.deepcopy(FWD) if now is None else now
     return plan_present("cni0", want, 1450, link, addrs, accept_ra, now,
-                          m.wanted_sysctls(False, now))
+                        m.wanted_sysctls(False, now))
 
 
 def test_in_sync_no_action():
@@ -130,10 +130,10 @@ def test_ours_by_marker_or_record_and_adopt_records_originals():
 
 def test_adopted_bridge_is_not_marked():
     lines, _w, actions = plan_present("cni0", ADDRS, 1450, dict(BR, ifalias=None), ADDRS, None,
-                                        FWD, m.wanted_sysctls(False, FWD), mark=False)
+                                      FWD, m.wanted_sysctls(False, FWD), mark=False)
     assert lines == [] and actions == []
     lines, _w, _a = plan_present("cni0", ADDRS, 1450, dict(BR, ifalias=None), ADDRS, None,
-                                   FWD, m.wanted_sysctls(False, FWD), mark=True)
+                                 FWD, m.wanted_sysctls(False, FWD), mark=True)
     assert lines == [["link", "set", "cni0", "alias", "flatnet"]]
 
 
@@ -147,7 +147,7 @@ def test_retire_deletes_ours_restores_adopted_and_leaves_unmarked():
     adopted = {"mac": "ce:11:22:33:44:55", "mtu": 9000, "addresses": ["192.0.2.1/24"], "up": False,
                "accept_ra": "1"}
     lines, writes, actions, _w = plan_retire({"bridge": "br-old", "adopted": adopted},
-                                               dict(old, ifalias=None), ADDRS + ["192.0.2.1/24"], "0")
+                                             dict(old, ifalias=None), ADDRS + ["192.0.2.1/24"], "0")
     assert lines == [["addr", "del", "10.244.0.1/24", "dev", "br-old"],
                      ["link", "set", "br-old", "address", "ce:11:22:33:44:55"],
                      ["link", "set", "br-old", "mtu", 9000],
