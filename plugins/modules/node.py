@@ -133,6 +133,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.flatnet.cluster.plugins.module_utils import reconcile
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
 from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
     global_addrs,
@@ -255,29 +256,31 @@ def ownership(bridge, link, link_addrs, addresses, record, adopt, node_path, acc
 
 
 def plan_present(bridge, addresses, mtu, link, link_addrs, accept_ra, sysctls_now, want_sysctls,
-                 mark=True):
-    """Pure: what to change. ``link`` is the ``ip -details`` entry of the bridge (or None),
-    ``link_addrs`` its global addresses, ``accept_ra`` its current value (str or None).
-    ``mark``: set the ``flatnet`` ifalias (False for an adopted bridge).
-    Returns (batch lines, sysctl writes {name: value}, actions); the writes keep the order of
-    ``want_sysctls`` (an underlay's accept_ra comes before forwarding)."""
-    lines, writes, actions = [], {}, []
+                 mark=True, adopting=None, retire=()):
+    """Pure: the ``reconcile.Plan`` that makes the bridge. ``link`` is the ``ip -details``
+    entry of the bridge (or None), ``link_addrs`` its global addresses, ``accept_ra`` its
+    current value (str or None). ``mark``: set the ``flatnet`` ifalias (False for an adopted
+    bridge); ``adopting``: the originals of a bridge adopted by this run (said first).
+    ``retire``: the old bridges to undo first, in the same batch, so the gateway addresses
+    are free for the new one (see :func:`retire_all`).
+
+    One ``ip`` batch; the sysctl writes keep the order of ``want_sysctls`` (an underlay's
+    accept_ra comes before forwarding), after the old bridges' and before the bridge's own."""
+    plan = retire_all(retire)
+    lines, actions, writes = plan.batches[0].lines, plan.actions, {}
     v6 = any(ipaddress.ip_interface(a).version == 6 for a in addresses)
     mac = bridge_mac(bridge, addresses)
-
-    def add_addr(addr):
-        extra = ["nodad"] if ipaddress.ip_interface(addr).version == 6 else []
-        lines.append(["addr", "add", addr, "dev", bridge] + extra)
-        actions.append(f"{bridge}: add address {addr}")
-
+    if adopting:
+        actions.append(f"adopt bridge {bridge} (record its MAC {adopting['mac']}, mtu "
+                       f"{adopting['mtu']}, addresses {','.join(adopting['addresses']) or '-'})")
     bridge_writes = {}
     if link is None:
         actions.append(f"add bridge {bridge} mtu {mtu}")
         lines.append(["link", "add", bridge] + (["address", mac] if mac else [])
                      + ["mtu", mtu, "type", "bridge"])
         lines.append(["link", "set", bridge, "alias", ALIAS])
-        for addr in addresses:
-            add_addr(addr)
+        lines += reconcile.addr_lines([], addresses, bridge)
+        actions += [f"{bridge}: add address {a}" for a in addresses]
         lines.append(["link", "set", bridge, "up"])
         if v6:
             bridge_writes[accept_ra_name(bridge)] = "0"
@@ -295,13 +298,10 @@ def plan_present(bridge, addresses, mtu, link, link_addrs, accept_ra, sysctls_no
         if link.get("mtu") != mtu:
             lines.append(["link", "set", bridge, "mtu", mtu])
             actions.append(f"{bridge}: set mtu {mtu} (was {link.get('mtu')})")
-        for addr in link_addrs:
-            if addr not in addresses:
-                lines.append(["addr", "del", addr, "dev", bridge])
-                actions.append(f"{bridge}: remove address {addr}")
-        for addr in addresses:
-            if addr not in link_addrs:
-                add_addr(addr)
+        gone, new = reconcile.addr_diff(link_addrs, addresses)
+        lines += reconcile.addr_lines(link_addrs, addresses, bridge)
+        actions += [f"{bridge}: remove address {a}" for a in gone]
+        actions += [f"{bridge}: add address {a}" for a in new]
         if not is_up(link):
             lines.append(["link", "set", bridge, "up"])
             actions.append(f"{bridge}: set up")
@@ -314,33 +314,33 @@ def plan_present(bridge, addresses, mtu, link, link_addrs, accept_ra, sysctls_no
             actions.append(f"set {name}={value} (was {sysctls_now.get(name)})")
     # The bridge's own accept_ra last: a new bridge has no sysctl directory before the batch.
     writes.update(bridge_writes)
-    return lines, writes, actions
+    plan.sysctl = list(dict(plan.sysctl, **writes).items())
+    return plan
 
 
 def plan_retire(old, link, link_addrs, accept_ra):
-    """Pure: undo an old bridge (``{"bridge", "adopted"}`` from the record): delete one this
-    module made (only while it carries the marker), put an adopted one back as it was.
-    Returns (lines, sysctl writes, actions, warnings)."""
+    """Pure: the ``reconcile.Plan`` (one ``ip`` batch) that undoes an old bridge
+    (``{"bridge", "adopted"}`` from the record): delete one this module made (only while it
+    carries the marker), put an adopted one back as it was."""
+    plan = reconcile.Plan()
+    lines, actions = plan.batch("ip"), plan.actions
     name = old["bridge"]
     if link is None:
-        return [], {}, [], []
+        return plan
     adopted = old.get("adopted")
     if not adopted:
         if link.get("ifalias") != ALIAS:
-            return [], {}, [], [f"bridge {name} is recorded but no longer carries ifalias "
-                                f"'{ALIAS}'; left in place (delete it by hand if it is unused)"]
-        return [["link", "del", name]], {}, [f"delete bridge {name}"], []
-    lines, writes, actions = [], {}, []
-    original = set(adopted.get("addresses") or [])
-    for addr in link_addrs:
-        if addr not in original:
-            lines.append(["addr", "del", addr, "dev", name])
-            actions.append(f"{name}: remove address {addr}")
-    for addr in sorted(original):
-        if addr not in link_addrs:
-            extra = ["nodad"] if ipaddress.ip_interface(addr).version == 6 else []
-            lines.append(["addr", "add", addr, "dev", name] + extra)
-            actions.append(f"{name}: restore address {addr}")
+            plan.warnings.append(f"bridge {name} is recorded but no longer carries ifalias "
+                                 f"'{ALIAS}'; left in place (delete it by hand if it is unused)")
+        else:
+            lines.append(["link", "del", name])
+            actions.append(f"delete bridge {name}")
+        return plan
+    original = sorted(set(adopted.get("addresses") or []))
+    gone, new = reconcile.addr_diff(link_addrs, original)
+    lines += reconcile.addr_lines(link_addrs, original, name)
+    actions += [f"{name}: remove address {a}" for a in gone]
+    actions += [f"{name}: restore address {a}" for a in new]
     if adopted.get("mac") and link.get("address") != adopted["mac"]:
         lines.append(["link", "set", name, "address", adopted["mac"]])
         actions.append(f"{name}: restore MAC {adopted['mac']}")
@@ -354,9 +354,23 @@ def plan_retire(old, link, link_addrs, accept_ra):
         lines.append(["link", "set", name, "up"])
         actions.append(f"{name}: set up (as it was)")
     if adopted.get("accept_ra") is not None and accept_ra not in (None, adopted["accept_ra"]):
-        writes[accept_ra_name(name)] = adopted["accept_ra"]
+        plan.sysctl.append((accept_ra_name(name), adopted["accept_ra"]))
         actions.append(f"restore {accept_ra_name(name)}={adopted['accept_ra']}")
-    return lines, writes, actions, []
+    return plan
+
+
+def retire_all(olds):
+    """Pure: one ``reconcile.Plan`` (one ``ip`` batch) that undoes every old bridge, in
+    order. ``olds``: ``[(record entry, link or None, global addresses, accept_ra)]``."""
+    plan = reconcile.Plan()
+    lines = plan.batch("ip")
+    for old in olds:
+        step = plan_retire(*old)
+        lines += step.batches[0].lines
+        plan.sysctl += step.sysctl
+        plan.actions += step.actions
+        plan.warnings += step.warnings
+    return plan
 
 
 def old_bridges(record, keep=None):
@@ -394,6 +408,25 @@ def plan_restore(record, sysctls_now):
     return writes
 
 
+def plan_absent(bridge, link, record, olds, sysctls_now, node_path, recorded):
+    """Pure: the ``reconcile.Plan`` of state=absent: undo the recorded bridges ``olds`` (as
+    :func:`retire_all` takes them), restore the recorded sysctls, remove the record (when
+    ``recorded``: the file exists). ``link``: the configured bridge; marked without a record,
+    it is not ours to delete (a warning)."""
+    plan = retire_all(olds)
+    if link is not None and link.get("ifalias") == ALIAS and bridge not in {o[0]["bridge"] for o in olds}:
+        plan.warnings.append(f"bridge {bridge} carries ifalias '{ALIAS}' but is not recorded in "
+                             f"{node_path}; left in place (run the deploy once to record it, or "
+                             f"delete it by hand)")
+    writes = plan_restore(record, sysctls_now)
+    plan.actions += [f"restore {n}={v}" for n, v in writes.items()]
+    # Forwarding and the underlay first, then the adopted bridges' own accept_ra.
+    plan.sysctl = list(dict(writes, **dict(plan.sysctl)).items())
+    if recorded:
+        plan.actions.append(f"remove {node_path}")
+    return plan
+
+
 MANAGED = ("net.ipv4.ip_forward", FORWARDING6, "net.ipv4.conf.all.rp_filter") + tuple(
     f"net.{family}.neigh.default.{key}" for family in ("ipv4", "ipv6") for key in NEIGH_THRESH
 )
@@ -414,21 +447,47 @@ def describe(bridges, sysctls):
     return "\n".join(lines) + "\n"
 
 
-def apply(module, ip, lines, writes, actions):
-    """Run the bridge changes in one ``ip -batch``, then write the sysctls (in order)."""
-    try:
-        ip.batch(lines)
-        for name, value in writes.items():
-            write_sysctl(name, value)
-    except (KernelError, OSError) as exc:
-        module.fail_json(msg=str(exc), actions=actions)
+def report(plan, sysctls_now, olds, bridge=None, diff=False):
+    """What the module returns for ``plan``: changed, actions, the managed sysctls after it
+    and, with ``diff``, the before and after text. ``olds`` as :func:`retire_all` takes them
+    (one the plan deletes shows absent after); ``bridge``: the configured bridge on present,
+    ``(name, link, addrs, link after, addrs after)``."""
+    after = dict(sysctls_now, **dict(plan.sysctl))
+    result = dict(changed=plan.changed, actions=plan.actions,
+                  sysctls={k: v for k, v in after.items() if v is not None and k in sysctls_now})
+    if diff:
+        lines = [line for step in plan.batches for line in step.lines]
+        shown = [(old["bridge"], link, addrs) for old, link, addrs, _ra in olds if link is not None]
+        before = shown + ([bridge[:3]] if bridge else [])
+        after = [(n, None if ["link", "del", n] in lines else lk, a) for n, lk, a in shown] + (
+            [(bridge[0],) + tuple(bridge[3:])] if bridge else [])
+        result["diff"] = {
+            "before": describe(before, {k: v for k, v in sysctls_now.items() if v is not None}),
+            "after": describe(after, result["sysctls"])}
+    return result
 
 
-def save_record(module, path, record, actions):
+class HostKernel:
+    """What the node's plan is applied through: the runner's batches, and sysctls written to
+    /proc/sys as they always were (``sysctl -w`` would need procps, and would split an
+    interface name with dots, a VLAN underlay such as eth0.100, into path components)."""
+
+    def __init__(self, runner):
+        self._runner = runner  # not ``runner``: reconcile.apply would take it and skip us
+
+    def batch(self, tool, lines, **kwargs):
+        self._runner.batch(tool, lines, **kwargs)
+
+    @staticmethod
+    def sysctl(name, value):
+        write_sysctl(name, value)
+
+
+def save_record(path, record):
     try:
         flatnet_state.save(path, record)
     except OSError as exc:
-        module.fail_json(msg=f"cannot write {path}: {exc}", actions=actions)
+        raise NodeError(f"cannot write {path}: {exc}") from None
 
 
 class Reader:
@@ -446,58 +505,57 @@ class Reader:
             self._addrs = {link["ifname"]: global_addrs(link) for link in self.ip.json(["addr", "show"])}
         return self._addrs.get(name, [])
 
+    def bridge(self, name):
+        """``(link or None, global addresses, accept_ra or None)`` of the bridge ``name``."""
+        link = self.links.get(name)
+        return link, self.addrs(name), read_sysctl(accept_ra_name(name)) if link else None
 
-def retire_all(olds, reader):
-    lines, writes, actions, warnings, shown = [], {}, [], [], []
-    for old in olds:
-        name = old["bridge"]
-        link = reader.links.get(name)
-        addrs = reader.addrs(name)
-        ra = read_sysctl(accept_ra_name(name)) if link else None
-        lns, wrs, acts, warns = plan_retire(old, link, addrs, ra)
-        lines += lns
-        writes.update(wrs)
-        actions += acts
-        warnings += warns
-        if link is not None:
-            shown.append((name, link, addrs))
-    return lines, writes, actions, warnings, shown
+    def olds(self, olds):
+        """The recorded old bridges as :func:`retire_all` takes them."""
+        return [(old,) + self.bridge(old["bridge"]) for old in olds]
 
 
-def remove(module, ip, reader, record, link, sysctls_now, node_path):
-    """state=absent: undo the recorded bridges and restore the recorded sysctls; exits."""
-    p = module.params
+def plan_node(p, reader, record, addresses, sysctls_now, node_path):
+    """state=present: ``(plan, intent, new record, olds, bridge)``: the intent is recorded
+    before the plan is applied, the new record after it; ``olds`` and ``bridge`` are what
+    :func:`report` shows. Raises NodeError."""
     bridge = p["bridge"]
-    shown_now = {k: v for k, v in sysctls_now.items() if v is not None}
-    # The recorded bridges (and a marked one of the configured name that is recorded);
-    # a marked bridge without a record is not ours to delete.
-    olds = old_bridges(record)
-    lines, bridge_writes, actions, warnings, shown = retire_all(olds, reader)
-    if link is not None and link.get("ifalias") == ALIAS and bridge not in {o["bridge"] for o in olds}:
-        warnings.append(f"bridge {bridge} carries ifalias '{ALIAS}' but is not recorded in "
-                        f"{node_path}; left in place (run the deploy once to record it, or "
-                        f"delete it by hand)")
-    for w in warnings:
-        module.warn(w)
-    writes = plan_restore(record, sysctls_now)
-    actions += [f"restore {n}={v}" for n, v in writes.items()]
-    writes.update(bridge_writes)
-    if os.path.exists(node_path):
-        actions.append(f"remove {node_path}")
-    after = dict(sysctls_now, **writes)
-    result = dict(changed=bool(actions), actions=actions,
-                  sysctls={k: v for k, v in after.items() if v is not None and k in sysctls_now})
-    if module._diff:
-        result["diff"] = {
-            "before": describe(shown, shown_now),
-            "after": describe([(n, None if ["link", "del", n] in lines else lk, a)
-                               for n, lk, a in shown], result["sysctls"])}
-    if module.check_mode or not actions:
-        module.exit_json(**result)
-    apply(module, ip, lines, writes, actions)
-    flatnet_state.remove(node_path)
-    flatnet_state.remove_dir_if_empty(p["state_dir"])
-    module.exit_json(**result)
+    recorded_sysctls = record.get("sysctls") or {}
+    link, addrs, accept_ra = reader.bridge(bridge)
+    ipv6 = p["ipv6"] if p["ipv6"] is not None else any(
+        ipaddress.ip_interface(a).version == 6 for a in addresses)
+    mark, adopted = ownership(bridge, link, addrs, addresses, record, p["adopt"], node_path,
+                              accept_ra)
+    # Underlay accept_ra first: RAs must stay accepted from the moment forwarding is on.
+    want_sysctls = underlay_ra_sysctls(ipv6, p["underlay_interface"], sysctls_now,
+                                       recorded_sysctls)
+    want_sysctls.update(wanted_sysctls(ipv6, sysctls_now))
+    # The recorded old bridges (a renamed flatnet_bridge) go first, in the same batch, so the
+    # gateway addresses are free for the new one.
+    olds = reader.olds(old_bridges(record, keep=bridge))
+    adopting = adopted if adopted and link is not None and record.get("bridge") != bridge else None
+    plan = plan_present(bridge, addresses, p["mtu"], link, addrs, accept_ra, sysctls_now,
+                        want_sysctls, mark=mark, adopting=adopting, retire=olds)
+    if not os.path.isdir("/proc/sys/net/ipv6"):
+        plan.sysctl = [(k, v) for k, v in plan.sysctl if not k.startswith("net.ipv6.")]
+    new_record = {
+        "bridge": bridge,
+        "adopted": adopted,
+        "addresses": addresses,
+        "mtu": p["mtu"],
+        "pod_cidrs": list(p["pod_cidrs"]),
+        "sysctls": record_sysctls(record, dict(plan.sysctl), sysctls_now, want_sysctls),
+    }
+    # What this run will change, recorded before it is changed: the sysctls' originals, an
+    # adopted bridge's originals, and the old bridges still to undo.
+    intent = dict(new_record, retired=[old for old, lk, _a, _r in olds if lk is not None])
+    if not intent["retired"]:
+        del intent["retired"]
+    if new_record != record:
+        plan.actions.append(f"record {node_path}")
+    new_link = {"address": bridge_mac(bridge, addresses) or (link or {}).get("address"),
+                "mtu": p["mtu"], "flags": ["UP"]}
+    return plan, intent, new_record, olds, (bridge, link, addrs, new_link, addresses)
 
 
 def main():
@@ -516,92 +574,49 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    bridge = p["bridge"]
     node_path = os.path.join(p["state_dir"], "node.json")
     try:
         ip = IPRoute2(module)
     except KernelError as exc:
         module.fail_json(msg=str(exc))
-    # A corrupt record fails here, before anything is read or changed.
-    record = flatnet_state.load_or_fail(module, node_path)
-    recorded_sysctls = record.get("sysctls") or {}
+    try:
+        # A corrupt record fails here, before anything is read or changed.
+        record = flatnet_state.load(node_path)
+    except flatnet_state.StateError as exc:
+        module.fail_json(msg=str(exc))
     try:
         addresses = normalise_addresses(p["addresses"])
         reader = Reader(ip)
-        link = reader.links.get(bridge)
-        addrs = reader.addrs(bridge)
+        names = list(MANAGED) + [n for n in record.get("sysctls") or {} if n not in MANAGED]
+        if p["underlay_interface"]:
+            names.append(accept_ra_name(p["underlay_interface"]))
+        sysctls_now = {name: read_sysctl(name) for name in dict.fromkeys(names)}
+        if p["state"] == "absent":
+            olds = reader.olds(old_bridges(record))
+            plan = plan_absent(p["bridge"], reader.bridge(p["bridge"])[0], record, olds,
+                               sysctls_now, node_path, os.path.exists(node_path))
+            intent = new_record = bridge = None
+        else:
+            plan, intent, new_record, olds, bridge = plan_node(p, reader, record, addresses,
+                                                               sysctls_now, node_path)
     except (NodeError, KernelError) as exc:
         module.fail_json(msg=str(exc))
-    ipv6 = p["ipv6"] if p["ipv6"] is not None else any(
-        ipaddress.ip_interface(a).version == 6 for a in addresses)
-    names = list(MANAGED) + [n for n in recorded_sysctls if n not in MANAGED]
-    if p["underlay_interface"]:
-        names.append(accept_ra_name(p["underlay_interface"]))
-    sysctls_now = {name: read_sysctl(name) for name in dict.fromkeys(names)}
-    shown_now = {k: v for k, v in sysctls_now.items() if v is not None}
-
-    if p["state"] == "absent":
-        remove(module, ip, reader, record, link, sysctls_now, node_path)
-
-    accept_ra = read_sysctl(accept_ra_name(bridge)) if link else None
-    try:
-        mark, adopted = ownership(bridge, link, addrs, addresses, record, p["adopt"], node_path,
-                                  accept_ra)
-        # Underlay accept_ra first: RAs must stay accepted from the moment forwarding is on.
-        want_sysctls = underlay_ra_sysctls(ipv6, p["underlay_interface"], sysctls_now,
-                                           recorded_sysctls)
-        want_sysctls.update(wanted_sysctls(ipv6, sysctls_now))
-        lines, writes, actions = plan_present(bridge, addresses, p["mtu"], link, addrs, accept_ra,
-                                              sysctls_now, want_sysctls, mark=mark)
-    except NodeError as exc:
-        module.fail_json(msg=str(exc))
-    if adopted and link is not None and record.get("bridge") != bridge:
-        actions.insert(0, f"adopt bridge {bridge} (record its MAC {adopted['mac']}, mtu "
-                          f"{adopted['mtu']}, addresses {','.join(adopted['addresses']) or '-'})")
-    if not os.path.isdir("/proc/sys/net/ipv6"):
-        writes = {k: v for k, v in writes.items() if not k.startswith("net.ipv6.")}
-    # The recorded old bridges (a renamed flatnet_bridge) go first, in the same batch, so the
-    # gateway addresses are free for the new one.
-    olds = old_bridges(record, keep=bridge)
-    old_lines, old_writes, old_actions, warnings, shown = retire_all(olds, reader)
-    for w in warnings:
-        module.warn(w)
-    lines = old_lines + lines
-    writes = dict(old_writes, **writes)
-    actions = old_actions + actions
-    new_record = {
-        "bridge": bridge,
-        "adopted": adopted,
-        "addresses": addresses,
-        "mtu": p["mtu"],
-        "pod_cidrs": list(p["pod_cidrs"]),
-        "sysctls": record_sysctls(record, writes, sysctls_now, want_sysctls),
-    }
-    # What this run will change, recorded before it is changed: the sysctls' originals, an
-    # adopted bridge's originals, and the old bridges still to undo.
-    intent = dict(new_record, retired=[o for o in olds if o["bridge"] in reader.links])
-    if not intent["retired"]:
-        del intent["retired"]
-    if new_record != record:
-        actions.append(f"record {node_path}")
-    after = dict(sysctls_now, **{k: v for k, v in writes.items() if k in sysctls_now})
-    result = dict(changed=bool(actions), actions=actions,
-                  sysctls={k: v for k, v in after.items() if v is not None})
-    if module._diff:
-        mac = bridge_mac(bridge, addresses)
-        new_link = {"address": mac or (link or {}).get("address"), "mtu": p["mtu"], "flags": ["UP"]}
-        result["diff"] = {
-            "before": describe(shown + [(bridge, link, addrs)], shown_now),
-            "after": describe([(n, None if ["link", "del", n] in lines else lk, a)
-                               for n, lk, a in shown] + [(bridge, new_link, addresses)],
-                              result["sysctls"])}
-    if module.check_mode or not actions:
+    for warning in plan.warnings:
+        module.warn(warning)
+    result = report(plan, sysctls_now, olds, bridge, diff=module._diff)
+    if module.check_mode or not plan.actions:
         module.exit_json(**result)
-    if intent != record:
-        save_record(module, node_path, intent, actions)
-    apply(module, ip, lines, writes, actions)
-    if intent != new_record:
-        save_record(module, node_path, new_record, actions)
+    try:
+        if intent is not None and intent != record:
+            save_record(node_path, intent)
+        reconcile.apply(HostKernel(ip.runner), plan)
+        if intent != new_record:
+            save_record(node_path, new_record)
+    except (NodeError, KernelError, OSError) as exc:
+        module.fail_json(msg=str(exc), actions=plan.actions)
+    if p["state"] == "absent":
+        flatnet_state.remove(node_path)
+        flatnet_state.remove_dir_if_empty(p["state_dir"])
     module.exit_json(**result)
 
 

@@ -23,13 +23,34 @@ FWD = {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "0",
 _RECORDED = object()
 
 
+def parts(plan):
+    """A node plan as the tuple it used to be: (batch lines, sysctl writes, actions, warnings).
+    The plan is one host ``ip`` batch; its writes name each sysctl once (a dict keeps order)."""
+    assert [(b.tool, b.netns, b.force, b.net) for b in plan.batches] == [("ip", None, False, None)]
+    writes = dict(plan.sysctl)
+    assert len(writes) == len(plan.sysctl)
+    assert plan.changed == bool(plan.actions)
+    return plan.batches[0].lines, writes, plan.actions, plan.warnings
+
+
+def plan_present(*args, **kwargs):
+    """``m.plan_present`` as (lines, writes, actions); a bridge plan has no warnings."""
+    lines, writes, actions, warnings = parts(m.plan_present(*args, **kwargs))
+    assert warnings == []
+    return lines, writes, actions
+
+
+def plan_retire(*args):
+    return parts(m.plan_retire(*args))
+
+
 def present(link=_RECORDED, addrs=None, want=None, now=None, accept_ra=None):
     link = copy.deepcopy(BR) if link is _RECORDED else link
     addrs = copy.deepcopy(ADDRS) if addrs is None else addrs
     want = copy.deepcopy(ADDRS) if want is None else want
     now = copy.deepcopy(FWD) if now is None else now
-    return m.plan_present("cni0", want, 1450, link, addrs, accept_ra, now,
-                          m.wanted_sysctls(False, now))
+    return plan_present("cni0", want, 1450, link, addrs, accept_ra, now,
+                        m.wanted_sysctls(False, now))
 
 
 def test_in_sync_no_action():
@@ -48,10 +69,10 @@ def test_create_bridge():
 
 def test_dual_stack_bridge_sets_accept_ra():
     want = ["10.244.0.1/24", "fd00:10::1/64"]
-    _l, writes, _a = m.plan_present("cni0", want, 1450, None, [], None, FWD, m.wanted_sysctls(True, FWD))
+    _l, writes, _a = plan_present("cni0", want, 1450, None, [], None, FWD, m.wanted_sysctls(True, FWD))
     assert writes["net.ipv6.conf.cni0.accept_ra"] == "0"
     assert writes["net.ipv6.conf.all.forwarding"] == "1"
-    _l, writes, _a = m.plan_present("cni0", want, 1450, BR, want, "1", dict(
+    _l, writes, _a = plan_present("cni0", want, 1450, BR, want, "1", dict(
         FWD, **{"net.ipv6.conf.all.forwarding": "1"}), m.wanted_sysctls(True, FWD))
     assert writes == {"net.ipv6.conf.cni0.accept_ra": "0"}
 
@@ -108,25 +129,25 @@ def test_ours_by_marker_or_record_and_adopt_records_originals():
 
 
 def test_adopted_bridge_is_not_marked():
-    lines, _w, actions = m.plan_present("cni0", ADDRS, 1450, dict(BR, ifalias=None), ADDRS, None,
-                                        FWD, m.wanted_sysctls(False, FWD), mark=False)
+    lines, _w, actions = plan_present("cni0", ADDRS, 1450, dict(BR, ifalias=None), ADDRS, None,
+                                      FWD, m.wanted_sysctls(False, FWD), mark=False)
     assert lines == [] and actions == []
-    lines, _w, _a = m.plan_present("cni0", ADDRS, 1450, dict(BR, ifalias=None), ADDRS, None,
-                                   FWD, m.wanted_sysctls(False, FWD), mark=True)
+    lines, _w, _a = plan_present("cni0", ADDRS, 1450, dict(BR, ifalias=None), ADDRS, None,
+                                 FWD, m.wanted_sysctls(False, FWD), mark=True)
     assert lines == [["link", "set", "cni0", "alias", "flatnet"]]
 
 
 def test_retire_deletes_ours_restores_adopted_and_leaves_unmarked():
     old = dict(BR, ifname="br-old")
-    assert m.plan_retire({"bridge": "br-old"}, old, ADDRS, "0") == (
+    assert plan_retire({"bridge": "br-old"}, old, ADDRS, "0") == (
         [["link", "del", "br-old"]], {}, ["delete bridge br-old"], [])
-    lines, writes, actions, warns = m.plan_retire({"bridge": "br-old"}, dict(old, ifalias=None), ADDRS, "0")
+    lines, writes, actions, warns = plan_retire({"bridge": "br-old"}, dict(old, ifalias=None), ADDRS, "0")
     assert lines == [] and writes == {} and actions == [] and "left in place" in warns[0]
-    assert m.plan_retire({"bridge": "br-old"}, None, [], None) == ([], {}, [], [])
+    assert plan_retire({"bridge": "br-old"}, None, [], None) == ([], {}, [], [])
     adopted = {"mac": "ce:11:22:33:44:55", "mtu": 9000, "addresses": ["192.0.2.1/24"], "up": False,
                "accept_ra": "1"}
-    lines, writes, actions, _w = m.plan_retire({"bridge": "br-old", "adopted": adopted},
-                                               dict(old, ifalias=None), ADDRS + ["192.0.2.1/24"], "0")
+    lines, writes, actions, _w = plan_retire({"bridge": "br-old", "adopted": adopted},
+                                             dict(old, ifalias=None), ADDRS + ["192.0.2.1/24"], "0")
     assert lines == [["addr", "del", "10.244.0.1/24", "dev", "br-old"],
                      ["link", "set", "br-old", "address", "ce:11:22:33:44:55"],
                      ["link", "set", "br-old", "mtu", 9000],
@@ -162,7 +183,7 @@ def test_underlay_accept_ra_kept_only_where_it_used_ras():
     # Written before forwarding: the writes keep the wanted order.
     want = m.underlay_ra_sysctls(True, "eth0", now, {})
     want.update(m.wanted_sysctls(True, now))
-    _l, writes, _a = m.plan_present("cni0", ADDRS, 1450, BR, ADDRS, None, now, want)
+    _l, writes, _a = plan_present("cni0", ADDRS, 1450, BR, ADDRS, None, now, want)
     assert list(writes)[:2] == [name, "net.ipv4.ip_forward"]
     assert writes[name] == "2" and writes["net.ipv6.conf.all.forwarding"] == "1"
 
@@ -221,3 +242,78 @@ def test_neighbour_limits_are_raised_never_lowered_and_only_where_they_exist():
     assert "net.ipv4.neigh.default.gc_thresh3" not in want
     assert not any(name.startswith("net.ipv6.neigh") for name in want)
     assert m.wanted_sysctls(False, {"net.ipv4.ip_forward": "0"}) == {"net.ipv4.ip_forward": "1"}
+
+
+def test_old_bridges_go_first_in_the_same_batch_and_sysctls_keep_their_order():
+    adopted = {"mac": MAC, "mtu": 1450, "addresses": ["192.0.2.1/24"], "up": True, "accept_ra": "1"}
+    olds = [({"bridge": "br-a", "adopted": adopted}, dict(BR, ifname="br-a", ifalias=None),
+             ADDRS, "0"),
+            ({"bridge": "br-old"}, dict(BR, ifname="br-old"), [], None),
+            ({"bridge": "br-gone"}, None, [], None)]
+    want = {"net.ipv4.ip_forward": "1"}
+    plan = m.plan_present("cni0", ADDRS, 1450, None, [], None, {"net.ipv4.ip_forward": "0"}, want,
+                          adopting=None, retire=olds)
+    lines, writes, actions, warnings = parts(plan)
+    assert lines[:3] == [["addr", "del", "10.244.0.1/24", "dev", "br-a"],
+                         ["addr", "add", "192.0.2.1/24", "dev", "br-a"],
+                         ["link", "del", "br-old"]]
+    assert lines[3][:3] == ["link", "add", "cni0"]
+    assert plan.sysctl == [("net.ipv6.conf.br-a.accept_ra", "1"), ("net.ipv4.ip_forward", "1")]
+    assert actions[:4] == ["br-a: remove address 10.244.0.1/24", "br-a: restore address 192.0.2.1/24",
+                           "restore net.ipv6.conf.br-a.accept_ra=1", "delete bridge br-old"]
+    assert actions[4] == "add bridge cni0 mtu 1450" and warnings == []
+    # An adopted bridge is said first, after the old bridges.
+    plan = m.plan_present("cni0", ADDRS, 1450, dict(BR, ifalias=None), ADDRS, None, FWD, {},
+                          mark=False, adopting={"mac": "m", "mtu": 9000, "addresses": []},
+                          retire=olds[1:2])
+    assert plan.actions == ["delete bridge br-old", "adopt bridge cni0 (record its MAC m, mtu 9000, "
+                                                    "addresses -)"]
+
+
+def test_absent_plan_restores_sysctls_then_the_bridges_accept_ra():
+    adopted = {"mac": MAC, "mtu": 1450, "addresses": ADDRS, "up": True, "accept_ra": "1"}
+    rec = {"bridge": "cni0", "sysctls": {"net.ipv4.ip_forward": {"original": "0", "value": "1"}}}
+    olds = [({"bridge": "cni0", "adopted": adopted}, BR, ADDRS, "0")]
+    plan = m.plan_absent("cni0", BR, rec, olds, {"net.ipv4.ip_forward": "1"}, "/x/node.json", True)
+    assert parts(plan) == ([], {"net.ipv4.ip_forward": "0", "net.ipv6.conf.cni0.accept_ra": "1"},
+                           ["restore net.ipv6.conf.cni0.accept_ra=1", "restore net.ipv4.ip_forward=0",
+                            "remove /x/node.json"], [])
+    assert plan.sysctl[0] == ("net.ipv4.ip_forward", "0")
+    # A marked bridge without a record is left (a warning); no record file, nothing to remove.
+    plan = m.plan_absent("cni0", BR, {}, [], {}, "/x/node.json", False)
+    assert parts(plan)[:3] == ([], {}, []) and "not recorded in /x/node.json" in plan.warnings[0]
+
+
+def test_report_shows_a_deleted_old_bridge_absent_and_the_new_one():
+    olds = [({"bridge": "br-old"}, dict(BR, ifname="br-old"), ADDRS, None)]
+    plan = m.plan_present("cni0", ADDRS, 1450, None, [], None, FWD, {}, retire=olds)
+    new_link = {"address": MAC, "mtu": 1450, "flags": ["UP"]}
+    result = m.report(plan, {"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": None},
+                      olds, ("cni0", None, [], new_link, ADDRS), diff=True)
+    assert result["changed"] and result["sysctls"] == {"net.ipv4.ip_forward": "0"}
+    assert result["diff"] == {
+        "before": f"bridge br-old: addresses 10.244.0.1/24; mac {MAC}; mtu 1450; up\n"
+                  "bridge cni0: absent\nnet.ipv4.ip_forward = 0\n",
+        "after": f"bridge br-old: absent\nbridge cni0: addresses 10.244.0.1/24; mac {MAC}; "
+                 "mtu 1450; up\nnet.ipv4.ip_forward = 0\n"}
+    assert "diff" not in m.report(plan, {}, olds)
+
+
+def test_plan_applies_batch_first_then_sysctls_in_order_to_proc_sys(monkeypatch):
+    calls = []
+
+    class Runner:
+        def batch(self, tool, lines, opts=(), force=False, net=None):
+            calls.append(("batch", tool, list(opts), lines))
+
+        def sysctl(self, key, value=None, net=None):
+            raise AssertionError("the node writes /proc/sys itself")
+
+    monkeypatch.setattr(m, "write_sysctl", lambda name, value: calls.append(("sysctl", name, value)))
+    plan = m.reconcile.Plan()
+    plan.batch("ip").append(["link", "set", "cni0", "up"])
+    plan.sysctl += [("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.cni0.accept_ra", "0")]
+    m.reconcile.apply(m.HostKernel(Runner()), plan)
+    assert calls == [("batch", "ip", [], [["link", "set", "cni0", "up"]]),
+                     ("sysctl", "net.ipv4.ip_forward", "1"),
+                     ("sysctl", "net.ipv6.conf.cni0.accept_ra", "0")]
