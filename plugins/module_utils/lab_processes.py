@@ -15,20 +15,12 @@ import os
 import shutil
 import signal
 import sys
-import time
 
-from ansible_collections.flatnet.cluster.plugins.module_utils import procs
-from ansible_collections.flatnet.cluster.plugins.module_utils.lab_identity import (
-    RECORD,
-    IdentityError,
-    controller_namespaces,
-    live_identity,
-    mismatches,
-    read_record,
-    write_record,
-)
+from ansible_collections.flatnet.cluster.plugins.module_utils import lab_identity, procs
+from ansible_collections.flatnet.cluster.plugins.module_utils.lab_identity import RECORD
 from ansible_collections.flatnet.cluster.plugins.module_utils.lab_spec import LabError
 from ansible_collections.flatnet.cluster.plugins.module_utils.probe_agent import agent_source
+from ansible_collections.flatnet.cluster.plugins.module_utils.reconcile import wait_until
 from ansible_collections.flatnet.cluster.plugins.module_utils.workload import spawn
 
 OUTSIDE_DIR = "_outside"  # not a DNS label, so never a node's directory
@@ -108,12 +100,7 @@ def kill_all(pids, timeout=5.0):
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(is_running(p) for p in pids):
-            return True
-        time.sleep(0.01)
-    return False
+    return wait_until(lambda: not any(is_running(p) for p in pids), timeout, 0.01)
 
 
 def _log_tail(path):
@@ -180,22 +167,22 @@ def kill_node(node_dir, node):
 
 
 def record_identity(lab, node_dir, node, pid):
-    live = live_identity(pid)
+    live = lab_identity.live_identity(pid)
     if live is None:
         raise LabError(f"node {node}: process {pid} died while it was being recorded")
-    controller = controller_namespaces()
+    controller = lab_identity.controller_namespaces()
     for ns, key in controller.items():
         if live["ns"][ns] == key:
             raise LabError(f"node {node}: process {pid} lives in the controller's own {ns} namespace")
-    write_record(node_dir, live, lab, node)
+    lab_identity.write_record(node_dir, live, lab, node)
 
 
 def identity_problems(node_dir, pid):
     try:
-        record = read_record(os.path.join(node_dir, RECORD))
-    except IdentityError as e:
+        record = lab_identity.read_record(os.path.join(node_dir, RECORD))
+    except lab_identity.IdentityError as e:
         return [str(e)]
-    return mismatches(record, live_identity(pid), controller_namespaces())
+    return lab_identity.mismatches(record, lab_identity.live_identity(pid), lab_identity.controller_namespaces())
 
 
 def clear_boot_files(node_dir):
@@ -218,20 +205,23 @@ def start_node(unshare, lab, node_dir, node):
     ]
     proc = spawn(argv, log_path, env=CLEAN_ENV)
     write_text(os.path.join(node_dir, "unshare.pid"), f"{proc.pid}\n")
-    deadline = time.monotonic() + BOOT_TIMEOUT
     pid = None
-    while time.monotonic() < deadline:
+
+    def booted():
+        """"ready" once PID 1 wrote its marker, "exited" when the unshare died, else False."""
+        nonlocal pid
         if proc.poll() is not None:
-            break
+            return "exited"
         if pid is None:
             kids = children(proc.pid)
             pid = kids[0] if kids else None
-        if pid is not None and os.path.exists(os.path.join(node_dir, "ready")):
-            # The identity first: a pidfile is never seen without its record.
-            record_identity(lab, node_dir, node, pid)
-            write_text(os.path.join(node_dir, "pid"), f"{pid}\n")
-            return pid
-        time.sleep(0.005)
+        return pid is not None and os.path.exists(os.path.join(node_dir, "ready")) and "ready"
+
+    if wait_until(booted, BOOT_TIMEOUT, 0.005) == "ready":
+        # The identity first: a pidfile is never seen without its record.
+        record_identity(lab, node_dir, node, pid)
+        write_text(os.path.join(node_dir, "pid"), f"{pid}\n")
+        return pid
     kill_all([proc.pid] + ([pid] if pid else []), timeout=0)
     raise LabError(f"node {node} did not boot (rc={proc.poll()}): {_log_tail(log_path)}")
 
@@ -276,15 +266,16 @@ def start_agent(lab_dir, ip_bin, outns):
         log_path, env=CLEAN_ENV, mode="wb",
     )
     write_text(pidfile, f"{proc.pid}\n")
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    while time.monotonic() < deadline:
+
+    def listening():
+        """"up" once the agent printed its banner (both sockets bound), "exited" when it died."""
         with open(log_path, encoding="utf-8", errors="replace") as f:
-            # The agent prints its banner once both sockets are bound.
             if "probe agent outside:" in f.read():
-                return proc.pid
-        if proc.poll() is not None:
-            break
-        time.sleep(0.01)
+                return "up"
+        return proc.poll() is not None and "exited"
+
+    if wait_until(listening, BOOT_TIMEOUT, 0.01) == "up":
+        return proc.pid
     kill_all([proc.pid], timeout=0)
     raise LabError(f"the outside agent did not start: {_log_tail(log_path)}")
 
@@ -292,48 +283,35 @@ def start_agent(lab_dir, ip_bin, outns):
 # --- a node's lifecycle in the lab ------------------------------------------------------
 class LabNodes:
     """Starting, restarting, stopping and wiping the lab's nodes (a part of the module's Lab:
-    it uses its ``act``, ``check``, ``name``, ``unshare``, ``node_dir`` and ``ensure_node_link``)."""
+    it uses its ``do``, ``check``, ``name``, ``unshare``, ``node_dir`` and ``ensure_node_link``)."""
 
-    def ensure_node(self, node, restart, lab_alive):
+    def ensure_node(self, node, restart, lab_up):
+        """A node as its spec says; ``lab_up``: the lab namespace exists (its veth can be wired)."""
         name, ndir = node["name"], self.node_dir(node["name"])
         info = {"pid": None, "pidfile": os.path.join(ndir, "pid"), "ip": str(node["ip"]),
                 "subnet": node["subnet"]["name"], "state": node["state"]}
         if node["state"] != "running":
             self.remove_node(name, wipe=node["state"] == "absent")
             return info
-        pid = node_pid(self.node_dir(name))
-        if restart:
-            self.act(f"restart node {name}")
-            if self.check:
+        pid = node_pid(ndir)
+        if restart or pid is None:
+            # Killed first: on a start, the leftovers of a half-started node.
+            if not self.do(f"restart node {name}" if restart else f"start node {name}", kill_node, ndir, name):
                 return info
-            kill_node(self.node_dir(name), name)
-            pid = None
-        elif pid is None:
-            self.act(f"start node {name}")
-            if self.check:
-                return info
-            kill_node(self.node_dir(name), name)  # leftovers of a half-started node
-        if pid is None:
-            pid = start_node(self.unshare, self.name, self.node_dir(name), name)
-        elif identity_problems(self.node_dir(name), pid):
+            pid = start_node(self.unshare, self.name, ndir, name)
+        elif identity_problems(ndir, pid):
             # A running node without a (matching) record, e.g. started by an older lab.
-            self.act(f"record the identity of node {name}")
-            if not self.check:
-                record_identity(self.name, self.node_dir(name), name, pid)
+            self.do(f"record the identity of node {name}", record_identity, self.name, ndir, name, pid)
         info["pid"] = pid
-        if lab_alive or not self.check:
+        if lab_up:
             self.ensure_node_link(node, pid)
         return info
 
     def remove_node(self, name, wipe=True):
         ndir = self.node_dir(name)
-        if node_pid(self.node_dir(name)) is not None or node_unshares(ndir):
-            self.act(f"stop node {name}")
-            if not self.check:
-                kill_node(self.node_dir(name), name)
+        if node_pid(ndir) is not None or node_unshares(ndir):
+            self.do(f"stop node {name}", kill_node, ndir, name)
         if not self.check:
-            clear_boot_files(self.node_dir(name))
+            clear_boot_files(ndir)
         if wipe and os.path.isdir(ndir):
-            self.act(f"wipe node {name}")
-            if not self.check:
-                shutil.rmtree(ndir)
+            self.do(f"wipe node {name}", shutil.rmtree, ndir)

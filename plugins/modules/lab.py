@@ -292,6 +292,15 @@ class Lab(LabOwnership, LabWiring, LabNodes):
     def act(self, text):
         self.actions.append(text)
 
+    def do(self, action, work, *args, **kwargs):
+        """Record ``action`` and do ``work(*args, **kwargs)``, unless in check mode (which
+        changes nothing). True when done."""
+        self.act(action)
+        if self.check:
+            return False
+        work(*args, **kwargs)
+        return True
+
     def node_dir(self, node):
         return os.path.join(self.lab_dir, node)
 
@@ -300,7 +309,8 @@ class Lab(LabOwnership, LabWiring, LabNodes):
         if not self.check and self.marker is None:
             self.save_marker()  # first of all: whatever follows can be cleaned up by absent
         lab_alive = self.ensure_netns(self.netns)
-        if lab_alive or not self.check:
+        lab_up = lab_alive or not self.check  # check mode creates nothing
+        if lab_up:
             self.ensure_router()
         # Nodes that are no longer wanted.
         if os.path.isdir(self.lab_dir):
@@ -312,7 +322,7 @@ class Lab(LabOwnership, LabWiring, LabNodes):
         result = {}
         restart = set(self.module.params["restart"])
         for node in self.nodes.values():
-            result[node["name"]] = self.ensure_node(node, node["name"] in restart, lab_alive)
+            result[node["name"]] = self.ensure_node(node, node["name"] in restart, lab_up)
         self.ensure_outside(lab_alive)
         return result
 
@@ -328,10 +338,9 @@ class Lab(LabOwnership, LabWiring, LabNodes):
         strays = lab_unshares(self.lab_dir)
         if nodes or strays:
             for node in nodes:
-                if self.check:
-                    if node_pid(self.node_dir(node)) or node_unshares(self.node_dir(node)):
-                        killed.append(node)
-                elif kill_node(self.node_dir(node), node):
+                ndir = self.node_dir(node)
+                # Check mode names the nodes a kill would stop.
+                if (node_pid(ndir) or node_unshares(ndir)) if self.check else kill_node(ndir, node):
                     killed.append(node)
             strays = lab_unshares(self.lab_dir)
             if strays and not self.check:
@@ -345,17 +354,16 @@ class Lab(LabOwnership, LabWiring, LabNodes):
             kill_agent(self.lab_dir)
         for ns in (self.outns, self.netns):
             if os.path.exists(os.path.join("/run/netns", ns)):
-                self.act(f"delete netns {ns}")
-                if not self.check:
-                    self.ipr.run(["netns", "del", ns])
+                self.do(f"delete netns {ns}", self.ipr.run, ["netns", "del", ns])
         if os.path.isdir(self.lab_dir):
-            self.act(f"remove {self.lab_dir}")
-            if not self.check:
-                shutil.rmtree(self.lab_dir)
-                try:
-                    os.rmdir(self.state_dir)
-                except OSError:
-                    pass
+            self.do(f"remove {self.lab_dir}", self.remove_lab_dir)
+
+    def remove_lab_dir(self):
+        shutil.rmtree(self.lab_dir)
+        try:
+            os.rmdir(self.state_dir)
+        except OSError:
+            pass
 
 
 def main():
