@@ -242,10 +242,10 @@ class Input:
     def digest(self):
         # The JSON text is hashed as it came: decoding and re-encoding it costs more.
         return nft_table.digest({"layout": svc_nft.LAYOUT,
-                                    "services": self.p["services_json"] if self.p["services_json"] is not None
-                                    else self.services,
-                                    "service_cidrs": self.p["service_cidrs"], "cluster_cidrs": self.p["cluster_cidrs"],
-                                    "node": self.p["node"]})
+                                 "services": self.p["services_json"] if self.p["services_json"] is not None
+                                 else self.services,
+                                 "service_cidrs": self.p["service_cidrs"], "cluster_cidrs": self.p["cluster_cidrs"],
+                                 "node": self.p["node"]})
 
 
 def plan_table(module, p, inp, record, parts_file, exists, live):
