@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError, Runner
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError, Runner, sysctl_path
 
 NETNS_DIR = "/run/netns"
 
@@ -134,15 +134,6 @@ def netns_inode(name):
     return st.st_ino
 
 
-def sysctl_path(name):
-    """/proc/sys path of a dotted sysctl name; the interface part may itself hold dots
-    (``net.ipv4.conf.flatnet.1.rp_filter``)."""
-    parts = name.split(".")
-    if len(parts) > 5 and parts[0] == "net" and parts[2] in ("conf", "neigh"):
-        parts = parts[:3] + [".".join(parts[3:-1]), parts[-1]]
-    return "/proc/sys/" + "/".join(parts)
-
-
 def read_sysctl(name):
     """Value of a sysctl as a string, or None when it does not exist."""
     try:
@@ -150,8 +141,3 @@ def read_sysctl(name):
             return f.read().strip()
     except OSError:
         return None
-
-
-def write_sysctl(name, value):
-    with open(sysctl_path(name), "w", encoding="ascii") as f:
-        f.write(str(value))

@@ -81,6 +81,24 @@ def decode_stream(text):
         docs.append(doc)
 
 
+PROC_SYS = "/proc/sys"
+
+
+def sysctl_parts(name):
+    """The path components of a dotted sysctl name. An interface part may itself hold dots
+    (``net.ipv6.conf.eth0.100.accept_ra``, ``net.ipv4.conf.flatnet.1.rp_filter``): it stays
+    one component, where splitting at every dot (what ``sysctl`` does) names no file."""
+    parts = name.split(".")
+    if len(parts) > 5 and parts[0] == "net" and parts[2] in ("conf", "neigh"):
+        parts = parts[:3] + [".".join(parts[3:-1]), parts[-1]]
+    return parts
+
+
+def sysctl_path(name):
+    """The /proc/sys file of a dotted sysctl name (see :func:`sysctl_parts`)."""
+    return "/".join([PROC_SYS] + sysctl_parts(name))
+
+
 class Runner:
     """Runs the host's network tools for one module run."""
 
@@ -125,10 +143,26 @@ class Runner:
 
     def sysctl(self, key, value=None, net=None):
         """Read a sysctl (``value`` None) or write it, in this host's or ``net``'s namespace;
-        return the value read, or None after a write."""
+        return the value read, or None after a write. This host's are its /proc/sys files
+        (no process, no procps); another namespace's go through ``sysctl`` under nsenter,
+        named by path when an interface part holds dots (``sysctl`` reads ``a/b.c/d`` as
+        three components, ``a.b.c.d`` as four)."""
+        if net is None:
+            path = sysctl_path(key)
+            try:
+                if value is None:
+                    with open(path, encoding="ascii") as f:
+                        return f.read().strip()
+                with open(path, "w", encoding="ascii") as f:
+                    f.write(str(value))
+            except OSError as exc:
+                raise KernelError(f"sysctl {key}: {exc.strerror or exc} ({path})") from None
+            return None
+        parts = sysctl_parts(key)
+        word = "/".join(parts) if any("." in p for p in parts) else key
         if value is None:
-            return _text(self.run("sysctl", ["-n", key], net=net)[1]).strip()
-        self.run("sysctl", ["-q", "-w", f"{key}={value}"], net=net)
+            return _text(self.run("sysctl", ["-n", word], net=net)[1]).strip()
+        self.run("sysctl", ["-q", "-w", f"{word}={value}"], net=net)
         return None
 
     def batch(self, tool, lines, opts=(), force=False, net=None):

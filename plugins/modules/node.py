@@ -140,7 +140,6 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.iproute2 import (
     IPRoute2,
     is_up,
     read_sysctl,
-    write_sysctl,
 )
 from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import ALIAS, bridge_mac
@@ -467,22 +466,6 @@ def report(plan, sysctls_now, olds, bridge=None, diff=False):
     return result
 
 
-class HostKernel:
-    """What the node's plan is applied through: the runner's batches, and sysctls written to
-    /proc/sys as they always were (``sysctl -w`` would need procps, and would split an
-    interface name with dots, a VLAN underlay such as eth0.100, into path components)."""
-
-    def __init__(self, runner):
-        self._runner = runner  # not ``runner``: reconcile.apply would take it and skip us
-
-    def batch(self, tool, lines, **kwargs):
-        self._runner.batch(tool, lines, **kwargs)
-
-    @staticmethod
-    def sysctl(name, value):
-        write_sysctl(name, value)
-
-
 def save_record(path, record):
     try:
         flatnet_state.save(path, record)
@@ -609,7 +592,7 @@ def main():
     try:
         if intent is not None and intent != record:
             save_record(node_path, intent)
-        reconcile.apply(HostKernel(ip.runner), plan)
+        reconcile.apply(ip.runner, plan)
         if intent != new_record:
             save_record(node_path, new_record)
     except (NodeError, KernelError, OSError) as exc:

@@ -57,12 +57,6 @@ def test_global_addrs_and_is_up():
     assert iproute2.is_up(link) and not iproute2.is_up({"flags": ["LOWER_UP"]})
 
 
-def test_sysctl_path_with_dotted_interface():
-    assert iproute2.sysctl_path("net.ipv4.ip_forward") == "/proc/sys/net/ipv4/ip_forward"
-    assert iproute2.sysctl_path("net.ipv6.conf.flatnet.1.accept_ra") == \
-        "/proc/sys/net/ipv6/conf/flatnet.1/accept_ra"
-
-
 def test_many_names_a_missing_namespace(monkeypatch, tmp_path):
     monkeypatch.setattr(netns, "NETNS_DIR", str(tmp_path))
     ip = iproute2.IPRoute2(FakeModule([]))

@@ -98,6 +98,37 @@ def test_sysctl_reads_and_writes_in_a_namespace():
     ]
 
 
+def test_sysctl_path_with_dotted_interface():
+    assert kernel.sysctl_path("net.ipv4.ip_forward") == "/proc/sys/net/ipv4/ip_forward"
+    assert kernel.sysctl_path("net.ipv6.conf.flatnet.1.accept_ra") == \
+        "/proc/sys/net/ipv6/conf/flatnet.1/accept_ra"
+    assert kernel.sysctl_path("net.ipv4.neigh.default.gc_thresh3") == "/proc/sys/net/ipv4/neigh/default/gc_thresh3"
+
+
+def test_sysctl_of_an_interface_with_dots_in_a_namespace_is_named_by_path():
+    mod = FakeModule([(0, "1\n", ""), (0, "", "")], bins={"sysctl": "/usr/sbin/sysctl", "nsenter": "/usr/bin/nsenter"})
+    runner = kernel.Runner(mod)
+    assert runner.sysctl("net.ipv6.conf.eth0.100.accept_ra", net="/run/netns/r") == "1"
+    runner.sysctl("net.ipv6.conf.eth0.100.accept_ra", 2, net="/run/netns/r")
+    assert [c[0][3:] for c in mod.calls] == [["-n", "net/ipv6/conf/eth0.100/accept_ra"],
+                                             ["-q", "-w", "net/ipv6/conf/eth0.100/accept_ra=2"]]
+
+
+def test_sysctl_of_this_host_is_its_proc_sys_file(monkeypatch, tmp_path):
+    monkeypatch.setattr(kernel, "PROC_SYS", str(tmp_path))
+    conf = tmp_path / "net" / "ipv6" / "conf" / "eth0.100"
+    conf.mkdir(parents=True)
+    (conf / "accept_ra").write_text("1\n")
+    mod = FakeModule([], bins={})  # no sysctl binary, no process
+    runner = kernel.Runner(mod)
+    assert runner.sysctl("net.ipv6.conf.eth0.100.accept_ra") == "1"
+    assert runner.sysctl("net.ipv6.conf.eth0.100.accept_ra", 2) is None
+    assert (conf / "accept_ra").read_text() == "2"
+    assert mod.calls == []
+    with pytest.raises(kernel.KernelError, match=r"sysctl net\.ipv6\.conf\.eth9\.accept_ra: .*eth9/accept_ra"):
+        runner.sysctl("net.ipv6.conf.eth9.accept_ra", 0)
+
+
 def test_a_plugin_by_path_gets_its_environment_on_top_of_the_one_environment():
     mod = FakeModule([(1, '{"code": 7}', "")], bins={})
     rc, out, _err = kernel.Runner(mod).run("bridge", [], data="{}", check=False,

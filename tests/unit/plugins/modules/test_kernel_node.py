@@ -301,3 +301,20 @@ def test_ipv4_only_cluster_leaves_accept_ra_alone(node):
     converge(node, "node", args)
     assert node.sysctl(ra, "net.ipv6.conf.all.forwarding") == ["1", "0"]
     assert ra not in node.read("node.json")["sysctls"]
+
+
+def test_a_vlan_underlay_with_a_dot_in_its_name_keeps_router_advertisements(node):
+    # eth0.100-style names: sysctl(8) would split "net.ipv6.conf.eth0.100.accept_ra" at every
+    # dot; the kernel layer names the /proc/sys file with the interface as one component.
+    vlan = f"{node.prefix}u0.100"
+    node.ip("link", "add", vlan, "type", "veth", "peer", "name", f"{node.prefix}u2")
+    node.ip("link", "set", vlan, "up")
+    path = f"net/ipv6/conf/{vlan}/accept_ra"
+    node.sh(["sysctl", "-qw", f"{path}=1"])
+    br = f"{node.prefix}br"
+    ra = f"net.ipv6.conf.{vlan}.accept_ra"
+    converge(node, "node", node_args(node, br, underlay_interface=vlan))
+    assert node.sysctl(path, "net.ipv6.conf.all.forwarding") == ["2", "1"]
+    assert node.read("node.json")["sysctls"][ra] == {"original": "1", "value": "2"}
+    node.module("node", node_args(node, br, underlay_interface=vlan, state="absent"))
+    assert node.sysctl(path, "net.ipv6.conf.all.forwarding") == ["1", "0"]

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 
+from ansible_collections.flatnet.cluster.plugins.module_utils import kernel
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import bridge_mac
 from ansible_collections.flatnet.cluster.plugins.modules import node as m
 
@@ -299,21 +300,28 @@ def test_report_shows_a_deleted_old_bridge_absent_and_the_new_one():
     assert "diff" not in m.report(plan, {}, olds)
 
 
-def test_plan_applies_batch_first_then_sysctls_in_order_to_proc_sys(monkeypatch):
+def test_plan_applies_batch_first_then_sysctls_in_order_to_proc_sys(monkeypatch, tmp_path):
     calls = []
+    monkeypatch.setattr(kernel, "PROC_SYS", str(tmp_path))
+    for name in ("net/ipv4/ip_forward", "net/ipv6/conf/cni0/accept_ra"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("9\n")
 
-    class Runner:
+    class Runner(kernel.Runner):
         def batch(self, tool, lines, opts=(), force=False, net=None):
             calls.append(("batch", tool, list(opts), lines))
 
-        def sysctl(self, key, value=None, net=None):
-            raise AssertionError("the node writes /proc/sys itself")
+        def run(self, *args, **kwargs):
+            raise AssertionError("the node writes /proc/sys itself: no sysctl process")
 
-    monkeypatch.setattr(m, "write_sysctl", lambda name, value: calls.append(("sysctl", name, value)))
+        def sysctl(self, key, value=None, net=None):
+            super().sysctl(key, value, net=net)
+            calls.append(("sysctl", key, (tmp_path / "/".join(kernel.sysctl_parts(key))).read_text()))
+
     plan = m.reconcile.Plan()
     plan.batch("ip").append(["link", "set", "cni0", "up"])
     plan.sysctl += [("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.cni0.accept_ra", "0")]
-    m.reconcile.apply(m.HostKernel(Runner()), plan)
+    m.reconcile.apply(Runner(None), plan)
     assert calls == [("batch", "ip", [], [["link", "set", "cni0", "up"]]),
                      ("sysctl", "net.ipv4.ip_forward", "1"),
                      ("sysctl", "net.ipv6.conf.cni0.accept_ra", "0")]
