@@ -380,7 +380,7 @@ def plan_bridge_neighbours(run):
     for addr, (mac, name) in sorted(run.want_neigh.items()):
         if (have.get(addr) or {}).get("lladdr") != mac:
             run.node.append(["neigh", "replace", addr, "lladdr", mac, "dev", bridge,
-                                  "nud", "permanent", "proto", RT_PROTO])
+                             "nud", "permanent", "proto", RT_PROTO])
             if name not in run.fresh:
                 run.act(f"{name}: set static neighbour {addr} lladdr {mac} on {bridge}")
     for addr, entry in sorted(have.items()):

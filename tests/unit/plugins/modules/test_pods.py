@@ -131,7 +131,7 @@ def test_new_pod_from_nothing():
     plan = run(obs, record={"pods": {}})
     assert netns(plan, "add") == ["web"]
     assert node_lines(plan)[0] == ["link", "add", VETH, "mtu", 1450, "type", "veth", "peer", "name",
-                                "eth0", "address", m.pod_mac("web"), "mtu", 1450, "netns", "web"]
+                                   "eth0", "address", m.pod_mac("web"), "mtu", 1450, "netns", "web"]
     assert ["link", "set", VETH, "alias", "flatnet pod web"] in node_lines(plan)
     assert ["link", "set", VETH, "master", "cni0", "up"] in node_lines(plan)
     assert pod_lines(plan)["web"] == [
@@ -143,14 +143,14 @@ def test_new_pod_from_nothing():
          "proto", 157],
     ]
     assert node_lines(plan)[-1] == ["neigh", "replace", "10.244.0.2", "lladdr", m.pod_mac("web"),
-                                 "dev", "cni0", "nud", "permanent", "proto", 157]
+                                    "dev", "cni0", "nud", "permanent", "proto", 157]
     assert plan.actions == ["add pod web", "web: add address 10.244.0.2/24"]
 
 
 def test_dual_stack_pod_uses_nodad_and_both_routes():
     obs = {"netns": {}, "links": {"cni0": BRIDGE}, "pods": {}, "workloads": {}}
     plan = m.plan({"web": {"ips": ["10.244.0.2/24", "fd00:10::2/64"], "argv": None}}, obs,
-                   {"pods": {}}, "cni0", 1450, {4: "10.244.0.1", 6: "fd00:10::1"})
+                  {"pods": {}}, "cni0", 1450, {4: "10.244.0.1", 6: "fd00:10::1"})
     lines = pod_lines(plan)["web"]
     assert ["addr", "add", "fd00:10::2/64", "dev", "eth0", "nodad"] in lines
     assert ["route", "replace", "default", "via", "fd00:10::1", "dev", "eth0", "proto", 157] in lines
@@ -174,7 +174,7 @@ def test_missing_route_only():
     obs["pods"]["web"]["routes"][4] = []
     plan = run(obs)
     assert pod_lines(plan)["web"] == [["route", "replace", "default", "via", "10.244.0.1", "dev",
-                                    "eth0", "proto", 157]]
+                                       "eth0", "proto", 157]]
 
 
 def test_veth_out_of_bridge_down_wrong_mtu():
@@ -211,9 +211,10 @@ def test_batches_run_eth0_removal_stale_veth_node_then_pods_side_by_side():
                      ("ip", None, False, True, False, []), ("ip", "web", False, True, True, [])]
     assert plan.batches[0].lines == [["link", "del", "eth0"]]
     assert plan.batches[1].lines == [["link", "del", VETH]]
-    assert plan.batches[2].lines[:2] == [["netns", "del", "gone"], ["link", "add", VETH, "mtu", 1450,
-                                         "type", "veth", "peer", "name", "eth0", "address",
-                                         m.pod_mac("web"), "mtu", 1450, "netns", "web"]]
+    assert plan.batches[2].lines[:2] == [
+        ["netns", "del", "gone"],
+        ["link", "add", VETH, "mtu", 1450, "type", "veth", "peer", "name", "eth0", "address",
+         m.pod_mac("web"), "mtu", 1450, "netns", "web"]]
     assert plan.batches[3].lines[0] == ["addr", "add", "10.244.0.2/24", "dev", "eth0"]
     assert plan.actions[:4] == ["remove pod gone", "web: delete eth0 (not paired with " + VETH + ")",
                                 "web: add veth " + VETH, "web: delete stale " + VETH]
@@ -289,7 +290,7 @@ def test_prune_removes_recorded_undeclared_pod():
     # Whatever else runs in the pod goes with it, named in the actions.
     assert plan.sweep == [("web", 4026532613)]
     assert plan.actions[:3] == ["remove pod web", "web: stop workload (pids 1234 1240)",
-                                    "web: stop 1 other process(es) in the pod (1300 bash)"]
+                                "web: stop 1 other process(es) in the pod (1300 bash)"]
     assert run(obs, desired={}, record=rec, prune=False).actions == []
 
 
@@ -411,9 +412,9 @@ def test_missing_or_wrong_static_neighbours_are_repaired():
     obs["bridge_neigh"]["10.244.0.2"]["lladdr"] = "02:00:00:00:00:09"
     plan = run(obs)
     assert pod_lines(plan)["web"] == [["neigh", "replace", "10.244.0.1", "lladdr", BR_MAC, "dev",
-                                    "eth0", "nud", "permanent", "proto", 157]]
+                                       "eth0", "nud", "permanent", "proto", 157]]
     assert node_lines(plan) == [["neigh", "replace", "10.244.0.2", "lladdr", m.pod_mac("web"), "dev",
-                              "cni0", "nud", "permanent", "proto", 157]]
+                                 "cni0", "nud", "permanent", "proto", 157]]
     assert plan.actions == [
         f"web: set static neighbour 10.244.0.1 lladdr {BR_MAC}",
         f"web: set static neighbour 10.244.0.2 lladdr {m.pod_mac('web')} on cni0"]
@@ -456,7 +457,7 @@ def test_only_our_stale_neighbour_entries_are_removed():
     assert node_lines(plan) == [["neigh", "del", "10.244.0.7", "dev", "cni0"]]
     assert pod_lines(plan)["web"] == [["neigh", "del", "10.244.0.254", "dev", "eth0"]]
     assert sorted(plan.actions) == ["remove static neighbour 10.244.0.7 from cni0",
-                                        "web: remove static neighbour 10.244.0.254"]
+                                    "web: remove static neighbour 10.244.0.254"]
 
 
 def test_removed_pod_loses_its_bridge_entry_unless_not_pruned():
@@ -468,7 +469,7 @@ def test_removed_pod_loses_its_bridge_entry_unless_not_pruned():
 def test_dual_stack_static_neighbours():
     obs = {"netns": {}, "links": {"cni0": BRIDGE}, "pods": {}, "workloads": {}}
     plan = m.plan({"web": {"ips": ["10.244.0.2/24", "fd00:10::2/64"], "argv": None}}, obs,
-                   {"pods": {}}, "cni0", 1450, {4: "10.244.0.1", 6: "fd00:10::1"})
+                  {"pods": {}}, "cni0", 1450, {4: "10.244.0.1", 6: "fd00:10::1"})
     assert ["neigh", "replace", "fd00:10::1", "lladdr", BR_MAC, "dev", "eth0", "nud",
             "permanent", "proto", 157] in pod_lines(plan)["web"]
     assert ["neigh", "replace", "fd00:10::2", "lladdr", m.pod_mac("web"), "dev", "cni0", "nud",
@@ -534,9 +535,9 @@ def test_a_missing_or_wrong_pod_entry_is_drift_and_repaired():
     obs["pods"]["db"]["neigh"][1]["lladdr"] = "0a:00:00:00:00:09"  # web's entry wrong
     plan = run(obs, want, rec)
     assert pod_lines(plan)["web"] == [["neigh", "replace", "10.244.0.3", "lladdr", m.pod_mac("db"), "dev",
-                                    "eth0", "nud", "permanent", "proto", 157]]
+                                       "eth0", "nud", "permanent", "proto", 157]]
     assert pod_lines(plan)["db"] == [["neigh", "replace", "10.244.0.2", "lladdr", m.pod_mac("web"), "dev",
-                                   "eth0", "nud", "permanent", "proto", 157]]
+                                      "eth0", "nud", "permanent", "proto", 157]]
     assert sorted(plan.actions) == [
         f"db: set static neighbour 10.244.0.2 lladdr {m.pod_mac('web')} (pod web)",
         f"web: set static neighbour 10.244.0.3 lladdr {m.pod_mac('db')} (pod db)"]
@@ -559,9 +560,9 @@ def test_a_removed_pod_leaves_no_entry_behind_in_the_others_unless_not_pruned():
 def test_pod_entries_stay_within_a_family():
     obs = {"netns": {}, "links": {"cni0": BRIDGE}, "pods": {}, "workloads": {}}
     plan = m.plan({"v4": {"ips": ["10.244.0.2/24"], "argv": None},
-                    "v6": {"ips": ["fd00:10::3/64"], "argv": None},
-                    "ds": {"ips": ["10.244.0.4/24", "fd00:10::4/64"], "argv": None}}, obs,
-                   {"pods": {}}, "cni0", 1450, {4: "10.244.0.1", 6: "fd00:10::1"})
+                   "v6": {"ips": ["fd00:10::3/64"], "argv": None},
+                   "ds": {"ips": ["10.244.0.4/24", "fd00:10::4/64"], "argv": None}}, obs,
+                  {"pods": {}}, "cni0", 1450, {4: "10.244.0.1", 6: "fd00:10::1"})
     dsts = {name: {line[2] for line in lines if line[:2] == ["neigh", "replace"]}
             for name, lines in pod_lines(plan).items()}
     assert dsts == {"v4": {"10.244.0.1", "10.244.0.4"}, "v6": {"fd00:10::1", "fd00:10::4"},
