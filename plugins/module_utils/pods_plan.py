@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The pods planner: desired pods versus what a node has -> ordered steps (pure).
+"""The pods planner: desired pods versus what a node has -> a ``PodsPlan`` (pure).
 
-One planner per concern, called in this order, each adding its steps and the words for
-them: removals (recorded pods no longer declared), then for every declared pod its links
-(namespace, host veth), what is inside it (lo, eth0, addresses, default route, static
-neighbours) and its workload; last the bridge's static neighbours. The module applies the
-steps (see ``plugins/modules/pods.py``).
+One planner per concern, called in this order, each adding its kernel lines, processes and
+the words for them: removals (recorded pods no longer declared), then for every declared pod
+its links (namespace, host veth), what is inside it (lo, eth0, addresses, default route,
+static neighbours) and its workload; last the bridge's static neighbours. ``plan_batches``
+then orders the kernel work into batches. The module stops processes, applies the batches
+(``reconcile.apply``) and starts workloads (see ``plugins/modules/pods.py``).
 
 Private module_utils of flatnet.cluster: the API may change without notice.
 """
@@ -23,7 +24,7 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.names import (
     RT_PROTO,
     veth_name,
 )
-from ansible_collections.flatnet.cluster.plugins.module_utils.reconcile import addr_diff, addr_add_line, paired
+from ansible_collections.flatnet.cluster.plugins.module_utils.reconcile import addr_diff, addr_add_line, paired, Plan
 
 MISSING = "missing"  # observed["netns"] of a name with no namespace file at all
 
@@ -89,23 +90,16 @@ def owned(name, observed, record):
     return bool(host and host.get("ifalias") == pod_alias(name) and paired(host, eth0))
 
 
-def new_steps():
-    return {
-        "actions": [],
-        "errors": [],  # Problem
-        "stop": [],  # (name, workload identity)
-        "sweep": [],  # (name, netns inode): pods being removed, every process in them stops
-        "pre_pod": {},  # name -> lines, run before the node batch
-        "netns_del": [],
-        "netns_add": [],
-        "node": [],
-        "stale": [],  # our host veths whose pod end is elsewhere (an orphaned netns)
-        "wait_gone": [],  # host veths that must vanish with their deleted netns
-        "pod": {},  # name -> lines
-        "start": [],
-        "adopt": [],
-        "warnings": [],
-    }
+class PodsPlan(Plan):
+    """The kernel work in ordered batches (see ``plan_batches``), its words (``actions``,
+    ``warnings``), and what the pods need beyond the kernel: ``errors`` (the Problems that
+    refuse the run), ``stop`` [(name, workload identity)] before the batches, ``sweep``
+    [(name, netns inode)] of pods being removed (every process in them stops), ``start``
+    [name] whose workload starts after them, ``adopt`` [name] of pods found without a record."""
+
+    def __init__(self):
+        super().__init__()
+        self.errors, self.stop, self.sweep, self.start, self.adopt = [], [], [], [], []
 
 
 class _Run:
@@ -119,8 +113,14 @@ class _Run:
         self.identities = observed.get("identities") or {}
         self.trees = observed.get("trees") or {}
         self.others = observed.get("others") or {}
-        self.steps = new_steps()
-        self.act = self.steps["actions"].append
+        self.plan = PodsPlan()
+        self.act = self.plan.actions.append
+        # Kernel lines by where they run (``plan_batches`` orders them): inside a pod before
+        # the node batch {name: lines}, our host veths whose pod end is elsewhere (an orphaned
+        # netns), the node batch's namespaces and lines, host veths that must vanish with
+        # their deleted netns, inside the pods {name: lines}.
+        self.pre_pod, self.stale, self.netns_del, self.netns_add, self.node = {}, [], [], [], []
+        self.wait_gone, self.pod = [], {}
         self.want_neigh = {}  # pod IP -> (pod MAC, pod name), on the bridge
 
     def pods_left(self):
@@ -131,9 +131,9 @@ class _Run:
 
 def plan_neighbour_sets(run):
     """The bridge MAC for the pods' gateway entries, the pod-pod entries, the fresh pods."""
-    bridge, links, steps = run.bridge, run.links, run.steps
+    bridge, links, plan = run.bridge, run.links, run.plan
     if bridge not in links:
-        steps["errors"].append(Problem(
+        plan.errors.append(Problem(
             f"bridge {bridge} does not exist on this node: run flatnet.cluster.node first", "bridge"))
     # Static neighbour entries both ways (pod -> gateway, bridge -> pod): no pod ARPs for its
     # gateway and the node never ARPs for its pods. Permanent entries do not count against
@@ -143,7 +143,7 @@ def plan_neighbour_sets(run):
     # bridge left to itself takes its lowest port's MAC, which moves as pods come and go.
     run.br_mac = bridge_mac(bridge, run.gateways.values())
     if run.br_mac is not None and bridge in links and links[bridge].get("address") != run.br_mac:
-        steps["warnings"].append(
+        plan.warnings.append(
             f"bridge {bridge} has MAC {links[bridge].get('address')}, not the fixed {run.br_mac} that "
             f"flatnet.cluster.node gives it, so the pods resolve their gateway by ARP/ND; "
             f"run flatnet.cluster.node for {bridge} to fix it")
@@ -167,13 +167,13 @@ def plan_neighbour_sets(run):
 
 def plan_removals(run):
     """Pods that go: recorded but no longer declared."""
-    steps, act, netns = run.steps, run.act, run.observed["netns"]
+    plan, act, netns = run.plan, run.act, run.observed["netns"]
     for name in sorted(run.rec_pods):
         if name in run.desired or not run.prune:
             continue
         act(f"remove pod {name}")
         if run.observed["workloads"].get(name):
-            steps["stop"].append((name, run.identities.get(name)))
+            plan.stop.append((name, run.identities.get(name)))
             act(f"{name}: stop workload ({_pids(run.trees.get(name))})")
         host = run.links.get(veth_name(name))
         host_ours = host is not None and host.get("ifalias") == pod_alias(name)
@@ -182,21 +182,21 @@ def plan_removals(run):
             # there, a probe agent, a copy an interrupted run left) goes with it, or it would keep the
             # namespace and its veth alive after the name is gone.
             if netns[name] is not None:
-                steps["sweep"].append((name, netns[name]))
+                plan.sweep.append((name, netns[name]))
                 if run.others.get(name):
                     act(f"{name}: stop {len(run.others[name])} other process(es) in the pod "
                         f"({_others(run.others[name])})")
-            steps["netns_del"].append(name)
+            run.netns_del.append(name)
             if host_ours:
-                steps["wait_gone"].append(veth_name(name))
+                run.wait_gone.append(veth_name(name))
         elif host_ours:
-            steps["node"].append(["link", "del", veth_name(name)])
+            run.node.append(["link", "del", veth_name(name)])
 
 
 def plan_links(run, name):
     """The pod's namespace and host veth. Returns ``(create_veth, eth0, pod_links)`` for the
     inside planner, or None when the pod is refused (a Problem is recorded)."""
-    steps, act, mtu = run.steps, run.act, run.mtu
+    plan, act, mtu = run.plan, run.act, run.mtu
     veth = veth_name(name)
     host = run.links.get(veth)
     ino = run.observed["netns"].get(name, MISSING)
@@ -204,41 +204,41 @@ def plan_links(run, name):
     eth0 = pod_links.get("eth0")
     rec = run.rec_pods.get(name)
     if _live(ino) and not owned(name, run.observed, run.record):
-        steps["errors"].append(Problem(
+        plan.errors.append(Problem(
             f"network namespace {name} exists and was not made by flatnet.cluster; "
             f"delete it or rename the pod", "foreign"))
         return None
     if host is not None and host.get("ifalias") != pod_alias(name):
-        steps["errors"].append(Problem(
+        plan.errors.append(Problem(
             f"link {veth} (host end for pod {name}) exists without the marker "
             f"'{pod_alias(name)}'; it is not ours: delete it or rename the pod", "foreign"))
         return None
     for addr in run.desired[name]["ips"]:
         run.want_neigh[_host_ip(addr)] = (pod_mac(name), name)
     if rec is None and _live(ino):
-        steps["adopt"].append(name)
+        plan.adopt.append(name)
         act(f"adopt pod {name} (marked veth found, no record)")
 
     create_veth = False
     if not _live(ino):
         if ino is None:
             act(f"{name}: remove dead netns file")
-            steps["netns_del"].append(name)
+            run.netns_del.append(name)
         act(f"add pod {name}" if rec is None else f"{name}: recreate missing netns")
-        steps["netns_add"].append(name)
+        run.netns_add.append(name)
         pod_links, eth0 = {}, None
         create_veth = True
     elif not paired(host, eth0):
         create_veth = True
         if eth0 is not None:
-            steps["pre_pod"][name] = [["link", "del", "eth0"]]
+            run.pre_pod[name] = [["link", "del", "eth0"]]
             act(f"{name}: delete eth0 (not paired with {veth})")
         act(f"{name}: add veth {veth}")
     if create_veth:
         if host is not None:
-            steps["stale"].append(veth)
+            run.stale.append(veth)
             act(f"{name}: delete stale {veth}")
-        steps["node"] += [
+        run.node += [
             ["link", "add", veth, "mtu", mtu, "type", "veth", "peer", "name", "eth0",
              "address", pod_mac(name), "mtu", mtu, "netns", name],
             ["link", "set", veth, "alias", pod_alias(name)],
@@ -257,7 +257,7 @@ def plan_links(run, name):
             fix += ["up"]
             act(f"{name}: set {veth} up")
         if fix:
-            steps["node"].append(["link", "set", veth] + fix)
+            run.node.append(["link", "set", veth] + fix)
     return create_veth, eth0, pod_links
 
 
@@ -308,7 +308,7 @@ def plan_inside(run, name, create_veth, eth0, pod_links):
                 act(f"{name}: set default route via {gw}")
     lines += plan_pod_neighbours(run, name, fams, create_veth, pod_neigh)
     if lines:
-        run.steps["pod"][name] = lines
+        run.pod[name] = lines
 
 
 def plan_pod_neighbours(run, name, fams, create_veth, pod_neigh):
@@ -340,7 +340,7 @@ def plan_pod_neighbours(run, name, fams, create_veth, pod_neigh):
 def plan_workload(run, name):
     """The recorded process tree, whatever it exec'd or forked since: stopped when its
     command changed or its namespace was replaced, started when wanted and not running."""
-    steps, act = run.steps, run.act
+    plan, act = run.plan, run.act
     ino = run.observed["netns"].get(name, MISSING)
     argv = run.desired[name]["argv"]
     rec_argv = (run.rec_pods.get(name) or {}).get("command")
@@ -349,17 +349,17 @@ def plan_workload(run, name):
     same_ns = _live(ino) and ino == ident.get("netns_inode")
     ok = running and same_ns and argv == rec_argv
     if running and not ok:
-        steps["stop"].append((name, run.identities.get(name)))
+        plan.stop.append((name, run.identities.get(name)))
         why = "command changed" if argv != rec_argv else "netns replaced"
         if argv is None:
             why = "command removed"
         act(f"{name}: stop workload ({_pids(run.trees.get(name))}; {why})")
     if argv and not ok:
-        steps["start"].append(name)
+        plan.start.append(name)
         if rec_argv and not running and argv == rec_argv:
             act(f"{name}: restart workload {' '.join(argv)} (was dead)")
             if run.others.get(name):
-                steps["warnings"].append(
+                plan.warnings.append(
                     f"pod {name}: its workload is gone, but other processes run in its network "
                     f"namespace ({_others(run.others[name])}). A "
                     f"command that starts a new session and clears its environment (a daemon) "
@@ -371,7 +371,7 @@ def plan_workload(run, name):
 
 def plan_bridge_neighbours(run):
     """The node's static entries on the bridge, one per pod address (kept pods too)."""
-    steps, bridge = run.steps, run.bridge
+    bridge = run.bridge
     if not run.prune:
         for name, rec in run.rec_pods.items():
             for addr in rec.get("ips") or [] if name not in run.desired else []:
@@ -379,13 +379,13 @@ def plan_bridge_neighbours(run):
     have = run.observed.get("bridge_neigh") or {}
     for addr, (mac, name) in sorted(run.want_neigh.items()):
         if (have.get(addr) or {}).get("lladdr") != mac:
-            steps["node"].append(["neigh", "replace", addr, "lladdr", mac, "dev", bridge,
-                                  "nud", "permanent", "proto", RT_PROTO])
+            run.node.append(["neigh", "replace", addr, "lladdr", mac, "dev", bridge,
+                             "nud", "permanent", "proto", RT_PROTO])
             if name not in run.fresh:
                 run.act(f"{name}: set static neighbour {addr} lladdr {mac} on {bridge}")
     for addr, entry in sorted(have.items()):
         if addr not in run.want_neigh and entry.get("protocol") == str(RT_PROTO):
-            steps["node"].append(["neigh", "del", addr, "dev", bridge])
+            run.node.append(["neigh", "del", addr, "dev", bridge])
             run.act(f"remove static neighbour {addr} from {bridge}")
 
 
@@ -399,8 +399,8 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
     {name: the recorded tree identity (see module_utils/workload.py) or None}, ``trees``
     {name: PIDs of that tree}, ``others`` {name: [(pid, comm)] of the other processes in
     the pod's live namespace}.
-    Returns a dict of steps (see the module's ``apply``); ``actions`` lists them for humans,
-    ``errors`` holds the Problems that refuse the run.
+    Returns a ``PodsPlan``; ``actions`` says it for humans, ``errors`` holds the Problems
+    that refuse the run.
     """
     run = _Run(desired, observed, record, bridge, mtu, gateways, prune)
     plan_neighbour_sets(run)
@@ -412,8 +412,31 @@ def plan(desired, observed, record, bridge, mtu, gateways, prune=True):
         plan_inside(run, name, *links)
         plan_workload(run, name)
     plan_bridge_neighbours(run)
-    return run.steps
+    plan_batches(run)
+    return run.plan
 
 
-def needs_change(steps):
-    return bool(steps["actions"])
+def plan_batches(run):
+    """The kernel work in the order it runs: inside the pods whose eth0 goes (one batch
+    each), the stale host veths, the node batch, then inside the pods side by side."""
+    plan = run.plan
+    for name, lines in run.pre_pod.items():
+        plan.batch(netns=name).extend(lines)
+    if run.stale:
+        # A stale veth may vanish by itself meanwhile (its namespace died with the workload
+        # just stopped), so a failed delete is fine as long as the link ends up gone.
+        plan.batch(force=True, check=False, wait_gone=list(run.stale)).extend(
+            ["link", "del", veth] for veth in run.stale)
+    # One node-level batch: namespaces (from the node's own mount namespace, so the
+    # /run/netns bind mounts are visible to everyone), then the veths; `ip netns del`
+    # returns before the kernel drops the deleted namespaces' veths.
+    node = ([["netns", "del", n] for n in run.netns_del]
+            + [["netns", "add", n] for n in run.netns_add] + run.node)
+    if node:
+        plan.batch(wait_gone=run.wait_gone).extend(node)
+    for name, lines in run.pod.items():
+        plan.batch(netns=name, parallel=True).extend(lines)
+
+
+def needs_change(plan):
+    return bool(plan.actions)

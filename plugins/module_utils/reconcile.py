@@ -13,18 +13,28 @@ Private module_utils of flatnet.cluster: the API may change without notice.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import time
+
+from ansible_collections.flatnet.cluster.plugins.module_utils.kernel import KernelError
 
 
 class Batch:
     """Lines for one ``TOOL [-n NETNS] -batch -`` process. ``net``: run it inside another
-    process's network namespace instead (a lab node's PID, entered with nsenter)."""
+    process's network namespace instead (a lab node's PID, entered with nsenter).
+    ``parallel``: runs side by side with the parallel batches next to it, each process
+    started inside its named netns (the per-pod fan-out). ``check=False``: a failure is fine
+    as long as ``wait_gone`` holds after it. ``wait_gone``: links (of the batch's netns) that
+    must vanish after the batch; the ones left at the deadline are deleted."""
 
-    __slots__ = ("tool", "netns", "lines", "force", "net")
+    __slots__ = ("tool", "netns", "lines", "force", "net", "parallel", "check", "wait_gone")
 
-    def __init__(self, tool="ip", netns=None, lines=None, force=False, net=None):
+    def __init__(self, tool="ip", netns=None, lines=None, force=False, net=None,
+                 parallel=False, check=True, wait_gone=None):
         self.tool, self.netns, self.force, self.net = tool, netns, force, net
         self.lines = [] if lines is None else lines
+        self.parallel, self.check = parallel, check
+        self.wait_gone = [] if wait_gone is None else wait_gone
 
     def __repr__(self):
         return f"Batch({self.tool!r}, {self.netns!r}, {self.lines!r})"
@@ -37,8 +47,9 @@ class Plan:
     def __init__(self):
         self.batches, self.sysctl, self.actions, self.warnings = [], [], [], []
 
-    def batch(self, tool="ip", netns=None, force=False, net=None):
-        step = Batch(tool, netns, force=force, net=net)
+    def batch(self, tool="ip", netns=None, force=False, net=None, **more):
+        """``more``: the Batch's other fields (``parallel``, ``check``, ``wait_gone``)."""
+        step = Batch(tool, netns, force=force, net=net, **more)
         self.batches.append(step)
         return step.lines
 
@@ -50,11 +61,14 @@ class Plan:
 def apply(runner_or_ip, plan):
     """Run the plan's batches in order, then its sysctl writes, through the kernel runner
     (a ``kernel.Runner`` or an ``iproute2.IPRoute2``, whose runner is used). Empty batches
-    start no process."""
+    start no process; neighbouring ``parallel`` batches of one tool start together."""
     runner = getattr(runner_or_ip, "runner", runner_or_ip)
-    for step in plan.batches:
-        runner.batch(step.tool, step.lines, opts=["-n", step.netns] if step.netns else [],
-                     force=step.force, net=step.net)
+    for fan_out, steps in itertools.groupby(plan.batches, key=lambda s: s.parallel and s.tool):
+        if fan_out:
+            run_side_by_side(runner, fan_out, list(steps))
+        else:
+            for step in steps:
+                run_batch(runner, step)
     for key, value in plan.sysctl:
         runner.sysctl(key, value)
 
@@ -104,3 +118,43 @@ def wait_until(predicate, timeout, interval=0.05):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+# --- apply's parts: one batch, parallel batches, links that must vanish ------------------
+
+
+def run_batch(runner, step):
+    """One batch in its own process, then its ``wait_gone``."""
+    opts = ["-n", step.netns] if step.netns else []
+    try:
+        runner.batch(step.tool, step.lines, opts=opts, force=step.force, net=step.net)
+    except KernelError:
+        if step.check:
+            raise
+    if step.wait_gone:
+        wait_links_gone(runner, step.wait_gone, step.netns, step.net)
+
+
+def run_side_by_side(runner, tool, steps):
+    """Parallel batches (always checked) in one ``runner.many``, then their waits."""
+    jobs = {i: (step.lines, step.netns, [], False) for i, step in enumerate(steps) if step.lines}
+    if jobs:
+        runner.many(tool, jobs)
+    for step in steps:
+        if step.wait_gone:
+            wait_links_gone(runner, step.wait_gone, step.netns, step.net)
+
+
+def wait_links_gone(runner, names, netns=None, net=None, timeout=3.0):
+    """Wait until the links ``names`` are gone (``ip netns del`` returns before the kernel
+    drops the namespace's veths), then delete the ones left."""
+    opts = ["-n", netns] if netns else []
+    left = set(names)
+
+    def gone():
+        left.intersection_update(
+            link["ifname"] for link in runner.json("ip", opts + ["-json", "-details", "link", "show"], net=net))
+        return not left
+
+    if not wait_until(gone, timeout):
+        runner.batch("ip", [["link", "del", n] for n in sorted(left)], opts=opts, force=True, net=net)

@@ -151,6 +151,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.flatnet.cluster.plugins.module_utils import procs
+from ansible_collections.flatnet.cluster.plugins.module_utils import reconcile
 from ansible_collections.flatnet.cluster.plugins.module_utils import state as flatnet_state
 from ansible_collections.flatnet.cluster.plugins.module_utils import workload
 from ansible_collections.flatnet.cluster.plugins.module_utils.names import is_pod_name
@@ -163,7 +164,7 @@ from ansible_collections.flatnet.cluster.plugins.module_utils.pods_plan import (
     plan,
     pod_mac,
 )
-from ansible_collections.flatnet.cluster.plugins.module_utils.reconcile import paired, wait_until
+from ansible_collections.flatnet.cluster.plugins.module_utils.reconcile import paired
 
 
 class PodsError(Exception):
@@ -345,18 +346,6 @@ def observe_workloads(observed, desired, record, snap=None):
                                     if p["pid"] not in tree]
 
 
-def wait_links_gone(ip, names, timeout=3.0):
-    """``ip netns del`` returns before the kernel drops the veths; wait, then delete leftovers."""
-    left = set(names)
-
-    def gone():
-        left.intersection_update(ip.links())
-        return not left
-
-    if not wait_until(gone, timeout):
-        ip.batch([["link", "del", n] for n in sorted(left)], force=True)
-
-
 def _record_intent(pods_path, desired, rec_pods):
     """Record intent first: a run interrupted after `netns add` leaves namespaces that the
     next run recognises as its own."""
@@ -373,51 +362,30 @@ def _record_intent(pods_path, desired, rec_pods):
     return intent
 
 
-def _stop_processes(steps, intent):
-    for name, ident in steps["stop"]:
+def _stop_processes(pods_plan, intent):
+    """Stop the workloads that go, then sweep the namespaces of the pods that go; returns
+    the warnings for processes that would not stop."""
+    warnings = []
+    for name, ident in pods_plan.stop:
         _signalled, left = workload.stop_tree(ident)
         if left:
             # Still there after KILL (uninterruptible sleep): keep the identity, the next run retries.
-            steps["late_warnings"].append(
-                f"pod {name}: workload processes {workload.describe(left)} did not stop")
+            warnings.append(f"pod {name}: workload processes {workload.describe(left)} did not stop")
             continue
         intent["pods"][name]["pid"] = None
         intent["pods"][name]["workload"] = None
-    for name, ino in steps["sweep"]:
+    for name, ino in pods_plan.sweep:
         # Only the namespace the name still points at (that bind mount keeps its inode ours).
         if netns_inode(name) == ino:
             _signalled, left = workload.stop_netns(ino)
             if left:
-                steps["late_warnings"].append(
+                warnings.append(
                     f"pod {name}: processes {workload.describe(left)} did not stop and keep "
                     f"its network namespace alive")
+    return warnings
 
 
-def _apply_links(ip, steps, desired, intent):
-    for name, lines in steps["pre_pod"].items():
-        ip.batch(lines, netns=name)
-    if steps["stale"]:
-        # A stale veth may vanish by itself meanwhile (its namespace died with the workload
-        # just stopped), so a failed delete is fine as long as the link ends up gone.
-        try:
-            ip.batch([["link", "del", veth] for veth in steps["stale"]], force=True)
-        except KernelError:
-            pass
-        wait_links_gone(ip, steps["stale"])
-    # One node-level batch: namespaces (from the node's own mount namespace, so the
-    # /run/netns bind mounts are visible to everyone), then the veths.
-    node_lines = ([["netns", "del", n] for n in steps["netns_del"]]
-                  + [["netns", "add", n] for n in steps["netns_add"]] + steps["node"])
-    ip.batch(node_lines)
-    for name in steps["netns_del"]:
-        if name not in desired:
-            intent["pods"].pop(name, None)
-    if steps["wait_gone"]:
-        wait_links_gone(ip, steps["wait_gone"])
-    ip.many({name: (lines, name, None, False) for name, lines in steps["pod"].items()})
-
-
-def _final_record(steps, desired, intent, rec_pods, prune):
+def _final_record(pods_plan, desired, intent, rec_pods, prune):
     final = {"pods": {}}
     for name, want in desired.items():
         entry = dict(intent["pods"][name])
@@ -428,14 +396,14 @@ def _final_record(steps, desired, intent, rec_pods, prune):
         for name, rec in rec_pods.items():
             final["pods"].setdefault(name, rec)
     for name in desired:
-        if not desired[name]["argv"] or name in steps["start"]:
+        if not desired[name]["argv"] or name in pods_plan.start:
             final["pods"][name]["pid"] = None
             final["pods"][name]["workload"] = None
     return final
 
 
-def _start_workloads(module, ip, steps, desired, final, pods_path, log_dir):
-    for name in steps["start"]:
+def _start_workloads(module, ip, pods_plan, desired, final, pods_path, log_dir):
+    for name in pods_plan.start:
         argv = desired[name]["argv"]
         ident = workload.launch(ip.ip, name, argv, os.path.join(log_dir, f"{name}.log"))
         final["pods"][name]["workload"] = ident
@@ -450,17 +418,18 @@ def _start_workloads(module, ip, steps, desired, final, pods_path, log_dir):
                                  f"see {os.path.join(log_dir, name + '.log')}")
 
 
-def apply(module, ip, steps, desired, record, state_dir):
-    """Run the steps in order: record intent, stop what goes, links and namespaces, then
-    inside the pods; record the result and start the workloads."""
+def apply(module, ip, pods_plan, desired, record, state_dir):
+    """Record intent, stop what goes, run the plan's batches (links and namespaces, then
+    inside the pods), record the result and start the workloads. Returns the final record
+    and the warnings of processes that would not stop."""
     pods_path = os.path.join(state_dir, "pods.json")
     rec_pods = dict(record.get("pods", {}))
     intent = _record_intent(pods_path, desired, rec_pods)
-    _stop_processes(steps, intent)
-    _apply_links(ip, steps, desired, intent)
-    final = _final_record(steps, desired, intent, rec_pods, module.params["prune"])
-    _start_workloads(module, ip, steps, desired, final, pods_path, os.path.join(state_dir, "logs"))
-    return final
+    late_warnings = _stop_processes(pods_plan, intent)
+    reconcile.apply(ip, pods_plan)
+    final = _final_record(pods_plan, desired, intent, rec_pods, module.params["prune"])
+    _start_workloads(module, ip, pods_plan, desired, final, pods_path, os.path.join(state_dir, "logs"))
+    return final, late_warnings
 
 
 def result_pods(desired, final_pods):
@@ -511,18 +480,18 @@ def main():
         observed = observe(ip, desired, record, p["bridge"])
     except KernelError as exc:
         module.fail_json(msg=str(exc))
-    steps = plan(desired, observed, record, p["bridge"], p["mtu"], gateways, prune=p["prune"])
+    pods_plan = plan(desired, observed, record, p["bridge"], p["mtu"], gateways, prune=p["prune"])
     if absent:
         # An absent run never needs the bridge.
-        steps["errors"] = [e for e in steps["errors"] if e.kind != "bridge"]
-    errors = steps["errors"]
+        pods_plan.errors = [e for e in pods_plan.errors if e.kind != "bridge"]
+    errors = pods_plan.errors
     if errors and not (module.check_mode and all(e.kind == "bridge" for e in errors)):
-        module.fail_json(msg="; ".join(errors), actions=steps["actions"])
-    warnings = [str(e) for e in errors] + steps["warnings"]
-    changed = needs_change(steps)
+        module.fail_json(msg="; ".join(errors), actions=pods_plan.actions)
+    warnings = [str(e) for e in errors] + pods_plan.warnings
+    changed = needs_change(pods_plan)
     if absent and os.path.exists(pods_path):
         changed = True
-    result = dict(changed=changed, actions=steps["actions"])
+    result = dict(changed=changed, actions=pods_plan.actions)
     if warnings:
         result["warnings"] = warnings
     if module._diff:
@@ -535,13 +504,12 @@ def main():
         result["pods"] = result_pods(desired, record["pods"])
         module.exit_json(**result)
 
-    steps["late_warnings"] = []
     try:
-        final = apply(module, ip, steps, desired, record, state_dir)
+        final, late_warnings = apply(module, ip, pods_plan, desired, record, state_dir)
     except (KernelError, OSError) as exc:
-        module.fail_json(msg=str(exc), actions=steps["actions"])
-    if steps["late_warnings"]:
-        result["warnings"] = result.get("warnings", []) + steps["late_warnings"]
+        module.fail_json(msg=str(exc), actions=pods_plan.actions)
+    if late_warnings:
+        result["warnings"] = result.get("warnings", []) + late_warnings
     log_dir = os.path.join(state_dir, "logs")
     for name in set(record["pods"]) - set(final["pods"]):
         flatnet_state.remove(os.path.join(log_dir, f"{name}.log"))
